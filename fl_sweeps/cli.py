@@ -1,0 +1,60 @@
+"""``fl-sweep``: the Hydra app. One trial by default, a sweep with ``--multirun``.
+
+Kept thin: compose config → ``run_trial`` → return ``(final eval accuracy, total bits)`` to the sweeper.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+import fl_sweeps.quiet  # noqa: F401  (silences TF before anything imports it)
+from fl_sweeps.data.errors import DataError
+from fl_sweeps.experiment import run_trial
+from fl_sweeps.schema import register_configs
+from fl_sweeps.validation import ConfigError
+
+
+def config_dir() -> Path:
+    """``conf/``: inside the package when installed from a wheel, beside it in a source checkout."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "conf"
+
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+def _app(cfg: DictConfig) -> tuple[float, float]:
+    """Hydra task: one trial; returns the objectives ``(final eval accuracy, total bits)``."""
+    try:
+        result = run_trial(cfg)
+    except (ConfigError, DataError) as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        sys.exit(f"fl-sweep: error: {error}")
+    print(
+        f"eval accuracy {result.eval_accuracy:.4f} | {result.total_bits / 1e6:,.2f} Mbit communicated | "
+        f"MLflow run {result.run_id} in {cfg.mlflow.tracking_uri} (experiment {cfg.mlflow.experiment!r})"
+    )
+    return result.eval_accuracy, float(result.total_bits)
+
+
+def main() -> None:
+    """Console entry point: run the Hydra app and stop the TFF worker however it ends."""
+    from fl_sweeps import runtime
+
+    runtime.install_signal_handlers()
+    try:
+        _app()
+    finally:
+        runtime.stop_worker()
+
+
+if __name__ == "__main__":
+    main()

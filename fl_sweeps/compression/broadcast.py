@@ -1,0 +1,65 @@
+"""Encoded model broadcast: a ``DistributionProcess`` that encodes on the server and decodes on each client.
+
+TFF 0.87's ``build_weighted_fed_avg`` accepts a ``model_distributor`` but ships only the plain broadcast; this
+process is the server→client counterpart of ``tff.aggregators.EncodedSumFactory``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fl_sweeps.compression.encoders import NoCompression
+
+
+def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression) -> Any:
+    """Builds a ``tff.learning.templates.DistributionProcess`` broadcasting ``value_type`` through ``encoder``.
+
+    Each tensor gets its own tensor_encoding ``SimpleEncoder``; the encoded tensors (quantized words, ranges,
+    seeds, and unencoded small tensors) are what crosses from server to clients.
+
+    Args:
+        value_type: Non-federated TFF type of the broadcast value (the model weights).
+        encoder: Encoder settings; ``NoCompression`` gives TFF's plain broadcast.
+    """
+    import tensorflow as tf
+    import tensorflow_federated as tff
+    from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
+
+    if type(encoder) is NoCompression:
+        return tff.learning.templates.build_broadcast_process(value_type)
+
+    specs = tff.types.type_to_tf_tensor_specs(value_type)
+    flat_specs = tf.nest.flatten(specs)
+    encoders = [
+        te.encoders.as_simple_encoder(encoder.tensor_encoder(spec.shape.num_elements(), spec.dtype.is_floating), spec)
+        for spec in flat_specs
+    ]
+
+    @tff.tensorflow.computation
+    def initial_state():
+        return tuple(e.initial_state() for e in encoders)
+
+    state_type = initial_state.type_signature.result
+
+    @tff.tensorflow.computation(state_type, value_type)
+    def encode(state, value):
+        encoded = [e.encode(x, s) for e, x, s in zip(encoders, tf.nest.flatten(value), state, strict=True)]
+        return tuple(x for x, _ in encoded), tuple(s for _, s in encoded)
+
+    @tff.tensorflow.computation(encode.type_signature.result[0])
+    def decode(encoded):
+        return tf.nest.pack_sequence_as(specs, [e.decode(x) for e, x in zip(encoders, encoded, strict=True)])
+
+    @tff.federated_computation
+    def init_fn():
+        return tff.federated_eval(initial_state, tff.SERVER)
+
+    @tff.federated_computation(init_fn.type_signature.result, tff.FederatedType(value_type, tff.SERVER))
+    def next_fn(state, value):
+        encoded_and_state = tff.federated_map(encode, (state, value))
+        at_clients = tff.federated_map(decode, tff.federated_broadcast(encoded_and_state[0]))
+        return tff.templates.MeasuredProcessOutput(
+            state=encoded_and_state[1], result=at_clients, measurements=tff.federated_value((), tff.SERVER)
+        )
+
+    return tff.learning.templates.DistributionProcess(init_fn, next_fn)

@@ -1,0 +1,157 @@
+"""Own the TFF C++ worker: start it with our settings, and stop it on every exit path.
+
+TFF's default context starts ``worker_binary`` lazily on the first computation, hands it the parent's
+stdout/stderr and never stops it when Python exits, so test runs and CI hang. Here the worker is started by us,
+with its output sent to /dev/null, a parent-death signal so even a SIGKILLed parent takes it along, and it is
+stopped from ``stop_worker`` (called by the CLI's ``finally``), ``atexit``, and SIGTERM/SIGINT handlers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+_PR_SET_PDEATHSIG = 1
+_lock = threading.Lock()
+
+
+@dataclass
+class _Worker:
+    process: subprocess.Popen
+    port: int
+    max_concurrent_computation_calls: int
+
+
+_worker: _Worker | None = None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGKILL us when the parent dies (covers SIGKILL of the parent)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # pragma: no cover - non-glibc systems fall back to atexit/signal handlers
+        pass
+
+
+def _worker_binary_path() -> Path:
+    import tensorflow_federated
+
+    return Path(tensorflow_federated.__file__).parent / "data" / "worker_binary"
+
+
+def ensure_worker(max_concurrent_computation_calls: int = -1) -> None:
+    """Start our TFF worker and make it the default execution context, unless one is already running.
+
+    Args:
+        max_concurrent_computation_calls: Passed to the worker; non-positive means no limit.
+    """
+    global _worker
+    with _lock:
+        if _worker is not None and _worker.process.poll() is None:
+            if _worker.max_concurrent_computation_calls == max_concurrent_computation_calls:
+                return
+            _stop_locked()
+        _worker = _start(max_concurrent_computation_calls)
+
+
+def _start(max_calls: int) -> _Worker:
+    import grpc
+    import portpicker
+    from tensorflow_federated.python.core.backends.native import compiler
+    from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
+    from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
+    from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
+    from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
+    from tensorflow_federated.python.core.impl.executors import remote_executor, remote_executor_grpc_stub
+    from tensorflow_federated.python.core.impl.types import placements
+
+    port = portpicker.pick_unused_port()
+    process = subprocess.Popen(
+        [str(_worker_binary_path()), f"--port={port}", f"--max_concurrent_computation_calls={max_calls}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
+        close_fds=True,
+    )
+    options = [
+        ("grpc.max_message_length", 2_000_000_000),
+        ("grpc.max_receive_message_length", 2_000_000_000),
+        ("grpc.max_send_message_length", 2_000_000_000),
+    ]
+    stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(grpc.insecure_channel(f"localhost:{port}", options))
+    deadline = time.monotonic() + 60
+    while not stub.is_ready:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"TFF worker_binary did not start (exit code {process.poll()})")
+        time.sleep(0.05)
+
+    def executor_fn(cardinalities):
+        cardinalities.setdefault(placements.CLIENTS, 0)
+        executor = remote_executor.RemoteExecutor(stub)
+        executor.set_cardinalities(cardinalities)
+        return executor
+
+    context = sync_execution_context.SyncExecutionContext(
+        executor_fn=python_executor_stacks.ResourceManagingExecutorFactory(executor_stack_fn=executor_fn),
+        compiler_fn=compiler.desugar_and_transform_to_native,
+        transform_args=tensorflow_computation.transform_args,
+        transform_result=tensorflow_computation.transform_result,
+    )
+    context_stack_impl.context_stack.set_default_context(context)
+    return _Worker(process, port, max_calls)
+
+
+def worker_pid() -> int | None:
+    """PID of the running worker we own, or None."""
+    with _lock:
+        if _worker is not None and _worker.process.poll() is None:
+            return _worker.process.pid
+        return None
+
+
+def stop_worker() -> None:
+    """Stop the worker we own (idempotent, safe from signal handlers and atexit)."""
+    with _lock:
+        _stop_locked()
+
+
+def _stop_locked() -> None:
+    global _worker
+    if _worker is None:
+        return
+    process, _worker = _worker.process, None
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    """Turn SIGTERM into SystemExit so ``finally`` blocks (MLflow run status, worker stop) run."""
+    stop_worker()
+    raise SystemExit(128 + signum)
+
+
+def install_signal_handlers() -> None:
+    """Stop the worker and unwind cleanly on SIGTERM (SIGINT already raises KeyboardInterrupt)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_signal)
+
+
+atexit.register(stop_worker)
+# Forked children (e.g. joblib workers) must not stop the parent's worker; they start their own.
+os.register_at_fork(after_in_child=lambda: globals().__setitem__("_worker", None))

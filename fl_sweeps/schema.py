@@ -1,0 +1,171 @@
+"""Typed schemas of every config group, registered in Hydra's ConfigStore so typos and wrong types fail early.
+
+Each YAML option file starts from one of these (``defaults: [<name>_schema]``); a key that is not in the schema
+or a value of the wrong type is rejected by Hydra when the config is composed, before anything runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import II, MISSING
+
+
+@dataclass
+class NoCompressionConfig:
+    """``none``: tensors travel unencoded."""
+
+    _target_: str = "fl_sweeps.compression.encoders.NoCompression"
+
+
+@dataclass
+class QuantizationConfig:
+    """``uniform`` and ``hadamard``: quantize tensors with more than ``threshold`` elements to ``bits`` bits."""
+
+    _target_: str = "fl_sweeps.compression.encoders.UniformQuantization"
+    bits: int = 8
+    threshold: int = 20000
+    rounding: str = "deterministic"
+
+
+@dataclass
+class SgdConfig:
+    _target_: str = "fl_sweeps.optimizers.sgd"
+    lr: float = 0.1
+
+
+@dataclass
+class SgdmConfig:
+    _target_: str = "fl_sweeps.optimizers.sgdm"
+    lr: float = 0.05
+    momentum: float = 0.9
+
+
+@dataclass
+class AdamConfig:
+    _target_: str = "fl_sweeps.optimizers.adam"
+    lr: float = 0.001
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+
+
+@dataclass
+class PartitionedDataConfig:
+    """Data sets that fl-sweeps splits into clients itself (``digits``, ``mnist``)."""
+
+    _target_: str = MISSING
+    num_clients: int = 20
+    partition: str = "iid"
+    alpha: float = 0.5
+    shards_per_client: int = 2
+    seed: int = II("seed")
+
+
+@dataclass
+class DigitsConfig(PartitionedDataConfig):
+    _target_: str = "fl_sweeps.data.digits.load_digits"
+    test_fraction: float = 0.2
+
+
+@dataclass
+class MnistConfig(PartitionedDataConfig):
+    _target_: str = "fl_sweeps.data.mnist.load_mnist"
+    path: str | None = None
+    num_clients: int = 100
+
+
+@dataclass
+class FemnistConfig:
+    _target_: str = "fl_sweeps.data.femnist.load_femnist"
+    path: str = MISSING
+    only_digits: bool = False
+    max_clients: int | None = None
+    seed: int = II("seed")
+
+
+@dataclass
+class EmnistConfig:
+    _target_: str = "fl_sweeps.data.emnist.load_emnist"
+    cache_dir: str = MISSING
+    only_digits: bool = True
+    max_clients: int | None = None
+    seed: int = II("seed")
+
+
+@dataclass
+class CnnConfig:
+    _target_: str = "fl_sweeps.models.cnn"
+    _partial_: bool = True
+    filters: list[int] = field(default_factory=lambda: [32, 64])
+    dense_units: int = 512
+
+
+@dataclass
+class MlpConfig:
+    _target_: str = "fl_sweeps.models.mlp"
+    _partial_: bool = True
+    hidden_units: list[int] = field(default_factory=lambda: [200, 200])
+
+
+@dataclass
+class LinearConfig:
+    _target_: str = "fl_sweeps.models.linear"
+    _partial_: bool = True
+
+
+@dataclass
+class TrainingConfig:
+    rounds: int = 10
+    clients_per_round: int = 10
+    local_epochs: int = 1
+    batch_size: int = 20
+    shuffle_buffer: int = 100
+
+
+@dataclass
+class EvalConfig:
+    every: int = 1
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "fl-sweeps"
+
+
+@dataclass
+class Config:
+    """The whole composed config: one entry per config group plus the plain sections."""
+
+    data: Any = MISSING
+    model: Any = MISSING
+    client_optimizer: Any = MISSING
+    server_optimizer: Any = MISSING
+    broadcast_encoder: Any = MISSING
+    aggregate_encoder: Any = MISSING
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    seed: int = 0
+
+
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {"digits": DigitsConfig, "mnist": MnistConfig, "femnist": FemnistConfig, "emnist": EmnistConfig},
+    "model": {"cnn": CnnConfig, "mlp": MlpConfig, "linear": LinearConfig},
+    "client_optimizer": {"sgd": SgdConfig, "sgdm": SgdmConfig, "adam": AdamConfig},
+    "server_optimizer": {"sgd": SgdConfig, "sgdm": SgdmConfig, "adam": AdamConfig},
+    "broadcast_encoder": {"none": NoCompressionConfig, "quantization": QuantizationConfig},
+    "aggregate_encoder": {"none": NoCompressionConfig, "quantization": QuantizationConfig},
+}
+
+
+def register_configs() -> None:
+    """Register the top-level schema and each group's option schemas (as ``<option>_schema``)."""
+    store = ConfigStore.instance()
+    store.store(name="config_schema", node=Config)
+    for group, options in GROUP_SCHEMAS.items():
+        for option, node in options.items():
+            store.store(group=group, name=f"{option}_schema", node=node)

@@ -1,0 +1,225 @@
+"""Run one federated trial: build the compressed FedAvg process, train round by round, evaluate, yield records.
+
+The trainer knows nothing of Hydra or MLflow: it takes built objects and yields one ``RoundRecord`` per round.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fl_sweeps.compression.bits import BitsPerClient, TensorInfo, bits_per_client
+from fl_sweeps.compression.encoders import NoCompression
+from fl_sweeps.data.federated_data import FederatedData
+
+ModelBuilder = Callable[..., Any]  # (input_shape, num_classes) -> tf.keras.Model
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The ``training`` config group.
+
+    Attributes:
+        rounds: Federated rounds to run.
+        clients_per_round: Clients sampled (without replacement) each round.
+        local_epochs: Passes over its data each client makes per round.
+        batch_size: Local minibatch size.
+        shuffle_buffer: Shuffle buffer of each client's pipeline.
+    """
+
+    rounds: int = 10
+    clients_per_round: int = 10
+    local_epochs: int = 1
+    batch_size: int = 20
+    shuffle_buffer: int = 100
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What one round produced. Bits are for this round, all participating clients, exactly as encoded."""
+
+    round: int
+    train_loss: float
+    train_accuracy: float
+    eval_loss: float | None
+    eval_accuracy: float | None
+    broadcast_bits: int
+    aggregate_bits: int
+    cumulative_bits: int
+    seconds: float
+
+
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss."""
+
+
+class FederatedTrial:
+    """A FedAvg trial on one federated data set, ready to run.
+
+    Building it builds the TFF process (the expensive part, ~seconds); ``run`` then trains.
+    """
+
+    def __init__(
+        self,
+        *,
+        data: FederatedData,
+        model_builder: ModelBuilder,
+        client_optimizer: Any,
+        server_optimizer: Any,
+        broadcast_encoder: NoCompression,
+        aggregate_encoder: NoCompression,
+        training: TrainingSettings,
+        eval_every: int = 1,
+        seed: int = 0,
+    ) -> None:
+        import tensorflow as tf
+        import tensorflow_federated as tff
+
+        from fl_sweeps.fedavg import build_compressed_fed_avg
+
+        self.data = data
+        self.training = training
+        self.eval_every = eval_every
+        self.seed = seed
+        self._model_builder = model_builder
+        self._base_datasets = {
+            cid: tf.data.Dataset.from_tensor_slices((arrays.x, arrays.y)) for cid, arrays in data.train.items()
+        }
+        element_spec = self._client_dataset(data.client_ids[0], 0).element_spec
+
+        def model_fn():
+            return tff.learning.models.from_keras_model(
+                model_builder(data.input_shape, data.num_classes),
+                input_spec=element_spec,
+                loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
+            )
+
+        tf.keras.utils.set_random_seed(seed)
+        self.eval_model = model_builder(data.input_shape, data.num_classes)
+        self.process = build_compressed_fed_avg(
+            model_fn=model_fn,
+            client_optimizer=client_optimizer,
+            server_optimizer=server_optimizer,
+            broadcast_encoder=broadcast_encoder,
+            aggregate_encoder=aggregate_encoder,
+        )
+        trainable = [_tensor_info(v) for v in self.eval_model.trainable_weights]
+        non_trainable = [_tensor_info(v) for v in self.eval_model.non_trainable_weights]
+        self.bits_per_client: BitsPerClient = bits_per_client(
+            model_tensors=trainable + non_trainable,
+            update_tensors=trainable,
+            broadcast_encoder=broadcast_encoder,
+            aggregate_encoder=aggregate_encoder,
+        )
+        self.num_parameters = int(sum(t.num_elements for t in trainable + non_trainable))
+        self._eval_arrays = data.pooled_test()
+
+    def _client_dataset(self, client_id: str, round_num: int) -> Any:
+        """The client's pipeline for one round: repeat for local epochs, shuffle (seeded by round), batch."""
+        t = self.training
+        shuffle_seed = (self.seed * 1_000_003 + round_num * 7_919 + self.data.client_ids.index(client_id)) % 2**31
+        return (
+            self._base_datasets[client_id]
+            .repeat(t.local_epochs)
+            .shuffle(t.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+            .batch(t.batch_size)
+            .prefetch(1)
+        )
+
+    def initial_state(self) -> Any:
+        """The process's initial state with model weights drawn from ``seed`` (same seed, same start)."""
+        import tensorflow as tf
+        import tensorflow_federated as tff
+
+        state = self.process.initialize()
+        tf.keras.utils.set_random_seed(self.seed)
+        fresh = self._model_builder(self.data.input_shape, self.data.num_classes)
+        weights = tff.learning.models.ModelWeights(
+            trainable=[v.numpy() for v in fresh.trainable_weights],
+            non_trainable=[v.numpy() for v in fresh.non_trainable_weights],
+        )
+        return self.process.set_model_weights(state, weights)
+
+    def evaluate(self, state: Any) -> tuple[float, float]:
+        """Centralized evaluation of the state's model on all clients' held-out examples: (loss, accuracy)."""
+        import tensorflow as tf
+
+        self.process.get_model_weights(state).assign_weights_to(self.eval_model)
+        x, y = self._eval_arrays.x, self._eval_arrays.y
+        loss_sum, correct = 0.0, 0
+        for start in range(0, len(y), 1024):
+            logits = self.eval_model(x[start : start + 1024], training=False)
+            labels = y[start : start + 1024]
+            loss_sum += float(
+                tf.reduce_sum(tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
+            )
+            correct += int(np.sum(np.argmax(logits.numpy(), axis=1) == labels))
+        return loss_sum / len(y), correct / len(y)
+
+    def _check_finite(self, round_num: int, loss: float, state: Any, metrics: Any) -> None:
+        """Stop at once when the loss, the averaged update or the weights stop being finite.
+
+        TFF zeroes the weight of a client whose update is not finite and skips a non-finite averaged update
+        (``finalizer/update_non_finite``), so a diverged trial would otherwise train on silently, unchanged.
+        """
+        if not math.isfinite(loss):
+            raise DivergedError(f"training diverged at round {round_num}: train loss is {loss}")
+        if int(metrics.get("finalizer", {}).get("update_non_finite", 0)):
+            raise DivergedError(f"training diverged at round {round_num}: the averaged model update is not finite")
+        weights = self.process.get_model_weights(state)
+        if not all(np.all(np.isfinite(w)) for w in [*weights.trainable, *weights.non_trainable]):
+            raise DivergedError(f"training diverged at round {round_num}: model weights are not finite")
+
+    def run(self) -> Iterator[RoundRecord]:
+        """Train for ``training.rounds`` rounds, yielding a record after each.
+
+        Clients are sampled without replacement from a generator seeded with ``seed``; evaluation runs every
+        ``eval_every`` rounds and after the last round.
+
+        Raises:
+            DivergedError: The training loss became NaN or infinite.
+        """
+        rng = np.random.default_rng(self.seed)
+        state = self.initial_state()
+        cumulative = 0
+        rounds = self.training.rounds
+        for round_num in range(1, rounds + 1):
+            started = time.perf_counter()
+            chosen = rng.choice(len(self.data.client_ids), size=self.training.clients_per_round, replace=False)
+            client_ids = [self.data.client_ids[i] for i in sorted(chosen)]
+            output = self.process.next(state, [self._client_dataset(c, round_num) for c in client_ids])
+            state = output.state
+            train = output.metrics["client_work"]["train"]
+            loss, accuracy = float(train["loss"]), float(train["sparse_categorical_accuracy"])
+            self._check_finite(round_num, loss, state, output.metrics)
+            eval_loss = eval_accuracy = None
+            if round_num % self.eval_every == 0 or round_num == rounds:
+                eval_loss, eval_accuracy = self.evaluate(state)
+            bits = self.bits_per_client.for_clients(len(client_ids))
+            cumulative += bits.total
+            yield RoundRecord(
+                round=round_num,
+                train_loss=loss,
+                train_accuracy=accuracy,
+                eval_loss=eval_loss,
+                eval_accuracy=eval_accuracy,
+                broadcast_bits=bits.broadcast,
+                aggregate_bits=bits.aggregate,
+                cumulative_bits=cumulative,
+                seconds=time.perf_counter() - started,
+            )
+        self.final_state = state
+
+
+def _tensor_info(variable: Any) -> TensorInfo:
+    return TensorInfo(
+        num_elements=int(np.prod(variable.shape)),
+        dtype_bits=variable.dtype.size * 8,
+        is_float=variable.dtype.is_floating,
+    )

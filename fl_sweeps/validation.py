@@ -1,0 +1,94 @@
+"""Range and consistency checks on the composed config, run before TensorFlow is imported.
+
+Types and unknown keys are already checked by the schemas (``fl_sweeps.schema``); this adds what a type cannot
+say: bits 1..16, positive learning rates, no more clients per round than clients, and so on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A setting is out of its allowed range; the message is one line naming the key and what is allowed."""
+
+
+Check = tuple[Callable[[Any], bool], str]
+
+_INT_AT_LEAST_1: Check = (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+_POSITIVE: Check = (lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0")
+_UNIT_INTERVAL_OPEN: Check = (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)")
+
+RULES: dict[str, Check] = {
+    "training.rounds": _INT_AT_LEAST_1,
+    "training.clients_per_round": _INT_AT_LEAST_1,
+    "training.local_epochs": _INT_AT_LEAST_1,
+    "training.batch_size": _INT_AT_LEAST_1,
+    "training.shuffle_buffer": _INT_AT_LEAST_1,
+    "eval.every": _INT_AT_LEAST_1,
+    "data.num_clients": _INT_AT_LEAST_1,
+    "data.shards_per_client": _INT_AT_LEAST_1,
+    "data.max_clients": (lambda v: v is None or (isinstance(v, int) and v >= 1), "null or an integer >= 1"),
+    "data.partition": (lambda v: v in ("iid", "shards", "dirichlet"), "one of iid, shards, dirichlet"),
+    "data.alpha": _POSITIVE,
+    "data.test_fraction": (lambda v: isinstance(v, (int, float)) and 0 < v < 1, "a number in (0, 1)"),
+    "model.dense_units": _INT_AT_LEAST_1,
+    "model.filters": (
+        lambda v: len(v) >= 1 and all(isinstance(n, int) and n >= 1 for n in v),
+        "a non-empty list of integers >= 1",
+    ),
+    "model.hidden_units": (lambda v: all(isinstance(n, int) and n >= 1 for n in v), "a list of integers >= 1"),
+}
+for _side in ("client_optimizer", "server_optimizer"):
+    RULES[f"{_side}.lr"] = _POSITIVE
+    RULES[f"{_side}.momentum"] = _UNIT_INTERVAL_OPEN
+    RULES[f"{_side}.beta_1"] = _UNIT_INTERVAL_OPEN
+    RULES[f"{_side}.beta_2"] = _UNIT_INTERVAL_OPEN
+    RULES[f"{_side}.epsilon"] = _POSITIVE
+for _side in ("broadcast_encoder", "aggregate_encoder"):
+    RULES[f"{_side}.bits"] = (lambda v: isinstance(v, int) and 1 <= v <= 16, "an integer from 1 to 16")
+    RULES[f"{_side}.threshold"] = (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
+    RULES[f"{_side}.rounding"] = (lambda v: v in ("deterministic", "stochastic"), "deterministic or stochastic")
+
+_MISSING = object()
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` for the first setting outside its allowed range.
+
+    Raises:
+        ConfigError: With a message like ``broadcast_encoder.bits=17 is not allowed: use an integer from 1 to 16``.
+    """
+    for key, (ok, allowed) in RULES.items():
+        value = OmegaConf.select(cfg, key, default=_MISSING)
+        if value is _MISSING:
+            continue
+        if isinstance(value, DictConfig) or not _safe(ok, value):
+            raise ConfigError(f"{key}={_show(value)} is not allowed: use {allowed}")
+    num_clients = OmegaConf.select(cfg, "data.num_clients", default=None)
+    check_clients_per_round(cfg.training.clients_per_round, num_clients, "data.num_clients")
+
+
+def check_clients_per_round(clients_per_round: int, num_clients: int | None, source: str) -> None:
+    """Raise ``ConfigError`` if more clients are asked for per round than there are."""
+    if num_clients is not None and clients_per_round > num_clients:
+        raise ConfigError(
+            f"training.clients_per_round={clients_per_round} is not allowed: use at most the {num_clients} "
+            f"clients of the data ({source})"
+        )
+
+
+def _safe(ok: Callable[[Any], bool], value: Any) -> bool:
+    try:
+        return bool(ok(value))
+    except TypeError:
+        return False
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (DictConfig,)) or OmegaConf.is_list(value):
+        return str(OmegaConf.to_container(value))
+    return repr(value) if isinstance(value, str) else str(value)

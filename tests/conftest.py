@@ -1,0 +1,72 @@
+"""Shared fixtures: tiny composed configs, one TFF worker per session, and a check that no worker is left."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import fl_sweeps.quiet  # noqa: F401  (before TF)
+from fl_sweeps.cli import config_dir
+from fl_sweeps.schema import register_configs
+
+# A trial small enough to train in a couple of seconds on 2 CPU cores.
+TINY_RUN = [
+    "data.num_clients=6",
+    "training.rounds=2",
+    "training.clients_per_round=3",
+    "training.local_epochs=1",
+    "training.batch_size=32",
+]
+TINY = [*TINY_RUN, "model.filters=[4,8]", "model.dense_units=16"]
+
+
+def worker_pids() -> set[int]:
+    """PIDs of all running TFF ``worker_binary`` processes on this machine."""
+    out = subprocess.run(["pgrep", "-x", "worker_binary"], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+@pytest.fixture(scope="session")
+def compose_config() -> Callable[..., DictConfig]:
+    """Compose the project's config with overrides, as the CLI would (schemas registered)."""
+    register_configs()
+
+    def _compose(overrides: list[str] | None = None, tracking_uri: str | None = None) -> DictConfig:
+        extra = [f"mlflow.tracking_uri={tracking_uri}"] if tracking_uri else []
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose(config_name="config", overrides=[*(overrides or []), *extra])
+
+    return _compose
+
+
+@pytest.fixture(scope="session")
+def tff_worker():
+    """One TFF worker for the whole session (starting one costs ~1 s, importing TFF ~10 s)."""
+    from fl_sweeps import runtime
+
+    runtime.ensure_worker()
+    yield runtime.worker_pid()
+    runtime.stop_worker()
+
+
+@pytest.fixture()
+def tracking_uri(tmp_path: Path) -> str:
+    """A fresh MLflow sqlite store."""
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaked_workers():
+    """Fail the session if it leaves a TFF worker running that was not there before."""
+    before = worker_pids()
+    yield
+    from fl_sweeps import runtime
+
+    runtime.stop_worker()
+    leaked = worker_pids() - before
+    assert not leaked, f"tests left TFF worker_binary processes running: {sorted(leaked)}"
