@@ -5,14 +5,22 @@ This is what the Hydra task function calls; it returns the two objectives the sw
 
 from __future__ import annotations
 
+import os
 import sys
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from fl_sweeps.data.errors import DataError
+from fl_sweeps.data.federated_data import FederatedData
+from fl_sweeps.sweep.parent_run import redact
+from fl_sweeps.sweep.trial_link import OptunaTrialLink
 from fl_sweeps.tracking import TrialRun, flatten
+from fl_sweeps.trainer import FederatedTrial, RunSettings, TrainingSettings
 from fl_sweeps.validation import check_clients_per_round, validate
 
 
@@ -35,14 +43,77 @@ def run_trial(cfg: DictConfig, *, run_name: str | None = None, show_progress: bo
         DataError: The data set cannot be read or partitioned as asked.
     """
     validate(cfg)
-    data = instantiate(cfg.data)
+    built = _BUILT.get(_structure_key(cfg)) if cfg.reuse_built_process else None
+    data = built.data if built else _load_data(cfg.data)
     check_clients_per_round(cfg.training.clients_per_round, data.num_clients, f"data set {data.name}")
+    trial = built or _build_trial(cfg, data)
+    settings = RunSettings(
+        training=TrainingSettings(**OmegaConf.to_container(cfg.training)),
+        seed=cfg.seed,
+        eval_every=cfg.eval.every,
+        client_hparams=_optimizer_hparams(cfg.client_optimizer),
+        server_hparams=_optimizer_hparams(cfg.server_optimizer),
+    )
+    link = OptunaTrialLink.from_config(cfg.trial, _sweeper_pruner_config())
+    public = _public_config(cfg)
+    tags = {"data": data.name, "data.description": data.description, "eval.mode": cfg.eval.mode}
+    if link is not None:
+        tags |= {"optuna.study_name": cfg.trial.study_name, "optuna.trial_number": str(cfg.trial.number)}
+    recorder = TrialRun(
+        tracking_uri=cfg.mlflow.tracking_uri,
+        experiment=cfg.mlflow.experiment,
+        run_name=run_name or (f"trial {cfg.trial.number}" if link else None),
+        params={
+            **flatten(public),
+            "model.num_parameters": trial.num_parameters,
+            "data.num_clients": data.num_clients,
+        },
+        config_yaml=OmegaConf.to_yaml(OmegaConf.create(public)),
+        tags=tags,
+        parent_run_id=cfg.trial.parent_run_id,
+    )
+    with recorder:
+        record = None
+        for record in _progress(trial.run(settings), total=cfg.training.rounds, enabled=show_progress):
+            recorder.log_round(record)
+            if link is not None and record.eval_accuracy is not None:
+                link.report(record.round, record.eval_accuracy)
+        accuracy = float(record.eval_accuracy)
+        recorder.log_final(eval_accuracy=accuracy, total_bits=record.cumulative_bits)
+    return TrialResult(eval_accuracy=accuracy, total_bits=record.cumulative_bits, run_id=recorder.run_id)
 
+
+# Built trials by structure (data, model, optimizer kinds, encoders, eval mode), reused by later trials of a sweep
+# that differ only in learning rates, seeds or training settings. Few, since each holds a TFF process and data.
+_BUILT: OrderedDict[str, FederatedTrial] = OrderedDict()
+MAX_BUILT = 4
+
+
+def _structure_key(cfg: DictConfig) -> str:
+    """What a built TFF process depends on; everything else is set per run."""
+    def plain(node: Any) -> Any:
+        return OmegaConf.to_container(node, resolve=True)
+
+    return OmegaConf.to_yaml(
+        {
+            "data": plain(cfg.data),
+            "model": plain(cfg.model),
+            "client_optimizer": cfg.client_optimizer._target_,
+            "server_optimizer": cfg.server_optimizer._target_,
+            "broadcast_encoder": plain(cfg.broadcast_encoder),
+            "aggregate_encoder": plain(cfg.aggregate_encoder),
+            "eval_mode": cfg.eval.mode,
+        }
+    )
+
+
+def _build_trial(cfg: DictConfig, data: FederatedData) -> FederatedTrial:
+    """Build the trial's TFF processes (starting the TFF worker if needed) and remember it for reuse."""
     from fl_sweeps import quiet, runtime
-    from fl_sweeps.trainer import FederatedTrial, TrainingSettings
 
     quiet.quiet_absl()
     runtime.install_signal_handlers()
+    runtime.share_cores(_parallel_jobs())
     runtime.ensure_worker()
     trial = FederatedTrial(
         data=data,
@@ -51,30 +122,57 @@ def run_trial(cfg: DictConfig, *, run_name: str | None = None, show_progress: bo
         server_optimizer=instantiate(cfg.server_optimizer),
         broadcast_encoder=instantiate(cfg.broadcast_encoder),
         aggregate_encoder=instantiate(cfg.aggregate_encoder),
-        training=TrainingSettings(**OmegaConf.to_container(cfg.training)),
-        eval_every=cfg.eval.every,
-        seed=cfg.seed,
+        eval_mode=cfg.eval.mode,
     )
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    recorder = TrialRun(
-        tracking_uri=cfg.mlflow.tracking_uri,
-        experiment=cfg.mlflow.experiment,
-        run_name=run_name,
-        params={
-            **flatten(resolved),
-            "model.num_parameters": trial.num_parameters,
-            "data.num_clients": data.num_clients,
-        },
-        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
-        tags={"data": data.name, "data.description": data.description},
-    )
-    with recorder:
-        record = None
-        for record in _progress(trial.run(), total=cfg.training.rounds, enabled=show_progress):
-            recorder.log_round(record)
-        accuracy = float(record.eval_accuracy)
-        recorder.log_final(eval_accuracy=accuracy, total_bits=record.cumulative_bits)
-    return TrialResult(eval_accuracy=accuracy, total_bits=record.cumulative_bits, run_id=recorder.run_id)
+    if cfg.reuse_built_process:
+        _BUILT[_structure_key(cfg)] = trial
+        while len(_BUILT) > MAX_BUILT:
+            _BUILT.popitem(last=False)
+    return trial
+
+
+def _optimizer_hparams(node: DictConfig) -> dict[str, float]:
+    """An optimizer config as TFF hyperparameters (``lr`` is TFF's ``learning_rate``)."""
+    return {("learning_rate" if k == "lr" else k): float(v) for k, v in node.items() if k != "_target_"}
+
+
+def _parallel_jobs() -> int:
+    """How many trials run at once on this machine (joblib launcher's n_jobs), 1 outside such a sweep."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return 1
+    launcher = HydraConfig.get().launcher
+    n_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else 1
+    return (os.cpu_count() or 1) if n_jobs is None or n_jobs < 1 else int(n_jobs)
+
+
+def _public_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as recorded in MLflow: the storage URL's password hidden, empty trial link dropped."""
+    public = OmegaConf.to_container(cfg, resolve=True)
+    link = public.pop("trial")
+    if link.get("number") is not None:
+        public["trial"] = {**link, "storage": redact(link["storage"])}
+    return public
+
+
+def _sweeper_pruner_config() -> Any:
+    """The pruner settings of the fl_optuna sweeper that launched this job, if any."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().sweeper.get("pruner")
+
+
+def _load_data(node: DictConfig) -> Any:
+    """Instantiate the data loader, re-raising its ``DataError`` as is (Hydra wraps it in a multi-line error)."""
+    try:
+        return instantiate(node)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, DataError):
+            raise error.__cause__ from None
+        raise
 
 
 def _progress(records: Any, *, total: int, enabled: bool) -> Any:

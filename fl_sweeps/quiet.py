@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # C++ logging (TF kernels, XLA, the TFF worker inherits the environment): errors only.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -16,9 +18,21 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 for _name in ("tensorflow", "absl", "jax", "h5py", "numexpr"):
     logging.getLogger(_name).setLevel(logging.ERROR)
-# MLflow's sqlite store logs every schema migration at INFO when a new database is created.
-for _name in ("alembic", "mlflow.store.db.utils"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+@contextmanager
+def info_logs_off() -> Iterator[None]:
+    """Drop INFO records while the block runs.
+
+    For MLflow's first touch of a new sqlite store: it logs every schema migration at INFO, and its alembic.ini
+    reconfigures the loggers while doing so, so only the global ``logging.disable`` switch holds.
+    """
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 class _DropBitpackingNotice(logging.Filter):
@@ -32,6 +46,9 @@ class _DropBitpackingNotice(logging.Filter):
 logging.getLogger().addFilter(_DropBitpackingNotice())
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(tensorflow|tensorflow_federated|jax|keras)")
 warnings.filterwarnings("ignore", category=UserWarning, module=r"(tensorflow_federated|tensorflow_model_optimization)")
+# hydra-optuna-sweeper builds Optuna 2 distribution classes; the sweeper drives heartbeats itself (not via optimize).
+warnings.filterwarnings("ignore", category=FutureWarning, message=r".*deprecated in v3\.0\.0")
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 def quiet_absl() -> None:

@@ -20,7 +20,9 @@ from pathlib import Path
 from types import FrameType
 
 _PR_SET_PDEATHSIG = 1
-_lock = threading.Lock()
+# Re-entrant: the SIGTERM handler stops the worker from the main thread, possibly while that same thread is
+# inside ensure_worker holding the lock (a plain Lock would deadlock there).
+_lock = threading.RLock()
 
 
 @dataclass
@@ -54,16 +56,22 @@ def ensure_worker(max_concurrent_computation_calls: int = -1) -> None:
     Args:
         max_concurrent_computation_calls: Passed to the worker; non-positive means no limit.
     """
-    global _worker
+    _import_tff_runtime()  # slow (seconds): outside the lock
     with _lock:
         if _worker is not None and _worker.process.poll() is None:
             if _worker.max_concurrent_computation_calls == max_concurrent_computation_calls:
                 return
             _stop_locked()
-        _worker = _start(max_concurrent_computation_calls)
+        _start(max_concurrent_computation_calls)
 
 
-def _start(max_calls: int) -> _Worker:
+def _import_tff_runtime() -> None:
+    import tensorflow_federated  # noqa: F401
+
+
+def _start(max_calls: int) -> None:
+    """Start the worker, recording it at once so a signal arriving meanwhile can stop it."""
+    global _worker
     import grpc
     import portpicker
     from tensorflow_federated.python.core.backends.native import compiler
@@ -83,6 +91,7 @@ def _start(max_calls: int) -> _Worker:
         preexec_fn=_die_with_parent,
         close_fds=True,
     )
+    _worker = _Worker(process, port, max_calls)
     options = [
         ("grpc.max_message_length", 2_000_000_000),
         ("grpc.max_receive_message_length", 2_000_000_000),
@@ -92,7 +101,7 @@ def _start(max_calls: int) -> _Worker:
     deadline = time.monotonic() + 60
     while not stub.is_ready:
         if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
+            _stop_locked()
             raise RuntimeError(f"TFF worker_binary did not start (exit code {process.poll()})")
         time.sleep(0.05)
 
@@ -109,7 +118,20 @@ def _start(max_calls: int) -> _Worker:
         transform_result=tensorflow_computation.transform_result,
     )
     context_stack_impl.context_stack.set_default_context(context)
-    return _Worker(process, port, max_calls)
+
+
+def share_cores(parallel_jobs: int) -> None:
+    """Give each of ``parallel_jobs`` concurrent trials its share of the cores (call before TF starts).
+
+    TensorFlow, in this process and in the TFF worker it starts (which inherits the environment), sizes its thread
+    pools from these variables; without them every parallel trial would use all cores and they would oversubscribe.
+    """
+    if parallel_jobs <= 1:
+        return
+    share = str(max(1, (os.cpu_count() or 1) // parallel_jobs))
+    for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(name, share)
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
 def worker_pid() -> int | None:

@@ -128,12 +128,23 @@ class TrainingConfig:
 @dataclass
 class EvalConfig:
     every: int = 1
+    mode: str = "centralized"
 
 
 @dataclass
 class MlflowConfig:
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "fl-sweeps"
+
+
+@dataclass
+class TrialLinkConfig:
+    """Set by the ``fl_optuna`` sweeper for each job it launches; empty for a plain run."""
+
+    storage: str | None = None
+    study_name: str | None = None
+    number: int | None = None
+    parent_run_id: str | None = None
 
 
 @dataclass
@@ -149,7 +160,9 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    trial: TrialLinkConfig = field(default_factory=TrialLinkConfig)
     seed: int = 0
+    reuse_built_process: bool = True
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
@@ -164,6 +177,9 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 
 def register_configs() -> None:
     """Register the top-level schema and each group's option schemas (as ``<option>_schema``)."""
+    from fl_sweeps.sweep.config import register_sweeper_config
+
+    register_sweeper_config()
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
     for group, options in GROUP_SCHEMAS.items():

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from fl_sweeps.quiet import info_logs_off
+from fl_sweeps.sweep.trial_link import TrialPruned
 from fl_sweeps.trainer import RoundRecord
 
 ROUND_METRICS = {
@@ -44,7 +46,9 @@ class TrialRun:
     """One MLflow run for one trial, used as a context manager.
 
     On normal exit the run ends FINISHED; on an exception it ends FAILED (KILLED for Ctrl-C/SIGTERM) with the
-    error as the ``error`` tag, so a crashed trial never looks finished or stays RUNNING.
+    error as the ``error`` tag, so a crashed trial never looks finished or stays RUNNING. A trial stopped by the
+    sweep's pruner ends KILLED with ``pruned_at_round``. The tag ``trial_state`` says which: complete, pruned,
+    failed or killed.
     """
 
     def __init__(
@@ -60,8 +64,9 @@ class TrialRun:
     ) -> None:
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        existing = self.client.get_experiment_by_name(experiment)
+        with info_logs_off():  # a new store logs its whole schema migration
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+            existing = self.client.get_experiment_by_name(experiment)
         experiment_id = existing.experiment_id if existing else self.client.create_experiment(experiment)
         all_tags = dict(tags or {})
         if parent_run_id:
@@ -107,10 +112,17 @@ class TrialRun:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if exc is None:
+            self.client.set_tag(self.run_id, "trial_state", "complete")
             self.client.set_terminated(self.run_id, "FINISHED")
+            return
+        if isinstance(exc, TrialPruned):
+            self.client.set_tag(self.run_id, "trial_state", "pruned")
+            self.client.set_tag(self.run_id, "pruned_at_round", str(exc.round))
+            self.client.set_terminated(self.run_id, "KILLED")
             return
         message = f"{type(exc).__name__}: {exc}"
         self.client.set_tag(self.run_id, "error", message[:5000])
         self.client.log_text(self.run_id, "".join(traceback.format_exception(exc)), "error.txt")
         interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        self.client.set_tag(self.run_id, "trial_state", "killed" if interrupted else "failed")
         self.client.set_terminated(self.run_id, "KILLED" if interrupted else "FAILED")

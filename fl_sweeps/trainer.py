@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,25 @@ class TrainingSettings:
 
 
 @dataclass(frozen=True)
+class RunSettings:
+    """What may change between runs of one built trial without rebuilding its TFF process.
+
+    Attributes:
+        training: Rounds, sampling and local-training settings.
+        seed: Initial weights, client sampling and shuffling.
+        eval_every: Evaluate every this many rounds (and after the last).
+        client_hparams: Client optimizer hyperparameters by TFF name (``learning_rate``, ``momentum``, ...).
+        server_hparams: Server optimizer hyperparameters by TFF name.
+    """
+
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    seed: int = 0
+    eval_every: int = 1
+    client_hparams: Mapping[str, float] = field(default_factory=dict)
+    server_hparams: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RoundRecord:
     """What one round produced. Bits are for this round, all participating clients, exactly as encoded."""
 
@@ -54,14 +73,20 @@ class RoundRecord:
     seconds: float
 
 
+EVAL_MODES = ("centralized", "federated")
+EVAL_BATCH_SIZE = 256
+
+
 class DivergedError(RuntimeError):
     """Training produced a non-finite loss."""
 
 
 class FederatedTrial:
-    """A FedAvg trial on one federated data set, ready to run.
+    """A FedAvg trial on one federated data set, ready to run, and to run again.
 
-    Building it builds the TFF process (the expensive part, ~seconds); ``run`` then trains.
+    Building it builds the TFF process (the expensive part, seconds); ``run`` then trains. A sweep reruns one built
+    trial with other learning rates, seeds or training settings (``RunSettings``): optimizer hyperparameters are
+    set in the process state with ``set_hparams``, so nothing is rebuilt or retraced.
     """
 
     def __init__(
@@ -73,9 +98,7 @@ class FederatedTrial:
         server_optimizer: Any,
         broadcast_encoder: NoCompression,
         aggregate_encoder: NoCompression,
-        training: TrainingSettings,
-        eval_every: int = 1,
-        seed: int = 0,
+        eval_mode: str = "centralized",
     ) -> None:
         import tensorflow as tf
         import tensorflow_federated as tff
@@ -83,14 +106,14 @@ class FederatedTrial:
         from fl_sweeps.fedavg import build_compressed_fed_avg
 
         self.data = data
-        self.training = training
-        self.eval_every = eval_every
-        self.seed = seed
+        if eval_mode not in EVAL_MODES:
+            raise ValueError(f"eval_mode={eval_mode!r} is not allowed: use one of {', '.join(EVAL_MODES)}")
+        self.eval_mode = eval_mode
         self._model_builder = model_builder
         self._base_datasets = {
             cid: tf.data.Dataset.from_tensor_slices((arrays.x, arrays.y)) for cid, arrays in data.train.items()
         }
-        element_spec = self._client_dataset(data.client_ids[0], 0).element_spec
+        element_spec = self._client_dataset(data.client_ids[0], 0, RunSettings()).element_spec
 
         def model_fn():
             return tff.learning.models.from_keras_model(
@@ -100,7 +123,6 @@ class FederatedTrial:
                 metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
             )
 
-        tf.keras.utils.set_random_seed(seed)
         self.eval_model = model_builder(data.input_shape, data.num_classes)
         self.process = build_compressed_fed_avg(
             model_fn=model_fn,
@@ -119,11 +141,16 @@ class FederatedTrial:
         )
         self.num_parameters = int(sum(t.num_elements for t in trainable + non_trainable))
         self._eval_arrays = data.pooled_test()
+        self._model_fn = model_fn
+        self._initial_state: Any = None
+        self._eval_process: Any = None
+        if eval_mode == "federated":
+            self._build_federated_eval()
 
-    def _client_dataset(self, client_id: str, round_num: int) -> Any:
+    def _client_dataset(self, client_id: str, round_num: int, settings: RunSettings) -> Any:
         """The client's pipeline for one round: repeat for local epochs, shuffle (seeded by round), batch."""
-        t = self.training
-        shuffle_seed = (self.seed * 1_000_003 + round_num * 7_919 + self.data.client_ids.index(client_id)) % 2**31
+        t = settings.training
+        shuffle_seed = (settings.seed * 1_000_003 + round_num * 7_919 + self.data.client_ids.index(client_id)) % 2**31
         return (
             self._base_datasets[client_id]
             .repeat(t.local_epochs)
@@ -132,22 +159,39 @@ class FederatedTrial:
             .prefetch(1)
         )
 
-    def initial_state(self) -> Any:
-        """The process's initial state with model weights drawn from ``seed`` (same seed, same start)."""
+    def initial_state(self, settings: RunSettings) -> Any:
+        """The process's initial state: weights drawn from ``settings.seed`` (same seed, same start) and the
+        optimizer hyperparameters of ``settings``."""
         import tensorflow as tf
         import tensorflow_federated as tff
 
-        state = self.process.initialize()
-        tf.keras.utils.set_random_seed(self.seed)
+        if self._initial_state is None:
+            self._initial_state = self.process.initialize()
+        tf.keras.utils.set_random_seed(settings.seed)
         fresh = self._model_builder(self.data.input_shape, self.data.num_classes)
         weights = tff.learning.models.ModelWeights(
             trainable=[v.numpy() for v in fresh.trainable_weights],
             non_trainable=[v.numpy() for v in fresh.non_trainable_weights],
         )
-        return self.process.set_model_weights(state, weights)
+        state = self.process.set_model_weights(self._initial_state, weights)
+        hparams = self.process.get_hparams(state)
+        for part, values in (("client_work", settings.client_hparams), ("finalizer", settings.server_hparams)):
+            unknown = set(values) - set(hparams[part])
+            if unknown:
+                raise ValueError(f"{part} has no hyperparameters {sorted(unknown)}; it has {sorted(hparams[part])}")
+            hparams[part].update(
+                {k: np.asarray(v, dtype=np.asarray(hparams[part][k]).dtype) for k, v in values.items()}
+            )
+        return self.process.set_hparams(state, hparams)
 
-    def evaluate(self, state: Any) -> tuple[float, float]:
-        """Centralized evaluation of the state's model on all clients' held-out examples: (loss, accuracy)."""
+    def evaluate(self, state: Any, mode: str | None = None) -> tuple[float, float]:
+        """Evaluate the state's model on all clients' held-out examples: (loss, accuracy).
+
+        ``mode`` (default: the trial's ``eval_mode``): ``centralized`` runs the Keras eval model on the pooled
+        examples; ``federated`` runs TFF federated evaluation with each client evaluating its own examples.
+        """
+        if (mode or self.eval_mode) == "federated":
+            return self._evaluate_federated(state)
         import tensorflow as tf
 
         self.process.get_model_weights(state).assign_weights_to(self.eval_model)
@@ -161,6 +205,34 @@ class FederatedTrial:
             )
             correct += int(np.sum(np.argmax(logits.numpy(), axis=1) == labels))
         return loss_sum / len(y), correct / len(y)
+
+    def _build_federated_eval(self) -> None:
+        """Build the TFF evaluation process, its initial state and the clients' eval datasets (once, reused)."""
+        import tensorflow as tf
+        import tensorflow_federated as tff
+
+        self._eval_process = tff.learning.algorithms.build_fed_eval(self._model_fn)
+        self._eval_initial_state = self._eval_process.initialize()
+        self._eval_datasets = [
+            tf.data.Dataset.from_tensor_slices((arrays.x, arrays.y)).batch(EVAL_BATCH_SIZE)
+            for _, arrays in sorted(self.data.test.items())
+            if len(arrays)
+        ]
+
+    def _evaluate_federated(self, state: Any) -> tuple[float, float]:
+        """TFF federated evaluation of the state's model over every client with held-out examples.
+
+        Metrics are summed over clients before they are finalized, so loss and accuracy are example-weighted means
+        over clients: the same numbers as centralized evaluation on the pooled examples, up to float32 rounding.
+        """
+        if self._eval_process is None:
+            self._build_federated_eval()
+        eval_state = self._eval_process.set_model_weights(
+            self._eval_initial_state, self.process.get_model_weights(state)
+        )
+        output = self._eval_process.next(eval_state, self._eval_datasets)
+        metrics = output.metrics["client_work"]["eval"]["current_round_metrics"]
+        return float(metrics["loss"]), float(metrics["sparse_categorical_accuracy"])
 
     def _check_finite(self, round_num: int, loss: float, state: Any, metrics: Any) -> None:
         """Stop at once when the loss, the averaged update or the weights stop being finite.
@@ -176,30 +248,31 @@ class FederatedTrial:
         if not all(np.all(np.isfinite(w)) for w in [*weights.trainable, *weights.non_trainable]):
             raise DivergedError(f"training diverged at round {round_num}: model weights are not finite")
 
-    def run(self) -> Iterator[RoundRecord]:
-        """Train for ``training.rounds`` rounds, yielding a record after each.
+    def run(self, settings: RunSettings) -> Iterator[RoundRecord]:
+        """Train for ``settings.training.rounds`` rounds, yielding a record after each.
 
-        Clients are sampled without replacement from a generator seeded with ``seed``; evaluation runs every
-        ``eval_every`` rounds and after the last round.
+        Clients are sampled without replacement from a generator seeded with ``settings.seed``; evaluation runs
+        every ``settings.eval_every`` rounds and after the last round.
 
         Raises:
-            DivergedError: The training loss became NaN or infinite.
+            DivergedError: The loss, the averaged update or the weights stopped being finite.
         """
-        rng = np.random.default_rng(self.seed)
-        state = self.initial_state()
+        rng = np.random.default_rng(settings.seed)
+        state = self.initial_state(settings)
         cumulative = 0
-        rounds = self.training.rounds
+        rounds = settings.training.rounds
         for round_num in range(1, rounds + 1):
             started = time.perf_counter()
-            chosen = rng.choice(len(self.data.client_ids), size=self.training.clients_per_round, replace=False)
+            chosen = rng.choice(len(self.data.client_ids), size=settings.training.clients_per_round, replace=False)
             client_ids = [self.data.client_ids[i] for i in sorted(chosen)]
-            output = self.process.next(state, [self._client_dataset(c, round_num) for c in client_ids])
+            datasets = [self._client_dataset(c, round_num, settings) for c in client_ids]
+            output = self.process.next(state, datasets)
             state = output.state
             train = output.metrics["client_work"]["train"]
             loss, accuracy = float(train["loss"]), float(train["sparse_categorical_accuracy"])
             self._check_finite(round_num, loss, state, output.metrics)
             eval_loss = eval_accuracy = None
-            if round_num % self.eval_every == 0 or round_num == rounds:
+            if round_num % settings.eval_every == 0 or round_num == rounds:
                 eval_loss, eval_accuracy = self.evaluate(state)
             bits = self.bits_per_client.for_clients(len(client_ids))
             cumulative += bits.total

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 
 class ConfigError(ValueError):
-    """A setting is out of its allowed range; the message is one line naming the key and what is allowed."""
+    """A setting is missing or out of its allowed range; the message is one line naming the key and what is allowed."""
 
 
 Check = tuple[Callable[[Any], bool], str]
@@ -29,6 +29,7 @@ RULES: dict[str, Check] = {
     "training.batch_size": _INT_AT_LEAST_1,
     "training.shuffle_buffer": _INT_AT_LEAST_1,
     "eval.every": _INT_AT_LEAST_1,
+    "eval.mode": (lambda v: v in ("centralized", "federated"), "one of centralized, federated"),
     "data.num_clients": _INT_AT_LEAST_1,
     "data.shards_per_client": _INT_AT_LEAST_1,
     "data.max_clients": (lambda v: v is None or (isinstance(v, int) and v >= 1), "null or an integer >= 1"),
@@ -54,14 +55,21 @@ for _side in ("broadcast_encoder", "aggregate_encoder"):
     RULES[f"{_side}.rounding"] = (lambda v: v in ("deterministic", "stochastic"), "deterministic or stochastic")
 
 _MISSING = object()
+_PLACEHOLDERS = {"path": "directory", "cache_dir": "directory"}
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ``ConfigError`` for the first setting outside its allowed range.
+    """Raise ``ConfigError`` for the first mandatory value left unset (``???``) or setting outside its range.
 
     Raises:
-        ConfigError: With a message like ``broadcast_encoder.bits=17 is not allowed: use an integer from 1 to 16``.
+        ConfigError: With a message like ``broadcast_encoder.bits=17 is not allowed: use an integer from 1 to 16``
+            or ``data.path is required: set data.path=<directory>``.
     """
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        key = missing[0]
+        placeholder = _PLACEHOLDERS.get(key.rsplit(".", 1)[-1], "value")
+        raise ConfigError(f"{key} is required: set {key}=<{placeholder}>")
     for key, (ok, allowed) in RULES.items():
         value = OmegaConf.select(cfg, key, default=_MISSING)
         if value is _MISSING:

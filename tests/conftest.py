@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,10 +27,24 @@ TINY_RUN = [
 TINY = [*TINY_RUN, "model.filters=[4,8]", "model.dense_units=16"]
 
 
+# Every process this test session starts (CLI subprocesses, their TFF workers) inherits this marker, so the leak
+# checks below see only workers of this session, not those of anything else running on the machine.
+SESSION_MARKER = f"FL_SWEEPS_TEST_SESSION={uuid.uuid4().hex}"
+os.environ["FL_SWEEPS_TEST_SESSION"] = SESSION_MARKER.split("=", 1)[1]
+
+
 def worker_pids() -> set[int]:
-    """PIDs of all running TFF ``worker_binary`` processes on this machine."""
+    """PIDs of running TFF ``worker_binary`` processes started by this test session."""
     out = subprocess.run(["pgrep", "-x", "worker_binary"], capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()}
+    pids = set()
+    for pid in map(int, out.split()):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:  # exited meanwhile
+            continue
+        if SESSION_MARKER.encode() in environ:
+            pids.add(pid)
+    return pids
 
 
 @pytest.fixture(scope="session")

@@ -106,3 +106,19 @@ def test_unknown_option_fails_naming_the_group(tmp_path):
     _, err = process.communicate(timeout=120)
     assert process.returncode != 0
     assert "aggregate_encoder" in err and "uniform" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [2.0, 6.0, 9.0])
+def test_sigterm_during_startup_exits_promptly(tmp_path, delay):
+    """SIGTERM while TF is imported or the worker starts: the CLI exits at once and leaves no worker."""
+    before = worker_pids()
+    process = _start(tmp_path, *TINY)
+    time.sleep(delay)
+    os.kill(process.pid, signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode != 0
+    deadline = time.monotonic() + 10
+    while not worker_pids() <= before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert worker_pids() <= before

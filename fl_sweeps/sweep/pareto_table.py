@@ -1,0 +1,59 @@
+"""At the end of a sweep: the Pareto front of the study as a table, printed, written and logged to MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+
+def pareto_front_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per Pareto-optimal completed trial (accuracy max, bits min), most accurate first."""
+    rows = [
+        {
+            "trial": t.number,
+            "eval_accuracy": t.values[0],
+            "total_bits": int(t.values[1]),
+            "total_Mbit": round(t.values[1] / 1e6, 3),
+            **t.params,
+        }
+        for t in study.best_trials
+    ]
+    columns = ["trial", "eval_accuracy", "total_bits", "total_Mbit"]
+    table = pd.DataFrame(rows, columns=columns + sorted({k for r in rows for k in r} - set(columns)))
+    return table.sort_values(["eval_accuracy", "total_bits"], ascending=[False, True], ignore_index=True)
+
+
+def write_pareto_front(
+    study: optuna.Study, *, sweep_dir: Path, tracking_uri: str, parent_run_id: str, status: str
+) -> pd.DataFrame:
+    """Print the front, write it as CSV and Markdown into ``sweep_dir``, log both to the parent run and end it."""
+    table = pareto_front_table(study)
+    counts = {state: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
+    print(
+        f"\nPareto front of study {study.study_name!r} ({len(table)} of {counts[TrialState.COMPLETE]} completed "
+        f"trials; {counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed):"
+    )
+    print(table.to_string(index=False) if len(table) else "(no completed trial yet)")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = sweep_dir / "pareto_front.csv", sweep_dir / "pareto_front.md"
+    table.to_csv(csv_path, index=False)
+    md_path.write_text(f"# Pareto front of study `{study.study_name}`\n\n{_markdown(table)}\n")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    client.log_artifact(parent_run_id, str(csv_path))
+    client.log_artifact(parent_run_id, str(md_path))
+    for state, name in ((TrialState.COMPLETE, "completed"), (TrialState.PRUNED, "pruned"), (TrialState.FAIL, "failed")):
+        client.log_metric(parent_run_id, f"sweep/trials_{name}", counts[state])
+    client.log_metric(parent_run_id, "sweep/pareto_size", len(table))
+    client.set_terminated(parent_run_id, status)
+    return table
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in table.columns) + " |"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
