@@ -91,6 +91,7 @@ MAX_BUILT = 4
 
 def _structure_key(cfg: DictConfig) -> str:
     """What a built TFF process depends on; everything else is set per run."""
+
     def plain(node: Any) -> Any:
         return OmegaConf.to_container(node, resolve=True)
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fl_sweeps.data.errors import DataError
+
 
 @dataclass(frozen=True)
 class ClientArrays:
@@ -71,5 +73,5 @@ class FederatedData:
         """All held-out examples of all clients in one array pair (for centralized evaluation)."""
         parts = [self.test[c] for c in sorted(self.test) if len(self.test[c])]
         if not parts:
-            raise ValueError(f"data set {self.name!r} has no held-out examples")
+            raise DataError(f"data set {self.name!r} has no held-out examples to evaluate on")
         return ClientArrays(np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]))

@@ -1,0 +1,340 @@
+"""Figures of a sweep: the Pareto front, accuracy against bits curves, and the swept parameters.
+
+Figures are built on matplotlib's Agg canvas without pyplot, so they work headless and leave the process's
+backend alone (in Jupyter, a returned figure still shows inline). Each function returns the figure and saves it
+as PNG when given a path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
+
+from analysis.pareto import ACCURACY, BITS, finished
+
+DPI = 120
+FRONT_COLOR = "tab:red"
+STATUS_STYLE = {  # status -> (marker, color, label)
+    "pruned": ("x", "tab:gray", "pruned (where it stopped)"),
+    "killed": ("x", "tab:gray", "killed (where it stopped)"),
+}
+
+
+def new_figure(width: float = 7.5, height: float = 5.0) -> Figure:
+    """An empty figure on the Agg canvas."""
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def save(figure: Figure, path: Path | str | None) -> Figure:
+    """Write ``figure`` as PNG to ``path`` (if given) and return it."""
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, format="png", dpi=DPI)
+    return figure
+
+
+def trial_label(row: pd.Series) -> str:
+    """``#3`` for a sweep trial, else the run name or a short run id."""
+    if "trial" in row and pd.notna(row["trial"]):
+        return f"#{int(row['trial'])}"
+    if isinstance(row.get("run_name"), str) and row["run_name"]:
+        return row["run_name"]
+    return str(row.get("run_id", "?"))[:8]
+
+
+def plot_front(
+    trials: pd.DataFrame,
+    front: pd.DataFrame,
+    *,
+    knee: pd.Series | None = None,
+    title: str = "",
+    path: Path | str | None = None,
+) -> Figure:
+    """All trials as accuracy against total bits (log axis) with the Pareto front drawn and labelled.
+
+    Finished trials are dots (uncompressed ones squares), pruned trials crosses at the accuracy and bits where they
+    stopped; the front is a staircase through its trials, each labelled with its trial number and compression.
+
+    Args:
+        trials: One row per trial (``analysis.runs`` columns).
+        front: The Pareto front (``analysis.pareto.pareto_front``).
+        knee: The knee point to mark, if any.
+        title: Figure title.
+        path: Where to save the PNG.
+    """
+    figure = new_figure()
+    ax = figure.add_subplot()
+    done = finished(trials)
+    uncompressed = done["compressed"].eq(False).fillna(False).astype(bool) if "compressed" in done else None
+    if uncompressed is not None and uncompressed.any():
+        ax.scatter(
+            done.loc[~uncompressed, BITS],
+            done.loc[~uncompressed, ACCURACY],
+            s=30,
+            color="tab:blue",
+            alpha=0.6,
+            label="finished, compressed",
+        )
+        ax.scatter(
+            done.loc[uncompressed, BITS],
+            done.loc[uncompressed, ACCURACY],
+            s=40,
+            marker="s",
+            color="tab:green",
+            alpha=0.8,
+            label="finished, uncompressed",
+        )
+    else:
+        ax.scatter(done[BITS], done[ACCURACY], s=30, color="tab:blue", alpha=0.6, label="finished")
+    if "status" in trials and "last_cumulative_bits" in trials:
+        for status, (marker, color, label) in STATUS_STYLE.items():
+            stopped = trials[
+                (trials["status"] == status)
+                & trials["last_cumulative_bits"].notna()
+                & trials["last_eval_accuracy"].notna()
+            ]
+            if len(stopped):
+                ax.scatter(
+                    stopped["last_cumulative_bits"],
+                    stopped["last_eval_accuracy"],
+                    marker=marker,
+                    s=30,
+                    color=color,
+                    label=label,
+                )
+    if len(front):
+        xs, ys = _staircase(front[BITS].to_numpy(float), front[ACCURACY].to_numpy(float))
+        ax.plot(xs, ys, color=FRONT_COLOR, linewidth=1.5, zorder=3, label=f"Pareto front ({len(front)} trials)")
+        ax.scatter(
+            front[BITS], front[ACCURACY], s=70, facecolors="none", edgecolors=FRONT_COLOR, linewidths=1.5, zorder=4
+        )
+        middle = np.sqrt(front[BITS].min() * front[BITS].max()) if (front[BITS] > 0).all() else np.inf
+        for _, row in front.iterrows():
+            text = trial_label(row)
+            if isinstance(row.get("compression"), str):
+                text += f" {row['compression']}"
+            right = row[BITS] <= middle  # labels point inward, away from the axis edges
+            ax.annotate(
+                text,
+                (row[BITS], row[ACCURACY]),
+                textcoords="offset points",
+                xytext=(7 if right else -7, -12),
+                ha="left" if right else "right",
+                fontsize=8,
+                color=FRONT_COLOR,
+            )
+    if knee is not None:
+        ax.scatter(
+            [knee[BITS]],
+            [knee[ACCURACY]],
+            marker="*",
+            s=260,
+            color="gold",
+            edgecolors="black",
+            zorder=5,
+            label=f"knee ({trial_label(knee)})",
+        )
+    _bits_axis(ax, "total bits communicated")
+    ax.set_ylabel("final eval accuracy")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title or "Accuracy against communicated bits")
+    return save(figure, path)
+
+
+def plot_curves(
+    curves: pd.DataFrame,
+    trials: pd.DataFrame,
+    front: pd.DataFrame,
+    *,
+    title: str = "",
+    path: Path | str | None = None,
+) -> Figure:
+    """Eval accuracy against cumulative bits, round by round, for every trial; front trials highlighted.
+
+    Args:
+        curves: Per-round rows (``analysis.runs`` curves).
+        trials: One row per trial.
+        front: The Pareto front; its trials get colours and a legend entry, the others are thin grey lines.
+        title: Figure title.
+        path: Where to save the PNG.
+    """
+    figure = new_figure()
+    ax = figure.add_subplot()
+    on_front = list(front["run_id"]) if "run_id" in front else []
+    points = curves.dropna(subset=["eval_accuracy", "cumulative_bits"])
+    for run_id, curve in points.groupby("run_id", sort=False):
+        if run_id not in on_front:
+            ax.plot(
+                curve["cumulative_bits"],
+                curve["eval_accuracy"],
+                color="0.6",
+                linewidth=0.8,
+                alpha=0.7,
+                marker=".",
+                markersize=3,
+            )
+    colors = colormaps["tab10"]
+    by_run = trials.set_index("run_id")
+    for i, run_id in enumerate(on_front):
+        curve = points[points["run_id"] == run_id]
+        row = by_run.loc[run_id]
+        label = trial_label(row.rename(None)) + (
+            f" {row['compression']}" if isinstance(row.get("compression"), str) else ""
+        )
+        ax.plot(
+            curve["cumulative_bits"],
+            curve["eval_accuracy"],
+            color=colors(i % 10),
+            linewidth=2,
+            marker="o",
+            markersize=4,
+            label=label,
+            zorder=3,
+        )
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="0.6", linewidth=0.8))
+    labels.append("other trials")
+    _bits_axis(ax, "cumulative bits communicated")
+    ax.set_ylabel("eval accuracy")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(handles, labels, loc="lower right", fontsize=8, title="Pareto front trials", title_fontsize=8)
+    ax.set_title(title or "Accuracy as bits accumulate, round by round")
+    return save(figure, path)
+
+
+def plot_parameters(
+    trials: pd.DataFrame,
+    swept: Sequence[str],
+    *,
+    front: pd.DataFrame | None = None,
+    title: str = "",
+    path: Path | str | None = None,
+    columns: int = 2,
+) -> Figure:
+    """One panel per swept param: finished trials as accuracy against total bits, coloured by that param.
+
+    Numeric params get a colour bar (log scale when they span more than a decade), others a legend; encoder
+    ``_target_`` class paths are shortened to the class name.
+
+    Args:
+        trials: One row per trial.
+        swept: The params to show (``SweepRuns.swept``).
+        front: The Pareto front, circled in every panel.
+        title: Figure title.
+        path: Where to save the PNG.
+        columns: Panels per row.
+    """
+    done = finished(trials)
+    names = [name for name in swept if name in done.columns and done[name].notna().any()]
+    if not names:
+        figure = new_figure(6, 2)
+        figure.text(0.5, 0.5, "no swept parameter with finished trials", ha="center", va="center")
+        return save(figure, path)
+    cols = min(columns, len(names))
+    rows = -(-len(names) // cols)
+    figure = new_figure(5.2 * cols, 3.8 * rows)
+    for i, name in enumerate(names):
+        ax = figure.add_subplot(rows, cols, i + 1)
+        values = done[name]
+        if pd.api.types.is_numeric_dtype(values) and values.nunique() > 1:
+            numbers = values.astype(float)
+            positive = numbers[numbers > 0]
+            log = len(positive) == numbers.notna().sum() and positive.max() / positive.min() > 10
+            norm = LogNorm(positive.min(), positive.max()) if log else Normalize(numbers.min(), numbers.max())
+            shown = numbers.notna()
+            ax.scatter(done.loc[~shown, BITS], done.loc[~shown, ACCURACY], s=25, color="0.75", label="not set")
+            scatter = ax.scatter(
+                done.loc[shown, BITS],
+                done.loc[shown, ACCURACY],
+                c=numbers[shown],
+                cmap="viridis",
+                norm=norm,
+                s=35,
+                edgecolors="0.2",
+                linewidths=0.3,
+            )
+            figure.colorbar(scatter, ax=ax, label=_display(name))
+            if (~shown).any():
+                ax.legend(loc="lower right", fontsize=7)
+        else:
+            labels = values.map(_short).fillna("not set").astype(str)
+            palette = colormaps["tab10"]
+            for j, value in enumerate(sorted(labels.unique())):
+                chosen = labels == value
+                ax.scatter(
+                    done.loc[chosen, BITS],
+                    done.loc[chosen, ACCURACY],
+                    s=35,
+                    color=palette(j % 10),
+                    label=value,
+                    edgecolors="0.2",
+                    linewidths=0.3,
+                )
+            ax.legend(title=_display(name), loc="lower right", fontsize=7, title_fontsize=7)
+        if front is not None and len(front):
+            ax.scatter(
+                front[BITS],
+                front[ACCURACY],
+                s=90,
+                facecolors="none",
+                edgecolors=FRONT_COLOR,
+                linewidths=1,
+                label="_front",
+            )
+        _bits_axis(ax, "total bits")
+        ax.set_ylabel("final eval accuracy")
+        ax.set_title(_display(name), fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    figure.suptitle(title or "Swept parameters against the objectives (Pareto front circled red)")
+    return save(figure, path)
+
+
+def _display(name: str) -> str:
+    """``aggregate_encoder._target_`` -> ``aggregate_encoder``; other param names unchanged."""
+    return name.removesuffix("._target_")
+
+
+def _short(value: object) -> object:
+    """Class paths (``a.b.UniformQuantization``) -> class name; other values unchanged."""
+    if isinstance(value, str) and "." in value and value.replace(".", "").replace("_", "").isalnum():
+        name = value.rsplit(".", 1)[-1]
+        return name if name[:1].isalpha() else value
+    return value
+
+
+def _bits_axis(ax: Axes, label: str) -> None:
+    """Log-scale bits axis with engineering labels (``300 kbit``, ``1 Mbit``); minor ticks labelled when the data
+    span less than two decades, so short ranges still get several labels."""
+    ax.set_xscale("log")
+    ax.margins(x=0.08)
+    low, high = ax.get_xlim()
+    ax.xaxis.set_major_formatter(EngFormatter(unit="bit"))
+    if high / low < 100:
+        ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 3.0, 5.0)))
+        ax.xaxis.set_minor_formatter(EngFormatter(unit="bit"))
+        ax.tick_params(axis="x", which="both", labelsize=8)
+    else:
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(f"{label} (log scale)")
+
+
+def _staircase(bits: np.ndarray, accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The front as a step line: each point's accuracy holds until the next, costlier, point."""
+    order = np.argsort(bits, kind="stable")
+    bits, accuracy = bits[order], accuracy[order]
+    xs = np.repeat(bits, 2)[1:]
+    ys = np.repeat(accuracy, 2)[:-1]
+    return xs, ys

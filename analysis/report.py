@@ -1,0 +1,312 @@
+"""``fl-sweep-report``: the Pareto analysis of a sweep or an experiment, written to a folder and logged to MLflow.
+
+Writes ``summary.md``, ``trials.csv``, ``curves.csv``, ``front.csv``, ``front.png``, ``curves.png`` and
+``parameters.png`` into the output folder and logs them under ``report/`` to the sweep's parent run::
+
+    fl-sweep-report --tracking-uri sqlite:///mlflow.db --study digits-default --out report
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import pareto, plots
+from analysis.runs import ENCODERS, LoadError, SweepRuns, load_runs, mlflow_client, redact_uri
+
+ARTIFACT_DIR = "report"
+SUMMARY = "summary.md"
+FILES = (SUMMARY, "trials.csv", "curves.csv", "front.csv", "front.png", "curves.png", "parameters.png")
+
+
+def write_report(
+    tracking_uri: str,
+    *,
+    experiment: str | None = None,
+    parent_run_id: str | None = None,
+    study: str | None = None,
+    out_dir: Path,
+    log_to_parent: bool = True,
+    reference: tuple[float | None, float | None] | None = None,
+) -> Path:
+    """Load the trials, analyse the Pareto front, write CSVs, PNGs and a Markdown summary, log them to MLflow.
+
+    Args:
+        tracking_uri: MLflow tracking URI.
+        experiment: Experiment name (all its trials, or the one holding ``study``).
+        parent_run_id: A sweep's parent run id.
+        study: A sweep's study name.
+        out_dir: Folder to write into (created if missing; files of the same names are replaced).
+        log_to_parent: Log the files as artifacts under ``report/`` to the sweep's parent run (when the trials
+            belong to one sweep; an experiment mixing sweeps has no single parent and nothing is logged).
+        reference: Hypervolume reference point ``(accuracy, bits)``; a missing one or None part is taken from
+            ``pareto.default_reference``.
+
+    Returns:
+        The path of ``summary.md``.
+
+    Raises:
+        LoadError: Nothing to report on (see ``analysis.runs.load_runs``).
+    """
+    return _write(
+        tracking_uri,
+        experiment=experiment,
+        parent_run_id=parent_run_id,
+        study=study,
+        out_dir=out_dir,
+        log_to_parent=log_to_parent,
+        reference=reference,
+    )[0]
+
+
+def _write(
+    tracking_uri: str,
+    *,
+    experiment: str | None,
+    parent_run_id: str | None,
+    study: str | None,
+    out_dir: Path,
+    log_to_parent: bool,
+    reference: tuple[float | None, float | None] | None,
+) -> tuple[Path, str | None]:
+    """``write_report``, also returning the run the files were logged to (None if not logged)."""
+    runs = load_runs(tracking_uri, experiment=experiment, parent_run_id=parent_run_id, study=study)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    numbers = analyse(runs, reference=reference)
+    trials, front, knee = numbers["trials"], numbers["front"], numbers["knee"]
+
+    trials.to_csv(out_dir / "trials.csv", index=False)
+    runs.curves.to_csv(out_dir / "curves.csv", index=False)
+    front.to_csv(out_dir / "front.csv", index=False)
+    title = runs.title
+    plots.plot_front(trials, front, knee=knee, title=f"{title}: accuracy against bits", path=out_dir / "front.png")
+    plots.plot_curves(
+        runs.curves, trials, front, title=f"{title}: accuracy as bits accumulate", path=out_dir / "curves.png"
+    )
+    plots.plot_parameters(
+        trials, runs.swept, front=front, title=f"{title}: swept parameters", path=out_dir / "parameters.png"
+    )
+    summary = out_dir / SUMMARY
+    summary.write_text(summary_markdown(runs, numbers))
+
+    if not (log_to_parent and runs.parent_run_id):
+        return summary, None
+    client = mlflow_client(tracking_uri)
+    for name in FILES:
+        client.log_artifact(runs.parent_run_id, str(out_dir / name), artifact_path=ARTIFACT_DIR)
+    return summary, runs.parent_run_id
+
+
+def analyse(runs: SweepRuns, *, reference: tuple[float | None, float | None] | None = None) -> dict:
+    """The numbers of the report.
+
+    Args:
+        runs: The loaded trials.
+        reference: Hypervolume reference point; None or a None part: from ``pareto.default_reference``.
+
+    Returns:
+        ``trials`` (with ``on_front``, ``bit_reduction``, ``accuracy_change``), ``front`` (its rows of those),
+        ``knee`` (row or None), ``baseline`` (best uncompressed trial or None), ``reference`` (or None when no
+        trial finished) and ``hypervolume`` (NaN when no trial finished).
+    """
+    baseline = pareto.best_uncompressed(runs.trials)
+    trials = pareto.compare_to_uncompressed(runs.trials, baseline)
+    front_index = pareto.pareto_front(trials).index
+    trials.insert(trials.columns.get_loc("eval_accuracy"), "on_front", trials.index.isin(front_index))
+    front = trials.loc[front_index]
+    acc_ref, bits_ref = reference or (None, None)
+    if len(front) and (acc_ref is None or bits_ref is None):
+        default = pareto.default_reference(trials)
+        acc_ref = default[0] if acc_ref is None else acc_ref
+        bits_ref = default[1] if bits_ref is None else bits_ref
+    reference = (float(acc_ref), float(bits_ref)) if acc_ref is not None and bits_ref is not None else None
+    volume = pareto.hypervolume(trials, reference) if reference is not None else math.nan
+    return {
+        "trials": trials,
+        "front": front,
+        "knee": pareto.knee_point(front),
+        "baseline": baseline,
+        "reference": reference,
+        "hypervolume": volume,
+    }
+
+
+def summary_markdown(runs: SweepRuns, numbers: dict) -> str:
+    """The report's ``summary.md``: counts, the front as a table, hypervolume, knee, baseline, figures."""
+    trials, front, knee, baseline = numbers["trials"], numbers["front"], numbers["knee"], numbers["baseline"]
+    counts = trials["status"].value_counts()
+    status_text = ", ".join(
+        f"{counts[s]} {s}" for s in ["finished", "pruned", "failed", "killed", "running"] if s in counts
+    )
+    source = [f"tracking URI `{redact_uri(runs.tracking_uri)}`", f"experiment `{runs.experiment}`"]
+    if runs.parent_run_id:
+        source.append(f"sweep parent run `{runs.parent_run_id}`")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"# Pareto report: {runs.title}",
+        "",
+        f"Source: {', '.join(source)}; written {stamp}.",
+        "",
+        f"- **Trials:** {len(trials)} ({status_text}).",
+        f"- **Swept parameters:** {', '.join(f'`{p}`' for p in runs.swept) or 'none (all trials share one config)'}.",
+        "- **Objectives:** final eval accuracy (higher is better) and total bits communicated, broadcast plus "
+        "aggregate (fewer is better).",
+        "",
+        "## Pareto front",
+        "",
+    ]
+    done = int((trials["status"] == pareto.FINISHED).sum())
+    if front.empty:
+        lines += ["No finished trial yet, so there is no front.", ""]
+    else:
+        lines += [
+            f"{len(front)} of {done} finished trials are Pareto-optimal (cheapest first):",
+            "",
+            _front_table(front, runs.swept),
+            "",
+        ]
+        acc_ref, bits_ref = numbers["reference"]
+        lines.append(
+            f"- **Hypervolume:** {numbers['hypervolume']:.4f} (accuracy x decades of bits: bits on a log10 scale) "
+            f"against the reference point accuracy {acc_ref:g}, {bits_ref:.3g} bits."
+        )
+        if knee is None:
+            lines.append(
+                f"- **Knee point:** none (a front of {len(front)} point(s) with no point beyond the line "
+                "joining its ends)."
+            )
+        else:
+            lines.append(
+                f"- **Knee point:** {_describe(knee)}: the best trade-off, furthest beyond the line "
+                "joining the front's ends (accuracy and log bits scaled to the front)."
+            )
+    if baseline is None:
+        lines.append("- **Best uncompressed trial:** none finished, so no bit reduction factors.")
+    else:
+        lines.append(
+            f"- **Best uncompressed trial:** {_describe(baseline)}; bit reduction factors and accuracy "
+            "changes are against it."
+        )
+        compressed = front[front["bit_reduction"].notna()]
+        if len(compressed):
+            lines.append(
+                f"- **Compressed trials on the front** send {compressed['bit_reduction'].min():.3g}x to "
+                f"{compressed['bit_reduction'].max():.3g}x fewer bits, at an accuracy change of "
+                f"{compressed['accuracy_change'].min():+.4f} to {compressed['accuracy_change'].max():+.4f}."
+            )
+    lines += [
+        "",
+        "## Figures",
+        "",
+        "![All trials, accuracy against total bits, with the Pareto front](front.png)",
+        "",
+        "![Accuracy against cumulative bits per round, front trials highlighted](curves.png)",
+        "",
+        "![Swept parameters against the objectives](parameters.png)",
+        "",
+        "## Files",
+        "",
+        "- `trials.csv`: one row per trial (status, objectives, bit totals, rounds, swept parameters, front, "
+        "reduction).",
+        "- `curves.csv`: one row per trial and round (accuracy, loss, bits of the round, cumulative bits).",
+        "- `front.csv`: the Pareto-optimal trials.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _describe(row: pd.Series) -> str:
+    text = f"trial {plots.trial_label(row)}, accuracy {row['eval_accuracy']:.4f}, {row['total_bits'] / 1e6:.3f} Mbit"
+    if isinstance(row.get("compression"), str):
+        text += f", compression: {row['compression']}"
+    return text
+
+
+def _front_table(front: pd.DataFrame, swept: Sequence[str]) -> str:
+    shown = [p for p in swept if not (p.endswith("._target_") and p.split(".", 1)[0] in ENCODERS)]
+    header = ["trial", "eval accuracy", "total Mbit", "compression", "bit reduction", "accuracy change", *shown]
+    rows = []
+    for _, row in front.iterrows():
+        reduction = row.get("bit_reduction")
+        change = row.get("accuracy_change")
+        rows.append(
+            [
+                plots.trial_label(row),
+                f"{row['eval_accuracy']:.4f}",
+                f"{row['total_bits'] / 1e6:.3f}",
+                str(row.get("compression") or ""),
+                f"{reduction:.3g}x" if pd.notna(reduction) else "",
+                f"{change:+.4f}" if pd.notna(change) else "",
+                *(_cell(row.get(p)) for p in shown),
+            ]
+        )
+    return "\n".join(["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *rows]])
+
+
+def _cell(value: object) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``fl-sweep-report``; errors end with one line on stderr and exit code 2."""
+    parser = argparse.ArgumentParser(
+        prog="fl-sweep-report",
+        description="Pareto analysis (accuracy vs communicated bits) of a sweep or an experiment from MLflow: "
+        "CSVs, PNG plots and a Markdown summary in a folder, logged to the sweep's parent run.",
+    )
+    parser.add_argument("--tracking-uri", required=True, help="MLflow tracking URI, e.g. sqlite:///mlflow.db")
+    parser.add_argument("--experiment", help="experiment name: all its trials (or, with --study, where to look)")
+    parser.add_argument("--sweep", metavar="PARENT_RUN_ID", help="run id of a sweep's parent run")
+    parser.add_argument("--study", metavar="STUDY_NAME", help="Optuna study name of a sweep")
+    parser.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: report)")
+    parser.add_argument("--no-log", action="store_true", help="do not log the files to the sweep's parent run")
+    parser.add_argument("--reference-accuracy", type=float, help="hypervolume reference accuracy (default 0)")
+    parser.add_argument(
+        "--reference-bits",
+        type=float,
+        help="hypervolume reference bits (default: the next power of ten above the most bits)",
+    )
+    args = parser.parse_args(argv)
+    if args.sweep and (args.study or args.experiment):
+        parser.error("--sweep names one sweep: give it alone, without --study or --experiment")
+    if not (args.sweep or args.study or args.experiment):
+        parser.error("give one of --experiment, --sweep or --study")
+    from mlflow.exceptions import MlflowException
+
+    try:
+        summary, logged_to = _write(
+            args.tracking_uri,
+            experiment=args.experiment,
+            parent_run_id=args.sweep,
+            study=args.study,
+            out_dir=args.out,
+            log_to_parent=not args.no_log,
+            reference=(args.reference_accuracy, args.reference_bits),
+        )
+    except MlflowException as error:
+        sys.stderr.write(f"fl-sweep-report: error: {error.message.splitlines()[0]}\n")
+        sys.exit(2)
+    except (LoadError, OSError, ValueError) as error:
+        sys.stderr.write(f"fl-sweep-report: error: {error}\n")
+        sys.exit(2)
+    print(f"fl-sweep-report: wrote {', '.join(FILES)} to {summary.parent}")
+    if logged_to:
+        print(f"fl-sweep-report: logged them to run {logged_to} under {ARTIFACT_DIR}/")
+    elif not args.no_log:
+        print("fl-sweep-report: not logged to MLflow: these trials belong to no single sweep")
+    print(summary.read_text().split("\n## Figures", 1)[0].rstrip())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,354 @@
+"""``analysis`` on a real MLflow store written by a real tiny sweep: loading, the front, the report command, plots."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib.image
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from analysis import pareto, plots, runs
+from analysis.report import ARTIFACT_DIR, FILES, write_report
+from analysis.report import main as report_main
+
+if TYPE_CHECKING:
+    from analysis_store import Store
+
+pytest_plugins = ["analysis_store"]  # the session's one real sweep store (fixture ``analysis_store``)
+pytestmark = pytest.mark.slow
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# The sweeper stores hydra-optuna-sweeper's log-uniform distributions, which Optuna 4 warns about when reading them.
+OPTUNA_OLD_DISTRIBUTIONS = pytest.mark.filterwarnings("ignore:LogUniformDistribution has been deprecated:FutureWarning")
+STATUSES = {0: "finished", 1: "failed", 2: "finished", 3: "finished", 4: "finished", 5: "pruned"}
+
+
+@pytest.fixture(scope="module")
+def sweep(analysis_store: Store, tmp_path_factory: pytest.TempPathFactory) -> runs.SweepRuns:
+    """The sweep's trials, loaded once for the module."""
+    with contextlib.chdir(tmp_path_factory.mktemp("cwd")):  # MLflow makes ./mlruns wherever it opens a store
+        return runs.load_runs(analysis_store.tracking_uri, study=analysis_store.study)
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+def _by_trial(sweep: runs.SweepRuns) -> pd.DataFrame:
+    return sweep.trials.set_index("trial")
+
+
+def _optuna_study(store: Store) -> optuna.Study:
+    return optuna.load_study(study_name=store.study, storage=f"sqlite:///{store.root / 'optuna.db'}")
+
+
+def _assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 10_000, path
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300
+    assert image[..., :3].std() > 0.05  # not a blank canvas
+
+
+@OPTUNA_OLD_DISTRIBUTIONS
+def test_one_row_per_trial_with_status_objectives_and_totals(sweep, analysis_store):
+    trials = _by_trial(sweep)
+    assert list(trials.index) == list(STATUSES)
+    assert trials["status"].to_dict() == STATUSES
+    assert trials["mlflow_status"].to_dict() == {
+        0: "FINISHED",
+        1: "FAILED",
+        2: "FINISHED",
+        3: "FINISHED",
+        4: "FINISHED",
+        5: "KILLED",
+    }
+    assert (trials["study"] == analysis_store.study).all()
+    assert (trials["parent_run_id"] == analysis_store.parent_run_id).all()
+    assert sweep.parent_run_id == analysis_store.parent_run_id and sweep.study == analysis_store.study
+    assert sweep.experiment == analysis_store.experiment
+
+    done = trials[trials["status"] == "finished"]
+    assert done["eval_accuracy"].between(0, 1).all()
+    assert (done["total_bits"] == done["broadcast_bits"] + done["aggregate_bits"]).all()
+    assert (done["total_bits"] == done["last_cumulative_bits"]).all()
+    assert (done["eval_accuracy"] == done["last_eval_accuracy"]).all()
+    assert (done["rounds_run"] == analysis_store.rounds).all() and (trials["rounds"] == analysis_store.rounds).all()
+    assert done["pruned_at_round"].isna().all()
+
+    pruned = trials.loc[5]
+    assert math.isnan(pruned["eval_accuracy"]) and math.isnan(pruned["total_bits"])
+    assert 1 <= pruned["pruned_at_round"] < analysis_store.rounds and pruned["rounds_run"] == pruned["pruned_at_round"]
+    assert pruned["broadcast_bits"] > 0 and pruned["last_cumulative_bits"] > 0 and pruned["last_eval_accuracy"] >= 0
+
+    failed = trials.loc[1]
+    assert "diverged" in failed["error"]
+    assert math.isnan(failed["eval_accuracy"]) and math.isnan(failed["total_bits"]) and failed["rounds_run"] <= 1
+
+    # The objectives are the ones the sweep told Optuna.
+    for trial in _optuna_study(analysis_store).get_trials(states=(TrialState.COMPLETE,)):
+        assert trials.loc[trial.number, "eval_accuracy"] == pytest.approx(trial.values[0])
+        assert trials.loc[trial.number, "total_bits"] == trial.values[1]
+
+
+def test_encoders_and_what_counts_as_uncompressed(sweep):
+    trials = _by_trial(sweep)
+    encoders = trials[["broadcast_encoder", "aggregate_encoder", "compressed"]].apply(tuple, axis=1).to_dict()
+    assert encoders == {
+        0: ("none", "none", False),
+        1: ("none", "none", False),
+        2: ("none", "uniform", True),
+        3: ("uniform", "hadamard", True),
+        4: ("none", "uniform", True),
+        5: ("none", "none", False),
+    }
+    assert trials.loc[0, "compression"] == "none"
+    assert trials.loc[3, "compression"] == "broadcast uniform 8-bit + aggregate hadamard 2-bit"
+    # Quantizing every tensor cuts the bits; trial 4's threshold (1000) is above every tensor of the tiny model.
+    assert trials.loc[0, "total_bits"] > trials.loc[2, "total_bits"] > trials.loc[3, "total_bits"]
+    assert trials.loc[4, "total_bits"] <= trials.loc[0, "total_bits"]
+    assert trials.loc[3, "aggregate_bits"] < trials.loc[2, "aggregate_bits"] < trials.loc[0, "aggregate_bits"]
+
+
+def test_swept_parameters_are_the_params_that_vary(sweep):
+    expected = {
+        "client_optimizer.lr",
+        "server_optimizer.lr",
+        "aggregate_encoder._target_",
+        "aggregate_encoder.bits",
+        "broadcast_encoder._target_",
+    }
+    assert expected <= set(sweep.swept)
+    for fixed in (
+        "trial.number",
+        "trial.parent_run_id",
+        "mlflow.tracking_uri",
+        "model.num_parameters",
+        "seed",
+        "training.rounds",
+        "aggregate_encoder.rounding",
+        "data._target_",
+    ):
+        assert fixed not in sweep.swept and fixed in sweep.params.columns
+    assert set(sweep.swept) <= set(sweep.trials.columns)
+    trials = _by_trial(sweep)
+    assert trials["client_optimizer.lr"].dtype == float and trials.loc[1, "client_optimizer.lr"] == 1e38
+    assert str(trials["aggregate_encoder.bits"].dtype) == "Int64"
+    assert trials.loc[3, "aggregate_encoder.bits"] == 2 and pd.isna(trials.loc[0, "aggregate_encoder.bits"])
+    assert set(sweep.params.index) == set(sweep.trials["run_id"])
+
+
+def test_curves_one_row_per_trial_and_round(sweep):
+    curves = sweep.curves
+    assert list(curves.columns) == runs.CURVE_COLUMNS
+    for _, trial in sweep.trials.iterrows():
+        curve = curves[curves["run_id"] == trial["run_id"]]
+        assert list(curve["round"]) == list(range(1, trial["rounds_run"] + 1))
+        assert (curve["trial"] == trial["trial"]).all()
+        if len(curve):
+            per_round = curve["broadcast_bits"] + curve["aggregate_bits"]
+            assert np.allclose(curve["cumulative_bits"], per_round.cumsum())
+            assert curve["cumulative_bits"].is_monotonic_increasing
+        if trial["status"] == "finished":
+            assert curve["cumulative_bits"].iloc[-1] == trial["total_bits"]
+            assert curve["eval_accuracy"].iloc[-1] == trial["eval_accuracy"]
+            assert curve["eval_accuracy"].notna().all()  # eval.every=1
+
+
+def test_by_parent_run_gives_the_same_trials(sweep, analysis_store):
+    again = runs.load_runs(analysis_store.tracking_uri, parent_run_id=analysis_store.parent_run_id)
+    pd.testing.assert_frame_equal(again.trials, sweep.trials)
+    pd.testing.assert_frame_equal(again.curves, sweep.curves)
+    assert again.swept == sweep.swept and again.study == analysis_store.study
+    store = analysis_store
+    narrowed = runs.load_runs(store.tracking_uri, study=store.study, experiment=store.experiment)
+    assert list(narrowed.trials["run_id"]) == list(sweep.trials["run_id"])
+
+
+def test_an_experiment_holds_the_sweep_trials_and_the_standalone_run(sweep, analysis_store):
+    everything = runs.load_runs(analysis_store.tracking_uri, experiment=analysis_store.experiment)
+    assert len(everything.trials) == len(sweep.trials) + 1
+    assert analysis_store.parent_run_id not in set(everything.trials["run_id"])
+    standalone = everything.trials.set_index("run_id").loc[analysis_store.standalone_run_id]
+    assert pd.isna(standalone["parent_run_id"]) and pd.isna(standalone["trial"])
+    assert standalone["status"] == "finished" and standalone["total_bits"] > 0
+    assert everything.parent_run_id is None and everything.study is None  # no single sweep
+    assert everything.title == f"experiment {analysis_store.experiment}"
+    assert list(everything.trials["trial"].iloc[:-1]) == list(STATUSES)  # sweep trials first, by number
+
+    sweeps = runs.list_sweeps(analysis_store.tracking_uri)
+    assert list(sweeps["parent_run_id"]) == [analysis_store.parent_run_id]
+    assert list(sweeps["study"]) == [analysis_store.study]
+
+
+def test_what_is_not_there_fails_with_a_clear_error(analysis_store, tmp_path):
+    uri = analysis_store.tracking_uri
+    with pytest.raises(runs.LoadError, match="no sweep of study 'nope'"):
+        runs.load_runs(uri, study="nope")
+    with pytest.raises(runs.LoadError, match="no experiment named 'nope'.*fl-sweeps"):
+        runs.load_runs(uri, experiment="nope")
+    with pytest.raises(runs.LoadError, match="no run 0123abcd"):
+        runs.load_runs(uri, parent_run_id="0123abcd")
+    with pytest.raises(runs.LoadError, match="has no trial runs"):  # a run that is no sweep's parent
+        runs.load_runs(uri, parent_run_id=analysis_store.standalone_run_id)
+    with pytest.raises(runs.LoadError, match="give one of"):
+        runs.load_runs(uri)
+    missing = tmp_path / "missing.db"
+    with pytest.raises(runs.LoadError, match="no MLflow store"):
+        runs.load_runs(f"sqlite:///{missing}", study=analysis_store.study)
+    assert not missing.exists()
+    with pytest.raises(runs.LoadError, match="no MLflow store"):
+        runs.load_runs(str(tmp_path / "no-such-dir"), experiment="x")
+
+
+@OPTUNA_OLD_DISTRIBUTIONS
+def test_front_matches_optuna_and_is_measured(sweep, analysis_store):
+    front = pareto.pareto_front(sweep.trials)
+    best = sorted(t.number for t in _optuna_study(analysis_store).best_trials)
+    assert sorted(front["trial"]) == best
+    assert set(front["status"]) == {"finished"}
+    done = pareto.finished(sweep.trials)
+    mask = pareto.non_dominated(done["eval_accuracy"], done["total_bits"])
+    assert sorted(done[mask]["trial"]) == best
+
+    reference = pareto.default_reference(sweep.trials)
+    assert reference == (0.0, 1e6)  # the uncompressed trial of this tiny model sends 0.93 Mbit
+    assert pareto.hypervolume(sweep.trials, reference) > 0
+    knee = pareto.knee_point(front)
+    assert knee is None or knee["trial"] in set(front["trial"])
+
+    baseline = pareto.best_uncompressed(sweep.trials)
+    assert baseline["trial"] == 0  # the only finished uncompressed trial
+    compared = pareto.compare_to_uncompressed(sweep.trials).set_index("trial")
+    total = compared["total_bits"]
+    assert (
+        compared.loc[3, "bit_reduction"] == pytest.approx(total[0] / total[3]) and compared.loc[3, "bit_reduction"] > 1
+    )
+    assert compared.loc[3, "accuracy_change"] == pytest.approx(
+        compared.loc[3, "eval_accuracy"] - baseline["eval_accuracy"]
+    )
+    assert compared.loc[[0, 1, 5], "bit_reduction"].isna().all()
+
+
+def test_report_command_writes_the_files_and_logs_them_to_the_parent_run(sweep, analysis_store, tmp_path):
+    store, out = analysis_store, tmp_path / "report"
+    result = subprocess.run(
+        [store.report_command, "--tracking-uri", store.tracking_uri, "--study", store.study, "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"logged them to run {analysis_store.parent_run_id} under {ARTIFACT_DIR}/" in result.stdout
+    assert result.stderr == ""
+    assert {p.name for p in out.iterdir()} == set(FILES)
+
+    summary = (out / "summary.md").read_text()
+    for text in (
+        f"# Pareto report: study {analysis_store.study}",
+        "6 (4 finished, 1 pruned, 1 failed)",
+        "`client_optimizer.lr`",
+        "**Hypervolume:**",
+        "reference point accuracy 0, 1e+06 bits",
+        "**Best uncompressed trial:** trial #0",
+        "| trial | eval accuracy | total Mbit | compression | bit reduction |",
+        "![",
+        "(front.png)",
+    ):
+        assert text in summary, text
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials["trial"]) == list(STATUSES) and trials["on_front"].sum() == len(pd.read_csv(out / "front.csv"))
+    assert {"bit_reduction", "accuracy_change", *sweep.swept} <= set(trials.columns)
+    assert len(pd.read_csv(out / "curves.csv")) == sweep.trials["rounds_run"].sum()
+    for name in ("front.png", "curves.png", "parameters.png"):
+        _assert_png(out / name)
+
+    client = MlflowClient(tracking_uri=analysis_store.tracking_uri)
+    logged = {a.path for a in client.list_artifacts(analysis_store.parent_run_id, ARTIFACT_DIR)}
+    assert logged == {f"{ARTIFACT_DIR}/{name}" for name in FILES}
+    copy = client.download_artifacts(analysis_store.parent_run_id, f"{ARTIFACT_DIR}/summary.md", str(tmp_path))
+    assert Path(copy).read_text() == summary
+
+
+def _artifact_times(client: MlflowClient, run_id: str) -> dict[str, int]:
+    root = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_write_report_logs_only_to_a_single_sweep(analysis_store, tmp_path):
+    client = MlflowClient(tracking_uri=analysis_store.tracking_uri)
+    run_ids = [analysis_store.parent_run_id, analysis_store.standalone_run_id]
+    before = {run_id: _artifact_times(client, run_id) for run_id in run_ids}
+    summary = write_report(analysis_store.tracking_uri, experiment=analysis_store.experiment, out_dir=tmp_path / "e")
+    assert summary == tmp_path / "e" / "summary.md" and "# Pareto report: experiment fl-sweeps" in summary.read_text()
+    summary = write_report(
+        analysis_store.tracking_uri,
+        parent_run_id=analysis_store.parent_run_id,
+        out_dir=tmp_path / "s",
+        log_to_parent=False,
+    )
+    assert f"# Pareto report: study {analysis_store.study}" in summary.read_text()
+    assert {run_id: _artifact_times(client, run_id) for run_id in run_ids} == before
+
+
+def test_report_errors_are_one_line_and_exit_code_2(analysis_store, tmp_path, capsys):
+    out = ["--out", str(tmp_path / "out")]
+    result = subprocess.run(
+        [analysis_store.report_command, "--tracking-uri", analysis_store.tracking_uri, "--study", "nope", *out],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    expected = f"fl-sweep-report: error: no sweep of study 'nope' in {analysis_store.tracking_uri}"
+    assert result.stderr.splitlines() == [expected]
+
+    for args, message in [
+        (["--tracking-uri", f"sqlite:///{tmp_path / 'missing.db'}", "--study", "x"], "no MLflow store"),
+        (["--tracking-uri", analysis_store.tracking_uri, "--sweep", "0123abcd"], "no run 0123abcd"),
+        (["--tracking-uri", analysis_store.tracking_uri, "--experiment", "nope"], "no experiment named 'nope'"),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            report_main([*args, *out])
+        lines = capsys.readouterr().err.splitlines()
+        assert stopped.value.code == 2 and len(lines) == 1, lines
+        assert lines[0].startswith("fl-sweep-report: error: ") and message in lines[0]
+    for args, message in [
+        (["--tracking-uri", analysis_store.tracking_uri, "--sweep", "x", "--study", "y"], "--sweep names one sweep"),
+        (["--tracking-uri", analysis_store.tracking_uri], "give one of --experiment, --sweep or --study"),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            report_main([*args, *out])
+        assert stopped.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_plots_are_pngs_for_a_sweep_and_for_edge_cases(sweep, tmp_path):
+    front = pareto.pareto_front(sweep.trials)
+    plots.plot_front(sweep.trials, front, knee=front.iloc[0], path=tmp_path / "front.png")
+    plots.plot_curves(sweep.curves, sweep.trials, front, path=tmp_path / "curves.png")
+    plots.plot_parameters(sweep.trials, sweep.swept, front=front, path=tmp_path / "parameters.png")
+    for name in ("front.png", "curves.png", "parameters.png"):
+        _assert_png(tmp_path / name)
+    # Nothing finished: empty front, no swept parameter.
+    unfinished = sweep.trials[sweep.trials["status"] != "finished"]
+    empty = pareto.pareto_front(unfinished)
+    assert empty.empty
+    for name, figure in {
+        "empty_front.png": plots.plot_front(unfinished, empty),
+        "empty_curves.png": plots.plot_curves(sweep.curves, unfinished, empty),
+        "no_params.png": plots.plot_parameters(unfinished, []),
+    }.items():
+        plots.save(figure, tmp_path / name)
+        assert (tmp_path / name).read_bytes().startswith(PNG_MAGIC)
