@@ -113,7 +113,7 @@ def test_unknown_option_fails_naming_the_group(tmp_path):
 def test_sigterm_during_startup_exits_promptly(tmp_path, delay):
     """SIGTERM while TF is imported or the worker starts: the CLI exits at once and leaves no worker."""
     before = worker_pids()
-    process = _start(tmp_path, *TINY)
+    process = _start(tmp_path, *TINY, "training.rounds=100000")
     time.sleep(delay)
     os.kill(process.pid, signal.SIGTERM)
     process.communicate(timeout=60)

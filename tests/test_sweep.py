@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -51,6 +52,19 @@ def _runs(tmp_path: Path) -> tuple[list, list]:
     parents = [r for r in runs if r.data.tags.get("fl_sweeps.role") == "sweep"]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return parents, children
+
+
+def _trial_states_read_only(tmp_path: Path) -> list[str]:
+    """Trial states straight from the sqlite file, read-only: opening it with Optuna while the sweep is still
+    creating the schema would race with it."""
+    path = tmp_path / "optuna.db"
+    if not path.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
+            return [row[0] for row in db.execute("SELECT state FROM trials")]
+    except sqlite3.OperationalError:  # schema not there yet, or locked for a moment
+        return []
 
 
 def _enqueue(tmp_path: Path, *params: dict) -> None:
@@ -160,25 +174,18 @@ def test_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
 def test_sigterm_then_resume_loses_and_duplicates_nothing(tmp_path):
     before = worker_pids()
     args = _sweep_args(tmp_path, "hydra.sweeper.n_trials=3", "training.rounds=25")
-    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with open(tmp_path / "out.log", "w") as out, open(tmp_path / "err.log", "w") as err:
+        process = subprocess.Popen(args, cwd=tmp_path, stdout=out, stderr=err, text=True)
     deadline = time.monotonic() + 300
-    completed_before: dict[int, list[float]] = {}
     while time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.5)
-        if not (tmp_path / "optuna.db").exists():
-            continue
-        try:
-            study = _study(tmp_path)
-        except KeyError:
-            continue
-        running = study.get_trials(states=(TrialState.RUNNING,))
-        done = study.get_trials(states=(TrialState.COMPLETE,))
-        if done and running:
+        states = _trial_states_read_only(tmp_path)
+        if "COMPLETE" in states and "RUNNING" in states:
             time.sleep(1.5)  # into the running trial's rounds
             os.kill(process.pid, signal.SIGTERM)
             break
-    process.communicate(timeout=120)
-    assert process.returncode not in (0, None), "the sweep finished before it could be interrupted"
+    process.wait(timeout=120)
+    assert process.returncode not in (0, None), (tmp_path / "err.log").read_text()[-3000:]
 
     study = _study(tmp_path)
     assert not study.get_trials(states=(TrialState.RUNNING,))
