@@ -110,6 +110,7 @@ class FederatedTrial:
             raise ValueError(f"eval_mode={eval_mode!r} is not allowed: use one of {', '.join(EVAL_MODES)}")
         self.eval_mode = eval_mode
         self._model_builder = model_builder
+        self._client_index = {cid: i for i, cid in enumerate(data.client_ids)}
         self._base_datasets = {
             cid: tf.data.Dataset.from_tensor_slices((arrays.x, arrays.y)) for cid, arrays in data.train.items()
         }
@@ -150,7 +151,7 @@ class FederatedTrial:
     def _client_dataset(self, client_id: str, round_num: int, settings: RunSettings) -> Any:
         """The client's pipeline for one round: repeat for local epochs, shuffle (seeded by round), batch."""
         t = settings.training
-        shuffle_seed = (settings.seed * 1_000_003 + round_num * 7_919 + self.data.client_ids.index(client_id)) % 2**31
+        shuffle_seed = (settings.seed * 1_000_003 + round_num * 7_919 + self._client_index[client_id]) % 2**31
         return (
             self._base_datasets[client_id]
             .repeat(t.local_epochs)
