@@ -83,8 +83,8 @@ def run_trial(cfg: DictConfig, *, run_name: str | None = None, show_progress: bo
     return TrialResult(eval_accuracy=accuracy, total_bits=record.cumulative_bits, run_id=recorder.run_id)
 
 
-# Built trials by structure (data, model, optimizer kinds, encoders, eval mode), reused by later trials of a sweep
-# that differ only in learning rates, seeds or training settings. Few, since each holds a TFF process and data.
+# Built trials by structure (data, model, optimizer kinds, algorithm, encoders, eval mode), reused by later trials of
+# a sweep that differ only in learning rates, seeds or training settings. Few, since each holds a TFF process and data.
 _BUILT: OrderedDict[str, FederatedTrial] = OrderedDict()
 MAX_BUILT = 4
 
@@ -101,6 +101,7 @@ def _structure_key(cfg: DictConfig) -> str:
             "model": plain(cfg.model),
             "client_optimizer": cfg.client_optimizer._target_,
             "server_optimizer": cfg.server_optimizer._target_,
+            "algorithm": plain(cfg.algorithm),
             "broadcast_encoder": plain(cfg.broadcast_encoder),
             "aggregate_encoder": plain(cfg.aggregate_encoder),
             "eval_mode": cfg.eval.mode,
@@ -124,6 +125,7 @@ def _build_trial(cfg: DictConfig, data: FederatedData) -> FederatedTrial:
         broadcast_encoder=instantiate(cfg.broadcast_encoder),
         aggregate_encoder=instantiate(cfg.aggregate_encoder),
         eval_mode=cfg.eval.mode,
+        algorithm=instantiate(cfg.algorithm),
     )
     if cfg.reuse_built_process:
         _BUILT[_structure_key(cfg)] = trial

@@ -117,6 +117,23 @@ class LinearConfig:
 
 
 @dataclass
+class FedAvgConfig:
+    """``fedavg``: TFF's ``build_weighted_fed_avg``; Hydra returns the builder (``_partial_``)."""
+
+    _target_: str = "fl_sweeps.algorithms.fedavg.build_compressed_fed_avg"
+    _partial_: bool = True
+
+
+@dataclass
+class FedAvgCoreConfig:
+    """``fedavg_core``: hand-written FedAvg on the Federated Core; ``clip_norm`` clips client gradients (null: off)."""
+
+    _target_: str = "fl_sweeps.algorithms.fedavg_core.build_fedavg_core"
+    _partial_: bool = True
+    clip_norm: float | None = None
+
+
+@dataclass
 class TrainingConfig:
     rounds: int = 10
     clients_per_round: int = 10
@@ -155,6 +172,7 @@ class Config:
     model: Any = MISSING
     client_optimizer: Any = MISSING
     server_optimizer: Any = MISSING
+    algorithm: Any = MISSING
     broadcast_encoder: Any = MISSING
     aggregate_encoder: Any = MISSING
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -170,6 +188,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"cnn": CnnConfig, "mlp": MlpConfig, "linear": LinearConfig},
     "client_optimizer": {"sgd": SgdConfig, "sgdm": SgdmConfig, "adam": AdamConfig},
     "server_optimizer": {"sgd": SgdConfig, "sgdm": SgdmConfig, "adam": AdamConfig},
+    "algorithm": {"fedavg": FedAvgConfig, "fedavg_core": FedAvgCoreConfig},
     "broadcast_encoder": {"none": NoCompressionConfig, "quantization": QuantizationConfig},
     "aggregate_encoder": {"none": NoCompressionConfig, "quantization": QuantizationConfig},
 }

@@ -99,11 +99,18 @@ class FederatedTrial:
         broadcast_encoder: NoCompression,
         aggregate_encoder: NoCompression,
         eval_mode: str = "centralized",
+        algorithm: Callable[..., Any] | None = None,
     ) -> None:
+        """Builds the process.
+
+        ``algorithm`` is the ``build_*`` function of the ``algorithm`` config group (keyword arguments
+        ``model_fn``, ``client_optimizer``, ``server_optimizer``, ``broadcast_encoder``, ``aggregate_encoder``);
+        ``None`` is ``algorithm=fedavg``, TFF's own FedAvg.
+        """
         import tensorflow as tf
         import tensorflow_federated as tff
 
-        from fl_sweeps.fedavg import build_compressed_fed_avg
+        from fl_sweeps.algorithms.fedavg import build_compressed_fed_avg
 
         self.data = data
         if eval_mode not in EVAL_MODES:
@@ -125,7 +132,7 @@ class FederatedTrial:
             )
 
         self.eval_model = model_builder(data.input_shape, data.num_classes)
-        self.process = build_compressed_fed_avg(
+        self.process = (algorithm or build_compressed_fed_avg)(
             model_fn=model_fn,
             client_optimizer=client_optimizer,
             server_optimizer=server_optimizer,

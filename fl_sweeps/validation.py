@@ -42,6 +42,10 @@ RULES: dict[str, Check] = {
         "a non-empty list of integers >= 1",
     ),
     "model.hidden_units": (lambda v: all(isinstance(n, int) and n >= 1 for n in v), "a list of integers >= 1"),
+    "algorithm.clip_norm": (
+        lambda v: v is None or (isinstance(v, (int, float)) and 0 < v < float("inf")),
+        "null (no clipping) or a number > 0",
+    ),
 }
 for _side in ("client_optimizer", "server_optimizer"):
     RULES[f"{_side}.lr"] = _POSITIVE

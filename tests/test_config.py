@@ -10,7 +10,15 @@ from fl_sweeps.cli import config_dir
 from fl_sweeps.compression.encoders import HadamardQuantization, NoCompression, UniformQuantization
 from fl_sweeps.validation import ConfigError, validate
 
-GROUPS = ["data", "model", "client_optimizer", "server_optimizer", "broadcast_encoder", "aggregate_encoder"]
+GROUPS = [
+    "data",
+    "model",
+    "client_optimizer",
+    "server_optimizer",
+    "algorithm",
+    "broadcast_encoder",
+    "aggregate_encoder",
+]
 
 
 def _options(group: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""FedAvg with compressed broadcast and aggregation, built from TFF's learning templates."""
+"""``algorithm=fedavg``: TFF's own FedAvg (``tff.learning``) with compressed broadcast and aggregation."""
 
 from __future__ import annotations
 

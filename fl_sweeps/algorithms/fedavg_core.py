@@ -1,0 +1,268 @@
+"""``algorithm=fedavg_core``: FedAvg written by hand on TFF's Federated Core, with optional client gradient clipping.
+
+The starting point for your own algorithm. Every step of a round is spelt out here, in the order it runs:
+
+1. ``server_init`` (TensorFlow): initial model weights, client optimizer hyperparameters, server optimizer state;
+2. broadcast: the server model goes to the clients through the compressed distributor
+   (``fl_sweeps.compression.broadcast``), the client optimizer hyperparameters as they are;
+3. ``client_update`` (TensorFlow): local training with ``tf.GradientTape`` over the client's dataset, optionally
+   clipping each minibatch gradient by global norm; the client returns initial minus final trainable weights, its
+   number of examples as weight, and its unfinalized training metrics;
+4. aggregation: the weighted mean of the updates through the compressed aggregator
+   (``fl_sweeps.compression.aggregation``), so the bits on the wire are those of ``algorithm=fedavg``;
+5. ``server_update`` (TensorFlow): one server optimizer step with the mean update (skipped if it is not finite).
+
+``next`` composes these with ``tff.federated_computation`` and the result is packed as a
+``tff.learning.templates.LearningProcess``. Without clipping it computes what
+``tff.learning.algorithms.build_weighted_fed_avg`` computes, operation for operation, so both give the same weights
+(tests/test_algorithm.py). To change the algorithm, edit ``_build_client_update`` (local training) or
+``_build_server_update`` (how the server applies the mean update), or add steps to ``next_fn``.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from fl_sweeps.compression.aggregation import build_model_aggregator
+from fl_sweeps.compression.broadcast import build_encoded_broadcast
+from fl_sweeps.compression.encoders import NoCompression
+
+
+class ServerState(NamedTuple):
+    """What the server keeps between rounds.
+
+    Attributes:
+        model_weights: The global model, a ``tff.learning.models.ModelWeights``.
+        distributor: State of the (compressed) broadcast.
+        client_optimizer: Client optimizer hyperparameters; clients start each round with a fresh optimizer state.
+        aggregator: State of the (compressed) aggregation.
+        server_optimizer: Server optimizer state, hyperparameters included.
+    """
+
+    model_weights: Any
+    distributor: Any
+    client_optimizer: Any
+    aggregator: Any
+    server_optimizer: Any
+
+
+def build_fedavg_core(
+    *,
+    model_fn: Callable[[], Any],
+    client_optimizer: Any,
+    server_optimizer: Any,
+    broadcast_encoder: NoCompression,
+    aggregate_encoder: NoCompression,
+    clip_norm: float | None = None,
+) -> Any:
+    """Builds hand-written, weighted FedAvg with compressed broadcast and aggregation.
+
+    Args:
+        model_fn: No-argument function returning a fresh ``tff.learning.models.VariableModel``.
+        client_optimizer: ``tff.learning.optimizers.Optimizer`` for local training.
+        server_optimizer: ``tff.learning.optimizers.Optimizer`` applying the averaged update.
+        broadcast_encoder: Encoder of the server→client model broadcast.
+        aggregate_encoder: Encoder of the client→server update aggregation.
+        clip_norm: Clip each local minibatch gradient to this global norm (``tf.clip_by_global_norm``); ``None``
+            trains unclipped.
+
+    Returns:
+        A ``tff.learning.templates.LearningProcess`` with ``get_hparams``/``set_hparams`` over
+        ``{"client_work": <client optimizer hparams>, "finalizer": <server optimizer hparams>}`` and metrics
+        ``{"distributor", "client_work": {"train": ...}, "aggregator", "finalizer": {"update_non_finite"}}``,
+        the layout of ``tff.learning``'s FedAvg.
+    """
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_federated as tff
+
+    if clip_norm is not None and not clip_norm > 0:
+        raise ValueError(f"clip_norm={clip_norm} is not allowed: use null (no clipping) or a number > 0")
+
+    @tff.tensorflow.computation
+    def initial_model_weights():
+        return tff.learning.models.ModelWeights.from_model(model_fn())
+
+    weights_type = initial_model_weights.type_signature.result
+    trainable_type = weights_type.trainable
+    with tf.Graph().as_default():
+        model = model_fn()
+        aggregate_metrics = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
+    data_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
+
+    distributor = build_encoded_broadcast(value_type=weights_type, encoder=broadcast_encoder)
+    aggregator = build_model_aggregator(encoder=aggregate_encoder).create(trainable_type, tff.TensorType(np.float32))
+
+    @tff.tensorflow.computation
+    def initial_client_hparams():
+        return client_optimizer.get_hparams(client_optimizer.initialize(tf.TensorSpec([], tf.float32)))
+
+    @tff.tensorflow.computation
+    def initial_server_optimizer_state():
+        return server_optimizer.initialize(tff.types.type_to_tf_tensor_specs(trainable_type))
+
+    client_hparams_type = initial_client_hparams.type_signature.result
+    server_optimizer_type = initial_server_optimizer_state.type_signature.result
+
+    @tff.tensorflow.computation(client_hparams_type, weights_type, data_type)
+    def client_update(hparams, initial_weights, dataset):
+        return _build_client_update(model_fn(), client_optimizer, clip_norm)(hparams, initial_weights, dataset)
+
+    server_update = tff.tensorflow.computation(server_optimizer_type, trainable_type, trainable_type)(
+        _build_server_update(server_optimizer)
+    )
+
+    @tff.federated_computation
+    def initialize():
+        return tff.federated_zip(
+            ServerState(
+                model_weights=tff.federated_eval(initial_model_weights, tff.SERVER),
+                distributor=distributor.initialize(),
+                client_optimizer=tff.federated_eval(initial_client_hparams, tff.SERVER),
+                aggregator=aggregator.initialize(),
+                server_optimizer=tff.federated_eval(initial_server_optimizer_state, tff.SERVER),
+            )
+        )
+
+    state_type = initialize.type_signature.result
+
+    @tff.federated_computation(state_type, tff.FederatedType(data_type, tff.CLIENTS))
+    def next_fn(state, client_data):
+        broadcast = distributor.next(state.distributor, state.model_weights)
+        hparams_at_clients = tff.federated_broadcast(state.client_optimizer)
+        update, weight, local_metrics = tff.federated_map(
+            client_update, (hparams_at_clients, broadcast.result, client_data)
+        )
+        mean_update = aggregator.next(state.aggregator, update, weight)
+        server_optimizer_state, trainable, update_non_finite = tff.federated_map(
+            server_update, (state.server_optimizer, state.model_weights.trainable, mean_update.result)
+        )
+        new_state = ServerState(
+            model_weights=tff.federated_zip(
+                tff.learning.models.ModelWeights(trainable=trainable, non_trainable=state.model_weights.non_trainable)
+            ),
+            distributor=broadcast.state,
+            client_optimizer=state.client_optimizer,
+            aggregator=mean_update.state,
+            server_optimizer=server_optimizer_state,
+        )
+        metrics = collections.OrderedDict(
+            distributor=broadcast.measurements,
+            client_work=tff.federated_zip(collections.OrderedDict(train=aggregate_metrics(local_metrics))),
+            aggregator=mean_update.measurements,
+            finalizer=tff.federated_zip(collections.OrderedDict(update_non_finite=update_non_finite)),
+        )
+        return tff.learning.templates.LearningProcessOutput(tff.federated_zip(new_state), tff.federated_zip(metrics))
+
+    server_state_type = state_type.member
+
+    @tff.tensorflow.computation(server_state_type)
+    def get_model_weights(state):
+        return state.model_weights
+
+    @tff.tensorflow.computation(server_state_type, weights_type)
+    def set_model_weights(state, weights):
+        return ServerState(weights, state.distributor, state.client_optimizer, state.aggregator, state.server_optimizer)
+
+    @tff.tensorflow.computation(server_state_type)
+    def get_hparams(state):
+        return collections.OrderedDict(
+            client_work=state.client_optimizer, finalizer=server_optimizer.get_hparams(state.server_optimizer)
+        )
+
+    @tff.tensorflow.computation(server_state_type, get_hparams.type_signature.result)
+    def set_hparams(state, hparams):
+        return ServerState(
+            model_weights=state.model_weights,
+            distributor=state.distributor,
+            client_optimizer=hparams["client_work"],
+            aggregator=state.aggregator,
+            server_optimizer=server_optimizer.set_hparams(state.server_optimizer, hparams["finalizer"]),
+        )
+
+    return tff.learning.templates.LearningProcess(
+        initialize,
+        next_fn,
+        get_model_weights,
+        set_model_weights,
+        get_hparams_fn=get_hparams,
+        set_hparams_fn=set_hparams,
+    )
+
+
+def _build_client_update(model: Any, optimizer: Any, clip_norm: float | None) -> Callable[..., Any]:
+    """The client's round as a ``tf.function``: train ``model`` from the broadcast weights over its dataset.
+
+    Returns ``(update, weight, unfinalized metrics)``: the update is initial minus final trainable weights and the
+    weight the number of examples trained on, both zeroed if the update is not finite (as ``tff.learning`` does,
+    so one diverged client cannot spoil the mean).
+    """
+    import tensorflow as tf
+    import tensorflow_federated as tff
+
+    weights = tff.learning.models.ModelWeights.from_model(model)
+    trainable = tuple(tf.nest.flatten(weights.trainable))
+
+    @tf.function
+    def client_update(hparams, initial_weights, dataset):
+        tf.nest.map_structure(lambda variable, value: variable.assign(value), weights, initial_weights)
+
+        def train_on_batch(carry, batch):
+            num_examples, optimizer_state = carry
+            with tf.GradientTape() as tape:
+                output = model.forward_pass(batch, training=True)
+            gradients = tuple(tf.nest.flatten(tape.gradient(output.loss, weights.trainable)))
+            if clip_norm is not None:
+                gradients, _ = tf.clip_by_global_norm(gradients, clip_norm)
+                gradients = tuple(gradients)
+            optimizer_state, updated = optimizer.next(optimizer_state, trainable, gradients)
+            for variable, value in zip(trainable, updated, strict=True):
+                variable.assign(value)
+            if output.num_examples is None:
+                num_examples += tf.shape(output.predictions, out_type=tf.int64)[0]
+            else:
+                num_examples += tf.cast(output.num_examples, tf.int64)
+            return num_examples, optimizer_state
+
+        optimizer_state = optimizer.initialize(tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable))
+        optimizer_state = optimizer.set_hparams(optimizer_state, hparams)
+        num_examples, _ = dataset.reduce((tf.zeros([], tf.int64), optimizer_state), train_on_batch)
+
+        update = tf.nest.map_structure(tf.subtract, initial_weights.trainable, weights.trainable)
+        finite = _all_finite(update)
+        update = tf.nest.map_structure(lambda u: tf.where(finite, u, tf.zeros_like(u)), update)
+        weight = tf.where(finite, tf.cast(num_examples, tf.float32), 0.0)
+        if not finite:
+            model.reset_metrics()
+        return update, weight, model.report_local_unfinalized_metrics()
+
+    return client_update
+
+
+def _build_server_update(optimizer: Any) -> Callable[..., Any]:
+    """The server's step as a ``tf.function``: apply the mean update with ``optimizer``, unless it is not finite.
+
+    Returns ``(optimizer state, trainable weights, update_non_finite)``; a non-finite update leaves state and
+    weights as they were and sets ``update_non_finite`` to 1, which the trainer reports as divergence.
+    """
+    import tensorflow as tf
+
+    @tf.function
+    def server_update(optimizer_state, trainable, mean_update):
+        new_state, new_trainable = optimizer.next(optimizer_state, trainable, mean_update)
+        finite = _all_finite(mean_update)
+        update_non_finite = tf.cast(tf.logical_not(finite), tf.int32)
+        if finite:
+            return new_state, new_trainable, update_non_finite
+        return optimizer_state, trainable, update_non_finite
+
+    return server_update
+
+
+def _all_finite(structure: Any) -> Any:
+    """A scalar bool tensor: every element of every tensor in ``structure`` is finite."""
+    import tensorflow as tf
+
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tf.nest.flatten(structure)])
