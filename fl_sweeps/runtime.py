@@ -50,19 +50,21 @@ def _worker_binary_path() -> Path:
     return Path(tensorflow_federated.__file__).parent / "data" / "worker_binary"
 
 
-def ensure_worker(max_concurrent_computation_calls: int = -1) -> None:
+def ensure_worker(max_concurrent_computation_calls: int | None = None) -> None:
     """Start our TFF worker and make it the default execution context, unless one is already running.
 
     Args:
-        max_concurrent_computation_calls: Passed to the worker; non-positive means no limit.
+        max_concurrent_computation_calls: Passed to the worker; non-positive means no limit. ``None`` keeps a
+            running worker whatever its setting (a new one gets no limit); another value restarts a worker that
+            runs with a different one.
     """
     _import_tff_runtime()  # slow (seconds): outside the lock
     with _lock:
         if _worker is not None and _worker.process.poll() is None:
-            if _worker.max_concurrent_computation_calls == max_concurrent_computation_calls:
+            if max_concurrent_computation_calls in (None, _worker.max_concurrent_computation_calls):
                 return
             _stop_locked()
-        _start(max_concurrent_computation_calls)
+        _start(-1 if max_concurrent_computation_calls is None else max_concurrent_computation_calls)
 
 
 def _import_tff_runtime() -> None:

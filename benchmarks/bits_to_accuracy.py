@@ -1,0 +1,195 @@
+"""Bits to target accuracy: rounds and communicated bits (both directions) until the test accuracy reaches targets.
+
+Issue 8, item 3. The FedAvg paper's CNN on MNIST with its pathological non-IID partition (label-sorted shards, 2
+per client, 100 clients, 10 per round), or FEMNIST by writer, for three compression settings:
+
+- ``a-none``: no compression;
+- ``b-agg8``: 8-bit uniform aggregation of tensors above 20,000 elements, nothing on broadcast (TFF's tutorial
+  setting);
+- ``c-sweep``: the settings an fl-sweeps sweep found (``--c``; see ``conf/sweep/mnist_bits.yaml``).
+
+The variants train round-robin (one round each in turn) so a run cut short by ``--deadline-minutes`` leaves all of
+them at the same round. Every round is appended to ``results/bits_<dataset>.jsonl`` as it finishes; the summary
+(rounds and bits to each target) goes to ``results/bits_<dataset>.json`` and the accuracy-against-bits plot to
+``results/bits_<dataset>.png``. ``--variants`` runs a subset (rows of the others in the JSON lines are kept, so c
+can run after the sweep that picks it); ``--summarize`` rebuilds summary and plot from the JSON lines without
+training. Prints the bit ratio a/c at the highest target both reached last.
+
+    uv run python benchmarks/bits_to_accuracy.py --dataset mnist --c "broadcast_encoder=uniform ..." \
+        [--epochs 1 --batch 50 --lr 0.1] [--max-rounds 300] [--deadline-minutes 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from fl_run import DEFAULT_DATA, RESULTS, compose, read_rows, rounds_to, settings
+
+VARIANTS = {
+    "a-none": ["broadcast_encoder=none", "aggregate_encoder=none"],
+    "b-agg8": [
+        "broadcast_encoder=none",
+        "aggregate_encoder=uniform",
+        "aggregate_encoder.bits=8",
+        "aggregate_encoder.threshold=20000",
+    ],
+}
+DATASETS = {
+    "mnist": (["data=mnist", "data.partition=shards", "data.num_clients=100"], "mnist", (0.97, 0.98, 0.985)),
+    "femnist": (["data=femnist"], "femnist_leaf", (0.70, 0.75, 0.80)),
+}
+TARGET_RATIO = 10.0
+
+
+def summarize(rows: list[dict[str, Any]], targets: tuple[float, ...], meta: dict[str, Any]) -> dict[str, Any]:
+    """Rounds and bits to each target per variant, and the a/c bit ratios."""
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    per_variant = {}
+    for label in labels:
+        mine = [r for r in rows if r["label"] == label]
+        accs = [r["eval_accuracy"] for r in mine if r["eval_accuracy"] is not None]
+        per_variant[label] = {
+            "rounds_run": len(mine),
+            "best_accuracy": max(accs) if accs else None,
+            "bits_per_round": mine[0]["broadcast_bits"] + mine[0]["aggregate_bits"] if mine else None,
+            "cumulative_bits": mine[-1]["cumulative_bits"] if mine else 0,
+            "to_target": {f"{t:g}": rounds_to(mine, t) for t in targets},
+        }
+    ratios = {}
+    a, c = per_variant.get("a-none"), per_variant.get("c-sweep")
+    if a and c:
+        for t in targets:
+            ra, rc = a["to_target"][f"{t:g}"], c["to_target"][f"{t:g}"]
+            if ra and rc:
+                ratios[f"{t:g}"] = ra["cumulative_bits"] / rc["cumulative_bits"]
+    return {**meta, "targets": list(targets), "variants": per_variant, "bits_ratio_a_over_c": ratios}
+
+
+def plot(rows: list[dict[str, Any]], targets: tuple[float, ...], path: Path, title: str) -> None:
+    """Eval accuracy against cumulative bits (log axis) per variant, with the targets as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label in dict.fromkeys(r["label"] for r in rows):
+        pts = [(r["cumulative_bits"], r["eval_accuracy"]) for r in rows if r["label"] == label and r["eval_accuracy"]]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker=".", label=label)
+    for t in targets:
+        ax.axhline(t, color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("cumulative communicated bits (both directions)")
+    ax.set_ylabel("test accuracy")
+    lows = [r["eval_accuracy"] for r in rows if r["eval_accuracy"]]
+    ax.set_ylim(max(0.0, min(lows + [min(targets)]) - 0.02) if lows else 0, 1.0)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(rows: list[dict[str, Any]], targets: tuple[float, ...], meta: dict[str, Any], stem: str) -> None:
+    """Write summary JSON and plot, and print the table and the headline ratio last."""
+    summary = summarize(rows, targets, meta)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot(rows, targets, RESULTS / f"{stem}.png", meta.get("setting", stem))
+    for label, v in summary["variants"].items():
+        reached = ", ".join(
+            f"{t}: " + (f"round {r['round']}, {r['cumulative_bits'] / 1e9:.2f} Gbit" if r else "not reached")
+            for t, r in v["to_target"].items()
+        )
+        print(f"{label}: {v['rounds_run']} rounds, best {v['best_accuracy']}, {reached}")
+    ratios = summary["bits_ratio_a_over_c"]
+    if ratios:
+        top = max(ratios, key=float)
+        print(f"bits a/c to {float(top):.1%}: {ratios[top]:.1f}x (target >= {TARGET_RATIO:.0f}x at {targets[-1]:.1%})")
+    else:
+        print(f"bits a/c: no target reached by both a and c (target >= {TARGET_RATIO:.0f}x at {targets[-1]:.1%})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA, help="folder holding mnist/ and femnist_leaf/")
+    parser.add_argument("--c", default="", help="overrides of variant c (space-separated), from the sweep")
+    parser.add_argument("--epochs", type=int, default=1, help="local epochs E")
+    parser.add_argument("--batch", type=int, default=50, help="local batch size B")
+    parser.add_argument("--lr", type=float, default=0.1, help="client SGD learning rate (server: plain averaging)")
+    parser.add_argument("--max-rounds", type=int, default=300)
+    parser.add_argument("--eval-every", type=int, default=1)
+    parser.add_argument("--deadline-minutes", type=float, default=None, help="start no round after this long")
+    parser.add_argument("--variants", default="a-none,b-agg8,c-sweep", help="comma-separated subset")
+    parser.add_argument("--summarize", action="store_true", help="only rebuild summary and plot from the JSON lines")
+    args = parser.parse_args()
+
+    data_overrides, folder, targets = DATASETS[args.dataset]
+    stem = f"bits_{args.dataset}"
+    rows_path = RESULTS / f"{stem}.jsonl"
+    meta = {
+        "setting": f"{args.dataset}: 10 clients/round, FedAvg CNN, E={args.epochs}, B={args.batch}, lr={args.lr}",
+        "c_overrides": args.c,
+        "command": "uv run python benchmarks/bits_to_accuracy.py "
+        + f'--dataset {args.dataset} --epochs {args.epochs} --batch {args.batch} --lr {args.lr} --c "{args.c}"',
+    }
+    if args.summarize:
+        report(read_rows(rows_path), targets, meta, stem)
+        return
+
+    from fl_sweeps import experiment
+
+    base = [
+        *data_overrides,
+        f"data.path={(args.data_root / folder).resolve()}",
+        "model=cnn",
+        "client_optimizer=sgd",
+        f"client_optimizer.lr={args.lr}",
+        "server_optimizer=sgd",
+        "server_optimizer.lr=1.0",
+        f"training.rounds={args.max_rounds}",
+        "training.clients_per_round=10",
+        f"training.local_epochs={args.epochs}",
+        f"training.batch_size={args.batch}",
+        "training.shuffle_buffer=600",
+        f"eval.every={args.eval_every}",
+        "reuse_built_process=false",
+    ]
+    variants = {**VARIANTS, "c-sweep": args.c.split()}
+    names = args.variants.split(",")
+    cfgs = {name: compose([*base, *variants[name]]) for name in names}
+    data = experiment._load_data(cfgs[names[0]].data)
+    runs = {name: experiment._build_trial(cfg, data).run(settings(cfg)) for name, cfg in cfgs.items()}
+    kept = [r for r in read_rows(rows_path) if r["label"] not in names]  # other variants' rows stay
+    rows_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    deadline = time.time() + 60 * args.deadline_minutes if args.deadline_minutes else None
+    started = time.time()
+    rows: list[dict[str, Any]] = []
+    while runs and (deadline is None or time.time() < deadline):
+        for name in list(runs):
+            record = next(runs[name], None)
+            if record is None:
+                del runs[name]
+                continue
+            row = {"label": name, **record.__dict__, "wall_s": round(time.time() - started, 1)}
+            rows.append(row)
+            with rows_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            acc = record.eval_accuracy
+            print(
+                f"[{name}] round {record.round}: acc {acc if acc is None else f'{acc:.4f}'}, "
+                f"{record.cumulative_bits / 1e9:.2f} Gbit, {record.seconds:.1f} s",
+                flush=True,
+            )
+            if acc is not None and acc >= targets[-1]:
+                del runs[name]  # reached the highest target: nothing more to measure
+    report(read_rows(rows_path), targets, meta, stem)
+
+
+if __name__ == "__main__":
+    main()
