@@ -15,6 +15,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from fl_sweeps.built_parts import BuiltParts
 from fl_sweeps.data.errors import DataError
 from fl_sweeps.data.federated_data import FederatedData
 from fl_sweeps.sweep.parent_run import redact
@@ -55,6 +56,8 @@ def run_trial(cfg: DictConfig, *, run_name: str | None = None, show_progress: bo
         server_hparams=_optimizer_hparams(cfg.server_optimizer),
     )
     link = OptunaTrialLink.from_config(cfg.trial, _sweeper_pruner_config())
+    if link is not None:
+        link.plan(trial.bits_per_client.for_clients(cfg.training.clients_per_round).total * cfg.training.rounds)
     public = _public_config(cfg)
     tags = {"data": data.name, "data.description": data.description, "eval.mode": cfg.eval.mode}
     if link is not None:
@@ -87,6 +90,9 @@ def run_trial(cfg: DictConfig, *, run_name: str | None = None, show_progress: bo
 # a sweep that differ only in learning rates, seeds or training settings. Few, since each holds a TFF process and data.
 _BUILT: OrderedDict[str, FederatedTrial] = OrderedDict()
 MAX_BUILT = 4
+# Parts of built processes (client work, encoded broadcast and aggregation, server update), reused by trials of
+# another structure that share a part: a trial that changes one encoder traces that encoder alone.
+PARTS = BuiltParts()
 
 
 def _structure_key(cfg: DictConfig) -> str:
@@ -109,6 +115,11 @@ def _structure_key(cfg: DictConfig) -> str:
     )
 
 
+def _model_key(cfg: DictConfig) -> str:
+    """What the model a trial trains depends on: its config and the data's (input shape, classes)."""
+    return OmegaConf.to_yaml({name: OmegaConf.to_container(cfg[name], resolve=True) for name in ("data", "model")})
+
+
 def _build_trial(cfg: DictConfig, data: FederatedData) -> FederatedTrial:
     """Build the trial's TFF processes (starting the TFF worker if needed) and remember it for reuse."""
     from fl_sweeps import quiet, runtime
@@ -126,6 +137,8 @@ def _build_trial(cfg: DictConfig, data: FederatedData) -> FederatedTrial:
         aggregate_encoder=instantiate(cfg.aggregate_encoder),
         eval_mode=cfg.eval.mode,
         algorithm=instantiate(cfg.algorithm),
+        parts=PARTS if cfg.reuse_built_process else None,
+        model_key=_model_key(cfg) if cfg.reuse_built_process else None,
     )
     if cfg.reuse_built_process:
         _BUILT[_structure_key(cfg)] = trial
@@ -151,8 +164,9 @@ def _parallel_jobs() -> int:
 
 
 def _public_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as recorded in MLflow: the storage URL's password hidden, empty trial link dropped."""
+    """The resolved config as recorded in MLflow: database passwords hidden, empty trial link dropped."""
     public = OmegaConf.to_container(cfg, resolve=True)
+    public["mlflow"]["tracking_uri"] = redact(public["mlflow"]["tracking_uri"])
     link = public.pop("trial")
     if link.get("number") is not None:
         public["trial"] = {**link, "storage": redact(link["storage"])}

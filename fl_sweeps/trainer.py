@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from fl_sweeps.built_parts import BuiltParts
 from fl_sweeps.compression.bits import BitsPerClient, TensorInfo, bits_per_client
 from fl_sweeps.compression.encoders import NoCompression
 from fl_sweeps.data.federated_data import FederatedData
@@ -100,12 +101,17 @@ class FederatedTrial:
         aggregate_encoder: NoCompression,
         eval_mode: str = "centralized",
         algorithm: Callable[..., Any] | None = None,
+        parts: BuiltParts | None = None,
+        model_key: Hashable | None = None,
     ) -> None:
         """Builds the process.
 
         ``algorithm`` is the ``build_*`` function of the ``algorithm`` config group (keyword arguments
         ``model_fn``, ``client_optimizer``, ``server_optimizer``, ``broadcast_encoder``, ``aggregate_encoder``);
-        ``None`` is ``algorithm=fedavg``, TFF's own FedAvg.
+        ``None`` is ``algorithm=fedavg``, TFF's own FedAvg. ``parts`` keeps the built parts of processes (client
+        work, encoded broadcast and aggregation, server update) for later trials, and ``model_key`` names what
+        ``model_builder`` builds on this data, so parts are reused only for the same model; both go to
+        ``algorithm``.
         """
         import tensorflow as tf
         import tensorflow_federated as tff
@@ -138,6 +144,8 @@ class FederatedTrial:
             server_optimizer=server_optimizer,
             broadcast_encoder=broadcast_encoder,
             aggregate_encoder=aggregate_encoder,
+            parts=parts,
+            model_key=model_key,
         )
         trainable = [_tensor_info(v) for v in self.eval_model.trainable_weights]
         non_trainable = [_tensor_info(v) for v in self.eval_model.non_trainable_weights]

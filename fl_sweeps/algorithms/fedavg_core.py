@@ -22,11 +22,10 @@ The starting point for your own algorithm. Every step of a round is spelt out he
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
-from fl_sweeps.compression.aggregation import build_model_aggregator
-from fl_sweeps.compression.broadcast import build_encoded_broadcast
+from fl_sweeps.built_parts import BuiltParts
 from fl_sweeps.compression.encoders import NoCompression
 
 
@@ -56,6 +55,8 @@ def build_fedavg_core(
     broadcast_encoder: NoCompression,
     aggregate_encoder: NoCompression,
     clip_norm: float | None = None,
+    parts: BuiltParts | None = None,
+    model_key: Hashable | None = None,
 ) -> Any:
     """Builds hand-written, weighted FedAvg with compressed broadcast and aggregation.
 
@@ -67,6 +68,10 @@ def build_fedavg_core(
         aggregate_encoder: Encoder of the client→server update aggregation.
         clip_norm: Clip each local minibatch gradient to this global norm (``tf.clip_by_global_norm``); ``None``
             trains unclipped.
+        parts: Built parts to reuse and to add to (the encoded broadcast and aggregation, shared with
+            ``algorithm=fedavg``); None builds them afresh.
+        model_key: Unused: the hand-written client update is always traced afresh (accepted so both algorithms
+            take the same arguments).
 
     Returns:
         A ``tff.learning.templates.LearningProcess`` with ``get_hparams``/``set_hparams`` over
@@ -74,7 +79,6 @@ def build_fedavg_core(
         ``{"distributor", "client_work": {"train": ...}, "aggregator", "finalizer": {"update_non_finite"}}``,
         the layout of ``tff.learning``'s FedAvg.
     """
-    import numpy as np
     import tensorflow as tf
     import tensorflow_federated as tff
 
@@ -92,8 +96,9 @@ def build_fedavg_core(
         aggregate_metrics = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
     data_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
 
-    distributor = build_encoded_broadcast(value_type=weights_type, encoder=broadcast_encoder)
-    aggregator = build_model_aggregator(encoder=aggregate_encoder).create(trainable_type, tff.TensorType(np.float32))
+    store = parts if parts is not None else BuiltParts()
+    distributor = store.broadcast(broadcast_encoder, weights_type)
+    aggregator = store.aggregation(aggregate_encoder, trainable_type)
 
     @tff.tensorflow.computation
     def initial_client_hparams():

@@ -14,9 +14,11 @@ class PrunerConfig:
     """Which Optuna pruner stops hopeless trials, judged on eval accuracy per eval round.
 
     Attributes:
-        type: ``median``, ``successive_halving`` or ``none`` (off).
-        n_startup_trials: median: trials that run to the end before any is pruned.
-        n_warmup_steps: median: rounds before a trial can be pruned.
+        type: ``pareto`` (prune a trial that a finished trial with no more bits beat on accuracy at the same
+            round), ``median`` (accuracy below the median of finished trials), ``successive_halving`` or ``none``.
+        n_startup_trials: pareto, median: trials that run to the end before any is pruned.
+        n_warmup_steps: pareto, median: rounds before a trial can be pruned.
+        min_gap: pareto: how much more accurate (0 to 1) the dominating trial was at that round.
         min_resource: successive_halving: rounds every trial gets.
         reduction_factor: successive_halving: keep the top 1/reduction_factor at each rung.
     """
@@ -24,6 +26,7 @@ class PrunerConfig:
     type: str = "median"
     n_startup_trials: int = 4
     n_warmup_steps: int = 5
+    min_gap: float = 0.02
     min_resource: int = 5
     reduction_factor: int = 3
 

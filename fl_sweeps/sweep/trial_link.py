@@ -14,6 +14,8 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig
 
+from fl_sweeps.sweep.pareto_pruner import PLANNED_BITS_ATTR, ParetoPruner
+
 
 class TrialPruned(optuna.TrialPruned):
     """The pruner stopped this trial; carries the round it stopped at."""
@@ -28,6 +30,10 @@ def build_pruner(config: Any) -> optuna.pruners.BasePruner | None:
     kind = config.type
     if kind == "none":
         return None
+    if kind == "pareto":
+        return ParetoPruner(
+            n_startup_trials=config.n_startup_trials, n_warmup_steps=config.n_warmup_steps, min_gap=config.min_gap
+        )
     if kind == "median":
         return optuna.pruners.MedianPruner(
             n_startup_trials=config.n_startup_trials, n_warmup_steps=config.n_warmup_steps
@@ -36,7 +42,9 @@ def build_pruner(config: Any) -> optuna.pruners.BasePruner | None:
         return optuna.pruners.SuccessiveHalvingPruner(
             min_resource=config.min_resource, reduction_factor=config.reduction_factor
         )
-    raise ValueError(f"hydra.sweeper.pruner.type={kind!r} is not allowed: use none, median or successive_halving")
+    raise ValueError(
+        f"hydra.sweeper.pruner.type={kind!r} is not allowed: use none, pareto, median or successive_halving"
+    )
 
 
 class _FirstObjective:
@@ -85,11 +93,16 @@ class OptunaTrialLink:
         pruner = build_pruner(pruner_config) if pruner_config is not None else None
         return cls(storage_url=trial.storage, study_name=trial.study_name, trial_number=trial.number, pruner=pruner)
 
+    def plan(self, total_bits: int) -> None:
+        """Record the bits the trial will communicate if it runs to the end (for ``ParetoPruner``)."""
+        self.storage.set_trial_user_attr(self.trial_id, PLANNED_BITS_ATTR, int(total_bits))
+
     def report(self, round_num: int, accuracy: float) -> None:
         """Record the eval accuracy of a round; raise ``TrialPruned`` if the pruner says stop."""
         self.storage.set_trial_intermediate_value(self.trial_id, round_num, accuracy)
         if self.pruner is None:
             return
         trial = self.storage.get_trial(self.trial_id)
-        if self.pruner.prune(_FirstObjective(self.study), trial):
+        study = self.study if isinstance(self.pruner, ParetoPruner) else _FirstObjective(self.study)
+        if self.pruner.prune(study, trial):
             raise TrialPruned(round_num)

@@ -1,0 +1,78 @@
+"""Built TFF sub-processes kept for reuse, so trials that share a part do not trace it again."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class BuiltParts:
+    """Least-recently-used store of built processes (client work, broadcast, aggregation, finalizer) by key.
+
+    A FedAvg process is composed of parts that each depend on a few settings only: the client work on the model,
+    the data's element type and the client optimizer's kind; the broadcast on its encoder and the weights' type;
+    the aggregation on its encoder and the update's type. Tracing a part takes seconds, composing them a fraction
+    of that, so a sweep whose trials differ in one encoder rebuilds that encoder's part alone.
+
+    Args:
+        max_items: Parts kept; the least recently used is dropped beyond this.
+    """
+
+    def __init__(self, max_items: int = 32) -> None:
+        self.max_items = max_items
+        self._parts: OrderedDict[Hashable, object] = OrderedDict()
+        self.built = 0
+        self.reused = 0
+
+    def get(self, key: Hashable, build: Callable[[], T]) -> T:
+        """The part stored under ``key``, built with ``build()`` and stored if absent."""
+        if key in self._parts:
+            self._parts.move_to_end(key)
+            self.reused += 1
+            return self._parts[key]  # type: ignore[return-value]
+        part = build()
+        self.built += 1
+        self._parts[key] = part
+        while len(self._parts) > self.max_items:
+            self._parts.popitem(last=False)
+        return part
+
+    def broadcast(self, encoder: Any, weights_type: Any) -> Any:
+        """The encoded model distributor for ``encoder`` and the model weights' TFF type."""
+        from fl_sweeps.compression.broadcast import build_encoded_broadcast
+
+        return self.get(
+            ("broadcast", encoder, str(weights_type)),
+            lambda: build_encoded_broadcast(value_type=weights_type, encoder=encoder),
+        )
+
+    def aggregation(self, encoder: Any, update_type: Any) -> Any:
+        """The encoded weighted-mean aggregation process for ``encoder`` and the model update's TFF type."""
+        import numpy as np
+        import tensorflow_federated as tff
+
+        from fl_sweeps.compression.aggregation import build_model_aggregator
+
+        return self.get(
+            ("aggregation", encoder, str(update_type)),
+            lambda: build_model_aggregator(encoder=encoder).create(update_type, tff.TensorType(np.float32)),
+        )
+
+    def clear(self) -> None:
+        """Forget every part (the next builds trace everything again)."""
+        self._parts.clear()
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+
+def optimizer_kind(optimizer: Any) -> tuple[str, tuple[str, ...]]:
+    """What the computations traced for a TFF optimizer depend on: its type and the names of its hyperparameters
+    (SGD with and without momentum keep different state). The values are set per run with ``set_hparams``."""
+    import tensorflow as tf
+
+    state = optimizer.initialize(tf.TensorSpec([], tf.float32))
+    return type(optimizer).__qualname__, tuple(sorted(optimizer.get_hparams(state)))

@@ -1,0 +1,118 @@
+"""FedAvg composed from TFF's templates trains exactly as ``build_weighted_fed_avg``, and its parts are reused.
+
+Real TFF processes built by the real trainer. A trial whose structure differs from an earlier one in one encoder
+only builds that encoder's part, and trains exactly as the same trial built from nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import TINY
+from hydra.utils import instantiate
+
+from fl_sweeps import experiment
+from fl_sweeps.built_parts import BuiltParts
+from fl_sweeps.compression.aggregation import build_model_aggregator
+from fl_sweeps.compression.broadcast import build_encoded_broadcast
+from fl_sweeps.trainer import FederatedTrial, RunSettings, TrainingSettings
+from fl_sweeps.validation import validate
+
+pytestmark = pytest.mark.slow
+
+QUANTIZED = [
+    *TINY,
+    "server_optimizer=sgdm",
+    "broadcast_encoder=uniform",
+    "broadcast_encoder.bits=6",
+    "broadcast_encoder.threshold=100",
+    "aggregate_encoder=uniform",
+    "aggregate_encoder.bits=4",
+    "aggregate_encoder.threshold=100",
+]
+SETTINGS = RunSettings(
+    training=TrainingSettings(rounds=2, clients_per_round=3, local_epochs=1, batch_size=32),
+    seed=5,
+    client_hparams={"learning_rate": 0.3},
+    server_hparams={"learning_rate": 1.0, "momentum": 0.5},
+)
+
+
+def _trial(cfg, data, parts: BuiltParts | None) -> FederatedTrial:
+    validate(cfg)
+    return FederatedTrial(
+        data=data,
+        model_builder=instantiate(cfg.model),
+        client_optimizer=instantiate(cfg.client_optimizer),
+        server_optimizer=instantiate(cfg.server_optimizer),
+        broadcast_encoder=instantiate(cfg.broadcast_encoder),
+        aggregate_encoder=instantiate(cfg.aggregate_encoder),
+        algorithm=instantiate(cfg.algorithm),
+        parts=parts,
+        model_key=experiment._model_key(cfg) if parts is not None else None,
+    )
+
+
+def _final_weights(trial: FederatedTrial) -> list[np.ndarray]:
+    records = list(trial.run(SETTINGS))
+    assert len(records) == SETTINGS.training.rounds
+    return [*trial.process.get_model_weights(trial.final_state).trainable]
+
+
+def _assert_same(a: list[np.ndarray], b: list[np.ndarray]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def data(compose_config):
+    return instantiate(compose_config(QUANTIZED).data)
+
+
+def test_composed_process_equals_build_weighted_fed_avg(compose_config, tff_worker, data):
+    import tensorflow_federated as tff
+
+    cfg = compose_config(QUANTIZED)
+    trial = _trial(cfg, data, parts=None)
+    composed = _final_weights(trial)
+    weights_type = trial.process.get_model_weights.type_signature.result
+    reference = tff.learning.algorithms.build_weighted_fed_avg(
+        trial._model_fn,
+        client_optimizer_fn=instantiate(cfg.client_optimizer),
+        server_optimizer_fn=instantiate(cfg.server_optimizer),
+        model_distributor=build_encoded_broadcast(value_type=weights_type, encoder=instantiate(cfg.broadcast_encoder)),
+        model_aggregator=build_model_aggregator(encoder=instantiate(cfg.aggregate_encoder)),
+    )
+    assert reference.next.type_signature == trial.process.next.type_signature
+    trial.process, trial._initial_state = reference, None
+    _assert_same(composed, _final_weights(trial))
+
+
+def test_a_new_encoder_builds_one_part_and_trains_as_a_fresh_build(compose_config, tff_worker, data):
+    parts = BuiltParts()
+    first = _trial(compose_config(QUANTIZED), data, parts)
+    assert (parts.built, parts.reused) == (4, 0)  # broadcast, client work, aggregation, server update
+    other_cfg = compose_config([*QUANTIZED, "aggregate_encoder.bits=2"])
+    other = _trial(other_cfg, data, parts)
+    assert (parts.built, parts.reused) == (5, 3)
+    assert other.process is not first.process
+    _assert_same(_final_weights(other), _final_weights(_trial(other_cfg, data, parts=None)))
+    # The hand-written algorithm shares the encoded broadcast and aggregation.
+    _trial(compose_config([*QUANTIZED, "aggregate_encoder.bits=2", "algorithm=fedavg_core"]), data, parts)
+    assert (parts.built, parts.reused) == (5, 5)
+
+
+def test_another_model_does_not_reuse_the_client_work(compose_config, tff_worker, data):
+    parts = BuiltParts()
+    _trial(compose_config(QUANTIZED), data, parts)
+    _trial(compose_config([*QUANTIZED, "model.dense_units=8"]), data, parts)
+    # Other weights: a new broadcast, client work, aggregation and server update.
+    assert (parts.built, parts.reused) == (8, 0)
+
+
+def test_least_recently_used_parts_are_dropped():
+    parts = BuiltParts(max_items=2)
+    assert [parts.get(k, lambda k=k: k * 10) for k in (1, 2, 1, 3)] == [10, 20, 10, 30]
+    assert len(parts) == 2 and (parts.built, parts.reused) == (3, 1)
+    assert parts.get(2, lambda: "rebuilt") == "rebuilt"  # 2 was the least recently used
