@@ -115,12 +115,13 @@ def test_two_objective_sweep_then_resume_to_a_larger_total(tmp_path):
 
 
 def test_hopeless_trial_is_pruned(tmp_path):
+    """The default pruner (pareto): the second trial communicates as many bits as the first and lags far behind."""
     _enqueue(tmp_path, {"client_optimizer.lr": 0.5}, {"client_optimizer.lr": 1e-5})
     result = _sweep(
         tmp_path,
         "hydra.sweeper.n_trials=3",
         "training.rounds=8",
-        "hydra.sweeper.pruner.type=median",
+        "hydra.sweeper.pruner.type=pareto",
         "hydra.sweeper.pruner.n_startup_trials=1",
         "hydra.sweeper.pruner.n_warmup_steps=2",
         "hydra.sweeper.params={client_optimizer.lr: 'tag(log, interval(0.00001, 0.5))'}",

@@ -23,9 +23,9 @@ class PrunerConfig:
         reduction_factor: successive_halving: keep the top 1/reduction_factor at each rung.
     """
 
-    type: str = "median"
-    n_startup_trials: int = 4
-    n_warmup_steps: int = 5
+    type: str = "pareto"
+    n_startup_trials: int = 2
+    n_warmup_steps: int = 3
     min_gap: float = 0.02
     min_resource: int = 5
     reduction_factor: int = 3
