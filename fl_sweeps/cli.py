@@ -5,6 +5,7 @@ Kept thin: compose config → ``run_trial`` → return ``(final eval accuracy, t
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from omegaconf import DictConfig
 import fl_sweeps.quiet  # noqa: F401  (silences TF before anything imports it)
 from fl_sweeps.data.errors import DataError
 from fl_sweeps.experiment import run_trial
+from fl_sweeps.preflight import user_error
 from fl_sweeps.schema import register_configs
+from fl_sweeps.sweep.parent_run import redact
 from fl_sweeps.validation import ConfigError
 
 
@@ -40,18 +43,31 @@ def _app(cfg: DictConfig) -> tuple[float, float]:
         sys.exit(f"fl-sweep: error: {error}")
     print(
         f"eval accuracy {result.eval_accuracy:.4f} | {result.total_bits / 1e6:,.2f} Mbit communicated | "
-        f"MLflow run {result.run_id} in {cfg.mlflow.tracking_uri} (experiment {cfg.mlflow.experiment!r})"
+        f"MLflow run {result.run_id} in {redact(cfg.mlflow.tracking_uri)} (experiment {cfg.mlflow.experiment!r})"
     )
     return result.eval_accuracy, float(result.total_bits)
 
 
 def main() -> None:
-    """Console entry point: run the Hydra app and stop the TFF worker however it ends."""
+    """Console entry point: run the Hydra app and stop the TFF worker however it ends.
+
+    Bad input (an override that does not parse, a wrong type, an unknown key or option, a value out of range, an
+    output place that cannot be written) ends in one line naming the setting; other errors keep their traceback.
+    ``HYDRA_FULL_ERROR=1`` set by the user shows Hydra's full traceback for everything.
+    """
     from fl_sweeps import runtime
 
     runtime.install_signal_handlers()
+    user_wants_traces = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own multi-line report
     try:
         _app()
+    except Exception as error:
+        overrides = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
+        message = None if user_wants_traces else user_error(error, overrides)
+        if message is None:
+            raise
+        sys.exit(f"fl-sweep: error: {message}")
     finally:
         runtime.stop_worker()
 

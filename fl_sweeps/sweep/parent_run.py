@@ -1,31 +1,84 @@
-"""The MLflow parent run of a sweep: one per study, reattached when the sweep is run again."""
+"""The MLflow side of a sweep: one parent run per study (reattached on resume), and child runs left by dead workers.
+
+Several sweep processes (workers) may work on one study at once, on one host or many. The Optuna storage is the
+arbiter of who creates the parent run: only the worker whose ``create_study`` succeeded creates it and records its
+id in the study's user attrs; every other worker waits for that record and attaches to the same run.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Collection
+
+import optuna
 from mlflow.tracking import MlflowClient
 
 from fl_sweeps.quiet import info_logs_off
 
 STUDY_TAG = "fl_sweeps.study"
 ROLE_TAG = "fl_sweeps.role"
+PARENT_RUN_ATTR = "fl_sweeps.mlflow_parent_run"  # study user attr: {"run_id": ..., "tracking_uri": redacted}
+WAIT_FOR_PARENT_SECONDS = 120.0
 
 
 def redact(url: str) -> str:
     """A database URL with its password hidden, fit for params, logs and artifacts."""
     from sqlalchemy.engine import make_url
 
+    if "://" not in str(url):
+        return str(url)
     try:
         return repr(make_url(url))  # SQLAlchemy masks the password in repr
-    except Exception:  # noqa: BLE001 - not an SQLAlchemy URL: show only the scheme
-        return url.split("://", 1)[0] + "://***"
+    except Exception:  # noqa: BLE001 - not an SQLAlchemy URL (e.g. http): drop any user info
+        scheme, rest = str(url).split("://", 1)
+        host = rest.rsplit("@", 1)[-1]
+        return f"{scheme}://***@{host}" if "@" in rest else str(url)
+
+
+def _client(tracking_uri: str) -> MlflowClient:
+    with info_logs_off():  # a new store logs its whole schema migration
+        client = MlflowClient(tracking_uri=tracking_uri)
+        client.search_experiments(max_results=1)  # creates the schema of a new store now, quietly
+    return client
+
+
+def attach_parent_run(
+    *, study: optuna.Study, created_study: bool, tracking_uri: str, experiment: str, storage_url: str
+) -> str:
+    """The run id of the study's parent run, set RUNNING: created by the worker that created the study, or reused.
+
+    Args:
+        study: The study this worker works on.
+        created_study: Whether this worker's ``create_study`` created it (then it creates the parent run).
+        tracking_uri: MLflow tracking URI.
+        experiment: MLflow experiment of the sweep.
+        storage_url: The Optuna storage URL (recorded redacted as a tag).
+    """
+    wanted = redact(tracking_uri)
+    if not created_study:
+        deadline = time.monotonic() + WAIT_FOR_PARENT_SECONDS
+        # A study without trials and without the record is being set up by the worker that created it right now.
+        while PARENT_RUN_ATTR not in study.user_attrs and not study.get_trials(deepcopy=False):
+            if time.monotonic() > deadline:
+                break  # that worker died before recording it: fall back to search or create
+            time.sleep(0.25)
+        record = study.user_attrs.get(PARENT_RUN_ATTR)
+        if record and record.get("tracking_uri") == wanted:
+            client = _client(tracking_uri)
+            client.update_run(record["run_id"], status="RUNNING")
+            return record["run_id"]
+    run_id = open_parent_run(
+        tracking_uri=tracking_uri, experiment=experiment, study_name=study.study_name, storage_url=storage_url
+    )
+    study.set_user_attr(PARENT_RUN_ATTR, {"run_id": run_id, "tracking_uri": wanted})
+    return run_id
 
 
 def open_parent_run(*, tracking_uri: str, experiment: str, study_name: str, storage_url: str) -> str:
     """The run id of the sweep's parent run: the existing one for this study (set RUNNING again) or a new one."""
-    with info_logs_off():  # a new store logs its whole schema migration
-        client = MlflowClient(tracking_uri=tracking_uri)
-        existing = client.get_experiment_by_name(experiment)
-    experiment_id = existing.experiment_id if existing else client.create_experiment(experiment)
+    client = _client(tracking_uri)
+    existing = client.get_experiment_by_name(experiment)
+    experiment_id = existing.experiment_id if existing else _create_experiment(client, experiment)
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{STUDY_TAG}` = '{study_name}' and tags.`{ROLE_TAG}` = 'sweep'",
@@ -42,3 +95,44 @@ def open_parent_run(*, tracking_uri: str, experiment: str, study_name: str, stor
     )
     client.log_param(run.info.run_id, "study_name", study_name)
     return run.info.run_id
+
+
+def _create_experiment(client: MlflowClient, name: str) -> str:
+    """Create the experiment, or take the one another worker created at the same moment."""
+    try:
+        return client.create_experiment(name)
+    except Exception:  # noqa: BLE001 - MLflow raises its own error for a duplicate name
+        existing = client.get_experiment_by_name(name)
+        if existing is None:
+            raise
+        return existing.experiment_id
+
+
+def close_orphan_runs(*, tracking_uri: str, parent_run_id: str, running_trials: Collection[int]) -> list[str]:
+    """End KILLED the child runs still RUNNING whose Optuna trial is no longer running: their worker died.
+
+    A job ends its MLflow run before its trial is told to Optuna, so a child run RUNNING next to a finished or
+    failed trial can only be left by a worker that was killed (SIGKILL, power loss) mid-trial.
+
+    Returns:
+        The ids of the runs it ended.
+    """
+    client = _client(tracking_uri)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+        max_results=1000,
+    )
+    ended = []
+    for run in runs:
+        number = run.data.tags.get("optuna.trial_number")
+        if number is None or int(number) in running_trials:
+            continue
+        client.set_tag(run.info.run_id, "trial_state", "killed")
+        client.set_tag(
+            run.info.run_id, "error", "the worker running this trial died; its Optuna trial was marked failed"
+        )
+        client.set_terminated(run.info.run_id, "KILLED")
+        ended.append(run.info.run_id)
+    return ended

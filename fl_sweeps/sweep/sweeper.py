@@ -3,9 +3,13 @@
 Built on ``hydra_plugins.hydra_optuna_sweeper`` (search-space parsing, sampler and trial configuration are
 theirs). What is added:
 
-- The study lives in an RDB storage with heartbeats. A new sweep first marks failed the RUNNING trials whose
-  heartbeat went stale (their sweep died); trials of live sweeps on the same study keep beating and are left alone.
+- The study lives in an RDB storage with heartbeats (sqlite, or PostgreSQL shared by workers on several hosts).
+  Before each batch the sweep marks failed the RUNNING trials whose heartbeat went stale (their worker died), and
+  ends their MLflow runs KILLED; trials of live workers on the same study keep beating and are left alone.
 - ``n_trials`` is the study's total: completed, pruned and failed trials, and trials running elsewhere, count.
+  Several workers may run the same sweep on one study: trial numbers come from the storage, a trial asked after
+  the total was reached by others is marked failed at once as surplus (never run, never counted), and a worker
+  with nothing left to ask waits until the trials of other workers end, rerunning any whose worker died.
 - Each job gets ``trial.*`` overrides (storage, study, trial number, parent run) so it can report eval accuracy
   per round and be pruned (``fl_sweeps.sweep.trial_link``) and record a child run of the sweep's MLflow run.
 - Params under a config group chosen as ``none`` are not suggested (``aggregate_encoder=none`` has no bits).
@@ -18,23 +22,38 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import random
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
+from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
-from fl_sweeps.sweep.parent_run import open_parent_run, redact
+from fl_sweeps.sweep.parent_run import attach_parent_run, close_orphan_runs, redact
 from fl_sweeps.sweep.pareto_table import write_pareto_front
+from fl_sweeps.sweep.search_space import check_search_space
+from fl_sweeps.sweep.trial_link import build_pruner
+from fl_sweeps.validation import ConfigError
 
 log = logging.getLogger(__name__)
 FAILURE_ATTR = "failure"  # a trial that failed on its own (counts toward n_trials)
 INTERRUPTED_ATTR = "interrupted"  # a trial cut short by stopping the sweep (does not count; it runs again)
+SURPLUS_ATTR = "surplus"  # asked after other workers had reached n_trials: never run, does not count
+# The jobs read the storage URL from this variable (set by the sweeper), so the URL and its password stay out of
+# the job overrides that Hydra logs and saves; launchers on other hosts need it set in the job's environment.
+STORAGE_ENV = "FL_SWEEPS_OPTUNA_STORAGE"
+OPEN_RETRIES = 6
+
+
+class TooManyFailures(RuntimeError):
+    """More trials failed than ``hydra.sweeper.max_failure_rate`` allows."""
 
 
 def _say(message: str) -> None:
@@ -74,31 +93,61 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
 
-    def _open_study(self, directions: list[str]) -> optuna.Study:
+    def _open_study(self, directions: list[str]) -> tuple[optuna.Study, bool]:
+        """Open (or create) the study; also say whether this worker created it (then it owns the parent run).
+
+        Workers starting at the same instant race to create the schema and the study; the storage settles it (a
+        unique study name), and a worker that loses a schema race retries.
+        """
         if not isinstance(self.storage, str) or "://" not in self.storage:
             raise ValueError(f"hydra.sweeper.storage={self.storage!r} is not allowed: use a database URL")
-        storage = optuna.storages.RDBStorage(
-            self.storage, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
-        )
-        study = optuna.create_study(
-            study_name=self.study_name,
-            storage=storage,
-            sampler=self.sampler,
-            directions=directions,
-            load_if_exists=True,
-        )
+        for attempt in range(1, OPEN_RETRIES + 1):
+            try:
+                storage = optuna.storages.RDBStorage(
+                    self.storage, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
+                )
+                try:
+                    study = optuna.create_study(
+                        study_name=self.study_name, storage=storage, sampler=self.sampler, directions=directions
+                    )
+                    return study, True
+                except optuna.exceptions.DuplicatedStudyError:
+                    return optuna.load_study(study_name=self.study_name, storage=storage, sampler=self.sampler), False
+            except (optuna.exceptions.StorageInternalError, _sqlalchemy_error()) as error:
+                if attempt == OPEN_RETRIES:
+                    raise
+                log.info(f"opening the study raced with another worker ({type(error).__name__}); retrying")
+                time.sleep(0.5 + random.random() * attempt)
+        raise AssertionError("unreachable")
+
+    def _fail_dead_trials(self, study: optuna.Study, tracking_uri: str, parent_run_id: str) -> None:
+        """Mark failed the trials whose worker stopped beating, and end KILLED their MLflow runs left RUNNING."""
         optuna.storages.fail_stale_trials(study)
-        return study
+        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        for run_id in close_orphan_runs(tracking_uri=tracking_uri, parent_run_id=parent_run_id, running_trials=running):
+            _say(f"MLflow run {run_id} of a trial whose worker died: ended KILLED")
+
+    def _drop_surplus(self, study: optuna.Study, asked: list[optuna.trial.Trial]) -> list[optuna.trial.Trial]:
+        """The asked trials within ``n_trials``; the others (other workers reached the total meanwhile) are marked
+        failed as surplus at once, so none is left RUNNING.
+
+        Trial numbers are handed out one at a time by the storage, so every worker ranks its trials against the
+        same earlier trials: a trial is within the total if fewer than ``n_trials`` counted trials come before it.
+        """
+        counted = sorted(t.number for t in study.get_trials(deepcopy=False) if _counts(t))
+        kept = []
+        for trial in asked:
+            if sum(1 for number in counted if number < trial.number) < self.n_trials:
+                kept.append(trial)
+                continue
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            study.tell(trial, state=TrialState.FAIL)
+            _say(f"trial {trial.number} not run: other workers already reached the {self.n_trials} trials")
+        return kept
 
     def _trials_counted(self, study: optuna.Study) -> int:
-        """Trials that count toward ``n_trials``: all but those failed because their sweep stopped or died."""
-        counted = 0
-        for trial in study.get_trials(deepcopy=False):
-            if trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
-                counted += 1
-            elif trial.state == TrialState.FAIL and FAILURE_ATTR in trial.user_attrs:
-                counted += 1
-        return counted
+        """Trials that count toward ``n_trials``: all but those failed because their worker stopped or died."""
+        return sum(1 for trial in study.get_trials(deepcopy=False) if _counts(trial))
 
     def _configure_trials(
         self,
@@ -123,21 +172,39 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
             overrides.append(tuple(f"{name}={value}" for name, value in chosen.items()))
         return overrides
 
-    def sweep(self, arguments: list[str]) -> None:
+    def check_search_space(self, arguments: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, Any]]:
+        """The search space ``(distributions, fixed params)``, after checking it and the pruner (one-line errors).
+
+        Raises:
+            ConfigError: A sweep override is malformed, names an unknown key or option, or allows a bad value.
+        """
         self._process_searchspace_config()
-        distributions, fixed_params = create_params_from_overrides(self._parse_sweeper_params_config() + arguments)
+        try:
+            build_pruner(self.pruner)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        distributions, fixed_params = check_search_space(
+            self._parse_sweeper_params_config(), arguments, self.config, self.hydra_context.config_loader
+        )
         distributions = {**(self.search_space_distributions or {}), **distributions}
         for name in fixed_params:
             distributions.pop(name, None)
+        return distributions, fixed_params
+
+    def sweep(self, arguments: list[str]) -> None:
+        distributions, fixed_params = self.check_search_space(arguments)
         directions = self._get_directions()
-        study = self._open_study(directions)
+        study, created = self._open_study(directions)
+        os.environ[STORAGE_ENV] = self.storage  # for the jobs (see STORAGE_ENV)
         mlflow_cfg = self.config.mlflow
-        parent_run_id = open_parent_run(
+        parent_run_id = attach_parent_run(
+            study=study,
+            created_study=created,
             tracking_uri=mlflow_cfg.tracking_uri,
             experiment=mlflow_cfg.experiment,
-            study_name=study.study_name,
             storage_url=self.storage,
         )
+        self._fail_dead_trials(study, mlflow_cfg.tracking_uri, parent_run_id)
         _say(
             f"study {study.study_name!r} in {redact(self.storage)}: {self._trials_counted(study)} of "
             f"{self.n_trials} trials already there; objectives {directions}"
@@ -146,9 +213,24 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
         allowed_failures = math.floor(self.max_failure_rate * max(0, self.n_trials - self._trials_counted(study)))
         open_trials: list[optuna.trial.Trial] = []
         status = "FAILED"
+        waiting_said = False
         try:
-            while (to_go := self.n_trials - self._trials_counted(study)) > 0:
-                open_trials = [study.ask() for _ in range(min(self.n_jobs, to_go))]
+            while True:
+                if (to_go := self.n_trials - self._trials_counted(study)) <= 0:
+                    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                    if not running:
+                        break
+                    if not waiting_said:
+                        _say(f"waiting for {len(running)} trial(s) running in other workers")
+                        waiting_said = True
+                    time.sleep(min(5.0, max(0.5, self.heartbeat_interval / 2)))
+                    self._fail_dead_trials(study, mlflow_cfg.tracking_uri, parent_run_id)
+                    continue
+                waiting_said = False
+                asked = [study.ask() for _ in range(min(self.n_jobs, to_go))]
+                open_trials = self._drop_surplus(study, asked)
+                if not open_trials:
+                    continue
                 overrides = [
                     (*trial_overrides, *self._link_overrides(study.study_name, trial.number, parent_run_id))
                     for trial, trial_overrides in zip(
@@ -167,10 +249,11 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
                 open_trials = []
                 _say(f"{self._trials_counted(study)}/{self.n_trials} trials done ({failed} failed in this run)")
                 if failed > allowed_failures:
-                    raise RuntimeError(
+                    raise TooManyFailures(
                         f"{failed} of {finished} trials failed, more than hydra.sweeper.max_failure_rate="
                         f"{self.max_failure_rate} allows; see the failed runs in MLflow"
                     )
+                self._fail_dead_trials(study, mlflow_cfg.tracking_uri, parent_run_id)
             status = "FINISHED"
         except BaseException as error:
             status = "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
@@ -188,9 +271,8 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
             )
 
     def _link_overrides(self, study_name: str, trial_number: int, parent_run_id: str) -> tuple[str, ...]:
-        storage = str(self.storage).replace("\\", "\\\\").replace("'", "\\'")
         return (
-            f"trial.storage='{storage}'",
+            f"trial.storage='${{oc.env:{STORAGE_ENV}}}'",
             f"trial.study_name='{study_name}'",
             f"trial.number={trial_number}",
             f"trial.parent_run_id={parent_run_id}",
@@ -214,3 +296,16 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
         study.tell(trial, state=TrialState.FAIL)
         log.warning(f"trial {trial.number} failed: {type(error).__name__}: {error}")
         return False
+
+
+def _counts(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a trial counts toward ``n_trials``: finished, running, or failed on its own."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
+        return True
+    return trial.state == TrialState.FAIL and FAILURE_ATTR in trial.user_attrs
+
+
+def _sqlalchemy_error() -> type[Exception]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return SQLAlchemyError
