@@ -46,7 +46,8 @@ def _running(url: str, planned_bits: int, curve: dict[int, float]) -> optuna.tri
 
 
 def _prune(url: str, trial: optuna.trial.FrozenTrial, **settings) -> bool:
-    pruner = ParetoPruner(**{"n_startup_trials": 2, "n_warmup_steps": 3, "min_gap": 0.02, **settings})
+    defaults = {"n_startup_trials": 2, "n_warmup_steps": 3, "min_gap": 0.02, "relative_floor": 0.0}
+    pruner = ParetoPruner(**{**defaults, **settings})
     return pruner.prune(optuna.load_study(study_name=STUDY, storage=url), trial)
 
 
@@ -57,6 +58,13 @@ def test_dominated_trial_is_pruned(storage_url):
 
 def test_a_cheaper_trial_is_kept_however_far_behind(storage_url):
     assert not _prune(storage_url, _running(storage_url, 500, {1: 0.1, 2: 0.2, 3: 0.30}))
+
+
+def test_a_trial_far_below_the_best_is_pruned_whatever_its_bits(storage_url):
+    # The cheapest trial, at 0.30 where the best finished trial had 0.90 at round 3: below half of it.
+    trial = _running(storage_url, 500, {1: 0.1, 2: 0.2, 3: 0.30})
+    assert _prune(storage_url, trial, relative_floor=0.5)
+    assert not _prune(storage_url, trial, relative_floor=0.3)  # 0.30 >= 0.3 * 0.90
 
 
 def test_a_gap_smaller_than_min_gap_keeps_the_trial(storage_url):
@@ -90,13 +98,17 @@ def test_no_planned_bits_means_no_pruning(storage_url):
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="min_gap"):
         ParetoPruner(min_gap=1.5)
+    with pytest.raises(ValueError, match="relative_floor"):
+        ParetoPruner(relative_floor=-0.1)
 
 
 def test_trial_link_plans_reports_and_is_pruned(storage_url):
     """The job's side: ``plan`` records the bits, ``report`` stores the round's accuracy and raises when pruned."""
     study = optuna.load_study(study_name=STUDY, storage=storage_url)
     number = study.ask().number
-    config = OmegaConf.create({"type": "pareto", "n_startup_trials": 2, "n_warmup_steps": 3, "min_gap": 0.02})
+    config = OmegaConf.create(
+        {"type": "pareto", "n_startup_trials": 2, "n_warmup_steps": 3, "min_gap": 0.02, "relative_floor": 0.5}
+    )
     link = OptunaTrialLink(storage_url=storage_url, study_name=STUDY, trial_number=number, pruner=build_pruner(config))
     link.plan(2_000)
     link.report(1, 0.3)

@@ -19,6 +19,8 @@ class PrunerConfig:
         n_startup_trials: pareto, median: trials that run to the end before any is pruned.
         n_warmup_steps: pareto, median: rounds before a trial can be pruned.
         min_gap: pareto: how much more accurate (0 to 1) the dominating trial was at that round.
+        relative_floor: pareto: also prune a trial below this fraction (0 to 1) of the best finished trial's accuracy
+            at that round, whatever its bits (diverged or stalled trials); 0 turns this off.
         min_resource: successive_halving: rounds every trial gets.
         reduction_factor: successive_halving: keep the top 1/reduction_factor at each rung.
     """
@@ -27,6 +29,7 @@ class PrunerConfig:
     n_startup_trials: int = 2
     n_warmup_steps: int = 3
     min_gap: float = 0.02
+    relative_floor: float = 0.5
     min_resource: int = 5
     reduction_factor: int = 3
 

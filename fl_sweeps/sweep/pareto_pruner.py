@@ -4,7 +4,9 @@ Optuna's pruners judge one objective. Judging accuracy alone prunes the compress
 front, because they often lag a little early on; judging nothing wastes the rounds of trials that cannot end on the
 front. A trial's communicated bits are known before it trains (they follow from its encoders, model and rounds),
 so the uncertain objective is accuracy, and a trial is hopeless when a finished trial that communicated no more
-bits was clearly more accurate at the same round.
+bits was clearly more accurate at the same round. A trial far below the best accuracy (one that diverged, or learns
+nothing at all at a learning rate far too small) is hopeless too, however few bits it sends: such a point would sit
+on the front, but no one wants it.
 """
 
 from __future__ import annotations
@@ -16,20 +18,31 @@ PLANNED_BITS_ATTR = "planned_total_bits"
 
 
 class ParetoPruner(optuna.pruners.BasePruner):
-    """Prune a trial at a round where a finished trial with no more total bits was ``min_gap`` more accurate.
+    """Prune a trial at a round where a finished trial with no more total bits was ``min_gap`` more accurate, or
+    where its accuracy was below ``relative_floor`` times the best finished trial's at that round.
 
     Args:
         n_startup_trials: Finished trials needed before any trial is pruned.
         n_warmup_steps: Rounds every trial runs before it can be pruned.
         min_gap: How much more accurate (absolute, 0 to 1) the dominating trial must have been at that round.
+        relative_floor: Fraction (0 to 1) of the best accuracy at that round below which a trial stops whatever
+            its bits; 0 switches this off.
     """
 
-    def __init__(self, *, n_startup_trials: int = 2, n_warmup_steps: int = 3, min_gap: float = 0.02) -> None:
-        if n_startup_trials < 0 or n_warmup_steps < 0 or not 0 <= min_gap <= 1:
-            raise ValueError("n_startup_trials and n_warmup_steps must be >= 0 and min_gap in [0, 1]")
+    def __init__(
+        self,
+        *,
+        n_startup_trials: int = 2,
+        n_warmup_steps: int = 3,
+        min_gap: float = 0.02,
+        relative_floor: float = 0.5,
+    ) -> None:
+        if n_startup_trials < 0 or n_warmup_steps < 0 or not 0 <= min_gap <= 1 or not 0 <= relative_floor <= 1:
+            raise ValueError("n_startup_trials and n_warmup_steps must be >= 0, min_gap and relative_floor in [0, 1]")
         self.n_startup_trials = n_startup_trials
         self.n_warmup_steps = n_warmup_steps
         self.min_gap = min_gap
+        self.relative_floor = relative_floor
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         """Whether ``trial`` is dominated at its last reported round (accuracy is the first objective)."""
@@ -41,9 +54,11 @@ class ParetoPruner(optuna.pruners.BasePruner):
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if len(finished) < self.n_startup_trials:
             return False
+        at_step = [(other.intermediate_values.get(step), other.values) for other in finished]
+        at_step = [(other_accuracy, values) for other_accuracy, values in at_step if other_accuracy is not None]
+        if any(accuracy < self.relative_floor * other_accuracy for other_accuracy, _ in at_step):
+            return True
         return any(
-            other.values is not None
-            and other.values[1] <= bits
-            and other.intermediate_values.get(step, -1.0) >= accuracy + self.min_gap
-            for other in finished
+            values is not None and values[1] <= bits and other_accuracy >= accuracy + self.min_gap
+            for other_accuracy, values in at_step
         )

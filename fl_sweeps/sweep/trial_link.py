@@ -32,7 +32,10 @@ def build_pruner(config: Any) -> optuna.pruners.BasePruner | None:
         return None
     if kind == "pareto":
         return ParetoPruner(
-            n_startup_trials=config.n_startup_trials, n_warmup_steps=config.n_warmup_steps, min_gap=config.min_gap
+            n_startup_trials=config.n_startup_trials,
+            n_warmup_steps=config.n_warmup_steps,
+            min_gap=config.min_gap,
+            relative_floor=config.relative_floor,
         )
     if kind == "median":
         return optuna.pruners.MedianPruner(
