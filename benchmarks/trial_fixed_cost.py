@@ -1,6 +1,6 @@
 """Fixed cost per trial: import, build and first round, paid naively per trial against inside a sweep with reuse.
 
-Trials that share structure (the default digits trial with one round; only learning rates differ), three ways:
+Trials that share structure (the default digits trial with two rounds; only learning rates differ), three ways:
 
 - ``naive``: each trial is its own ``fl-sweep`` process (Python start, TF/TFF import, worker start, MLflow,
   build, first round, evaluation), one after another on one MLflow store.
@@ -9,10 +9,10 @@ Trials that share structure (the default digits trial with one round; only learn
 - ``sweep-reuse``: the same sweep as shipped: the built process is reused and only hyperparameters change.
 
 Per trial it reports the wall time (naive: the process; sweeps: the interval between consecutive trials' MLflow
-run starts, so sweep start-up is not counted; also the sweep's wall time / trials, start-up included) and the
-part of it that is not training: the interval minus the trial's round (MLflow: first round metric - run start).
-Median and spread over trials. Results: ``results/trial_fixed_cost.json``; the amortized fixed cost of a reused
-trial is printed last.
+run starts, so sweep start-up is not counted; also the sweep's wall time / trials, start-up included) and its
+fixed cost: that time minus the trial's rounds, each counted at the steady round time (MLflow: time between the
+round-1 and round-2 metrics, training and evaluation). Median and spread over trials. Results:
+``results/trial_fixed_cost.json``; the fixed cost of a reused trial is printed last.
 
     uv run python benchmarks/trial_fixed_cost.py [--naive 3] [--trials 12]
 """
@@ -31,7 +31,8 @@ from typing import Any
 
 FL_SWEEP = str(Path(sys.executable).parent / "fl-sweep")
 RESULTS = Path(__file__).resolve().parent / "results" / "trial_fixed_cost.json"
-TRIAL = ["training.rounds=1"]
+ROUNDS = 2
+TRIAL = [f"training.rounds={ROUNDS}"]
 TARGET_S = 1.0
 
 
@@ -45,7 +46,7 @@ def run(args: list[str], cwd: str) -> float:
 
 
 def trial_times(store: Path) -> list[dict[str, float]]:
-    """Per finished trial run in ``store``, by start time: start (s) and its first round's duration (s)."""
+    """Per finished trial run in ``store``, by start time: start (s) and its steady round time (s)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{store}")
@@ -57,16 +58,10 @@ def trial_times(store: Path) -> list[dict[str, float]]:
     ]
     rows = []
     for r in sorted(runs, key=lambda r: r.info.start_time):
-        history = client.get_metric_history(r.info.run_id, "train/loss")
-        if not history:
+        stamps = {m.step: m.timestamp for m in client.get_metric_history(r.info.run_id, "train/loss")}
+        if len(stamps) < ROUNDS:
             continue
-        rows.append(
-            {
-                "start_s": r.info.start_time / 1000,
-                "end_s": r.info.end_time / 1000,
-                "round_s": (min(m.timestamp for m in history) - r.info.start_time) / 1000,
-            }
-        )
+        rows.append({"start_s": r.info.start_time / 1000, "round_s": (stamps[2] - stamps[1]) / 1000})
     return rows
 
 
@@ -81,13 +76,13 @@ def sweep(extra: list[str], trials: int) -> dict[str, Any]:
         wall = run(["--multirun", "sweep=shared_structure", f"hydra.sweeper.n_trials={trials}", *TRIAL, *extra], tmp)
         rows = trial_times(Path(tmp) / "mlflow.db")
     intervals = [b["start_s"] - a["start_s"] for a, b in zip(rows, rows[1:], strict=False)]
-    fixed = [iv - a["round_s"] for iv, a in zip(intervals, rows, strict=False)]
+    fixed = [iv - ROUNDS * a["round_s"] for iv, a in zip(intervals, rows, strict=False)]
     return {
         "wall_s": wall,
         "trials": len(rows),
         "amortized_s": wall / len(rows),
         "interval_s": spread(intervals),
-        "round_s": spread([r["round_s"] for r in rows[1:]]),
+        "round_s": spread([r["round_s"] for r in rows]),
         "fixed_s": spread(fixed),
     }
 
@@ -108,7 +103,7 @@ def main() -> None:
     naive = {
         "process_s": spread(naive_walls),
         "round_s": spread(naive_round),
-        "fixed_s": spread([w - r for w, r in zip(naive_walls, naive_round, strict=True)]),
+        "fixed_s": spread([w - ROUNDS * r for w, r in zip(naive_walls, naive_round, strict=True)]),
     }
     print(f"naive: {naive['process_s']['median']:.1f} s per trial", flush=True)
     rebuild = sweep(["reuse_built_process=false"], args.trials)
@@ -117,7 +112,7 @@ def main() -> None:
     print(f"sweep-reuse: {reuse['wall_s']:.1f} s for {reuse['trials']} trials", flush=True)
 
     result = {
-        "setting": "default digits trial, training.rounds=1; sweeps vary only the learning rates",
+        "setting": f"default digits trial, training.rounds={ROUNDS}; sweeps vary only the learning rates",
         "naive": naive,
         "sweep-rebuild": rebuild,
         "sweep-reuse": reuse,
