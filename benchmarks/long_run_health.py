@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -53,18 +54,31 @@ def _status(field: str) -> int:
     raise KeyError(field)
 
 
-def _workers() -> int:
+def _worker_pids() -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(os.getpid()), "-x", "worker_binary"], capture_output=True, text=True)
-    return len(out.stdout.split())
+    return [int(pid) for pid in out.stdout.split()]
+
+
+def _worker_rss_mib(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        except OSError:  # exited meanwhile
+            continue
+        total += next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
+    return total / 1024
 
 
 def sample() -> dict[str, float]:
-    """This process's RSS and peak RSS (MiB), open fds, TFF worker children and threads, now."""
+    """This process's RSS and peak RSS (MiB), open fds, TFF worker children (and their RSS) and threads, now."""
+    workers = _worker_pids()
     return {
         "rss_mib": _status("VmRSS") / 1024,
         "peak_rss_mib": _status("VmHWM") / 1024,
         "fds": len(os.listdir("/proc/self/fd")),
-        "workers": _workers(),
+        "workers": len(workers),
+        "worker_rss_mib": _worker_rss_mib(workers),
         "threads": _status("Threads"),
         "python_threads": threading.active_count(),
     }
@@ -91,14 +105,15 @@ def main() -> None:
     start = sample()
     with (
         tempfile.TemporaryDirectory(prefix="fl-health-") as tmp,
-        initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"),
+        # A snapshot of conf/ as of now: the schemas are imported once; YAML edited meanwhile must not mismatch them.
+        initialize_config_dir(config_dir=shutil.copytree(config_dir(), Path(tmp) / "conf"), version_base="1.3"),
     ):
         tracking_uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         try:
             for number in range(args.trials):
                 structure = int(rng.integers(len(STRUCTURES)))
                 lr = float(np.exp(rng.uniform(np.log(0.02), np.log(0.5))))
-                overrides = [*TINY, *STRUCTURES[structure], f"client_optimizer.lr={lr}", f"seed={number}"]
+                overrides = [*TINY, *STRUCTURES[structure], f"client_optimizer.lr={lr}"]
                 cfg = compose(config_name="config", overrides=[*overrides, f"mlflow.tracking_uri={tracking_uri}"])
                 built_before = set(map(id, experiment._BUILT.values()))
                 started = time.perf_counter()
@@ -115,7 +130,7 @@ def main() -> None:
                 records.append(record)
                 print(
                     f"trial {number:2d} structure {structure} {'built' if record['built'] else 'reuse'} "
-                    f"{record['seconds']:5.1f} s  RSS {record['rss_mib']:7.1f}"
+                    f"{record['seconds']:5.1f} s  RSS {record['rss_mib']:7.1f} (worker {record['worker_rss_mib']:6.1f})"
                     f" MiB  fds {record['fds']:3d}  workers {record['workers']}  threads {record['threads']}",
                     flush=True,
                 )
@@ -134,6 +149,8 @@ def main() -> None:
         f"rss_growth_{args.window}_trials_after_warmup": window_end / warm - 1,
         "peak_rss_first_trial_mib": records[0]["peak_rss_mib"],
         "peak_rss_mib": end["peak_rss_mib"],
+        "worker_rss_after_warmup_mib": records[args.warmup - 1]["worker_rss_mib"],
+        "worker_rss_end_mib": records[-1]["worker_rss_mib"],
         "fds_start": start["fds"],
         "fds_after_first_trial": records[0]["fds"],
         "fds_end": records[-1]["fds"],

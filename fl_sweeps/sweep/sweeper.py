@@ -26,6 +26,7 @@ import os
 import random
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,9 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
 
     def _fail_dead_trials(self, study: optuna.Study, tracking_uri: str, parent_run_id: str) -> None:
         """Mark failed the trials whose worker stopped beating, and end KILLED their MLflow runs left RUNNING."""
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         for run_id in close_orphan_runs(tracking_uri=tracking_uri, parent_run_id=parent_run_id, running_trials=running):
             _say(f"MLflow run {run_id} of a trial whose worker died: ended KILLED")
