@@ -42,6 +42,7 @@ DATASETS = {
     "mnist": (["data=mnist", "data.partition=shards", "data.num_clients=100"], "mnist", (0.97, 0.98, 0.985)),
     "femnist": (["data=femnist"], "femnist_leaf", (0.70, 0.75, 0.80)),
 }
+PARTITIONS = {"mnist": "MNIST pathological non-IID (2 shards/client)", "femnist": "FEMNIST by writer"}
 TARGET_RATIO = 10.0
 
 
@@ -127,13 +128,17 @@ def main() -> None:
     parser.add_argument("--deadline-minutes", type=float, default=None, help="start no round after this long")
     parser.add_argument("--variants", default="a-none,b-agg8,c-sweep", help="comma-separated subset")
     parser.add_argument("--summarize", action="store_true", help="only rebuild summary and plot from the JSON lines")
+    parser.add_argument("--targets", default=None, help="comma-separated accuracies (default: the issue's)")
     args = parser.parse_args()
 
     data_overrides, folder, targets = DATASETS[args.dataset]
+    if args.targets:
+        targets = tuple(sorted(float(t) for t in args.targets.split(",")))
     stem = f"bits_{args.dataset}"
     rows_path = RESULTS / f"{stem}.jsonl"
     meta = {
-        "setting": f"{args.dataset}: 10 clients/round, FedAvg CNN, E={args.epochs}, B={args.batch}, lr={args.lr}",
+        "setting": f"{PARTITIONS[args.dataset]}, 10 clients/round, FedAvg CNN, E={args.epochs}, B={args.batch}, "
+        f"lr={args.lr}",
         "c_overrides": args.c,
         "command": "uv run python benchmarks/bits_to_accuracy.py "
         + f'--dataset {args.dataset} --epochs {args.epochs} --batch {args.batch} --lr {args.lr} --c "{args.c}"',

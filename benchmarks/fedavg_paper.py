@@ -74,7 +74,8 @@ def main() -> None:
         "paper_rounds": PAPER_ROUNDS_TO_99,
         "paper_fedsgd_rounds": PAPER_FEDSGD_ROUNDS_TO_99,
         "median_round_s": sorted(r["seconds"] for r in rows)[len(rows) // 2],
-        "command": "uv run python benchmarks/fedavg_paper.py " + " ".join(f"--lr {args.lr} --seed {args.seed}".split()),
+        "command": "uv run python benchmarks/fedavg_paper.py "
+        f"--lr {args.lr} --seed {args.seed} --max-rounds {args.max_rounds}",
     }
     (RESULTS / "fedavg_paper.json").write_text(json.dumps(summary, indent=2) + "\n")
     if reached:
