@@ -106,7 +106,7 @@ def main() -> None:
     with (
         tempfile.TemporaryDirectory(prefix="fl-health-") as tmp,
         # A snapshot of conf/ as of now: the schemas are imported once; YAML edited meanwhile must not mismatch them.
-        initialize_config_dir(config_dir=shutil.copytree(config_dir(), Path(tmp) / "conf"), version_base="1.3"),
+        initialize_config_dir(config_dir=str(shutil.copytree(config_dir(), Path(tmp) / "conf")), version_base="1.3"),
     ):
         tracking_uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         try:

@@ -178,7 +178,6 @@ def test_random_overrides_end_in_a_run_or_one_line_naming_the_setting(hydra_app,
     ("args", "named"),
     [
         (["training.rounds=abc"], "training.rounds"),
-        (["training.nope=1"], "training.nope"),
         (["--multirun", "aggregate_encoder=choice(none,gzip)"], "aggregate_encoder=gzip"),
         (["--multirun", "client_optimizer.lr=interval(0.5"], "client_optimizer.lr"),
         (["--multirun", "aggregate_encoder.bits=range(0,4)"], "aggregate_encoder.bits=0"),

@@ -198,6 +198,10 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
         distributions, fixed_params = self.check_search_space(arguments)
         directions = self._get_directions()
         study, created = self._open_study(directions)
+        if not created:
+            # A worker joining a study (or resuming it) must not replay the seeded sampler's stream: workers started
+            # with the same seed would suggest the same parameters as each other and as the trials already run.
+            study.sampler.reseed_rng()
         os.environ[STORAGE_ENV] = self.storage  # for the jobs (see STORAGE_ENV)
         mlflow_cfg = self.config.mlflow
         parent_run_id = attach_parent_run(
