@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fl_sweeps.compression.autograph_rules import trace_tensor_encoding_without_autograph
 from fl_sweeps.compression.encoders import NoCompression
 
 
@@ -20,6 +21,8 @@ def build_model_aggregator(*, encoder: NoCompression) -> Any:
 
     if type(encoder) is NoCompression:
         return tff.aggregators.MeanFactory()
+
+    trace_tensor_encoding_without_autograph()
 
     def encoder_fn(spec):
         return te.encoders.as_gather_encoder(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fl_sweeps.compression.autograph_rules import trace_tensor_encoding_without_autograph
 from fl_sweeps.compression.encoders import NoCompression
 
 
@@ -28,6 +29,7 @@ def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression) -> Any:
     if type(encoder) is NoCompression:
         return tff.learning.templates.build_broadcast_process(value_type)
 
+    trace_tensor_encoding_without_autograph()
     specs = tff.types.type_to_tf_tensor_specs(value_type)
     flat_specs = tf.nest.flatten(specs)
     encoders = [

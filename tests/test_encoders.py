@@ -1,0 +1,48 @@
+"""Encoded tensors decode as the quantization promises, with tensor_encoding traced without AutoGraph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fl_sweeps.quiet  # noqa: F401  (before TF)
+from fl_sweeps.compression.autograph_rules import trace_tensor_encoding_without_autograph
+from fl_sweeps.compression.encoders import HadamardQuantization, UniformQuantization
+
+
+def _round_trip(encoder: UniformQuantization, x: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+    from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
+
+    trace_tensor_encoding_without_autograph()
+    simple = te.encoders.as_simple_encoder(encoder.tensor_encoder(x.size, True), tf.TensorSpec(x.shape, tf.float32))
+    encoded, _ = simple.encode(tf.constant(x), simple.initial_state())
+    return simple.decode(encoded).numpy()
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8, 12])
+def test_uniform_quantization_decodes_to_the_nearest_level(bits):
+    x = np.random.default_rng(bits).normal(size=(40, 30)).astype(np.float32)
+    decoded = _round_trip(UniformQuantization(bits=bits, threshold=0), x)
+    lo, hi = float(x.min()), float(x.max())
+    step = (hi - lo) / (2**bits - 1)
+    levels = (decoded - lo) / step
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)  # every value is on the grid
+    assert np.max(np.abs(decoded - x)) <= step / 2 * (1 + 1e-4)  # and on the nearest point of it
+    assert len(np.unique(np.round(levels))) <= 2**bits
+
+
+def test_hadamard_quantization_error_shrinks_with_bits():
+    x = np.random.default_rng(0).normal(size=(20, 50)).astype(np.float32)
+    errors = [np.sqrt(np.mean((_round_trip(HadamardQuantization(bits=b, threshold=0), x) - x) ** 2)) for b in (2, 8)]
+    assert errors[1] < errors[0] / 10
+    assert errors[1] < 0.05 * np.std(x)
+
+
+def test_tensor_encoding_is_excluded_from_autograph():
+    from tensorflow.python.autograph.core import config, config_lib
+
+    trace_tensor_encoding_without_autograph()
+    trace_tensor_encoding_without_autograph()  # idempotent
+    rules = [r for r in config.CONVERSION_RULES if r.matches("tensorflow_model_optimization.python.core")]
+    assert len(rules) == 1 and isinstance(rules[0], config_lib.DoNotConvert)
