@@ -44,6 +44,7 @@ def run_trial(cfg: DictConfig, *, run_name: str | None = None, show_progress: bo
         DataError: The data set cannot be read or partitioned as asked.
     """
     validate(cfg)
+    _recycle_worker_if_grown(cfg.tff_worker_max_growth)
     built = _BUILT.get(_structure_key(cfg)) if cfg.reuse_built_process else None
     data = built.data if built else _load_data(cfg.data)
     check_clients_per_round(cfg.training.clients_per_round, data.num_clients, f"data set {data.name}")
@@ -145,6 +146,14 @@ def _build_trial(cfg: DictConfig, data: FederatedData) -> FederatedTrial:
         while len(_BUILT) > MAX_BUILT:
             _BUILT.popitem(last=False)
     return trial
+
+
+def _recycle_worker_if_grown(max_growth: float | None) -> None:
+    """Between trials: restart this process's TFF worker if it has grown too much (never before TF is imported)."""
+    if "tensorflow_federated" in sys.modules:
+        from fl_sweeps import runtime
+
+        runtime.recycle_worker_if_grown(max_growth)
 
 
 def _optimizer_hparams(node: DictConfig) -> dict[str, float]:

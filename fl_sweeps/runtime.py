@@ -136,6 +136,54 @@ def share_cores(parallel_jobs: int) -> None:
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
+def worker_rss_mib() -> float | None:
+    """Resident memory of the running worker we own in MiB, or None."""
+    pid = worker_pid()
+    if pid is None:
+        return None
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:  # exited meanwhile
+        return None
+    return next((int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:")), None)
+
+
+def restart_worker() -> None:
+    """Replace the running worker with a fresh one (same settings); built processes keep working on the new one."""
+    with _lock:
+        max_calls = _worker.max_concurrent_computation_calls if _worker is not None else -1
+        _stop_locked()
+    ensure_worker(max_calls)
+
+
+def worker_grew(rss_mib: float, baseline_mib: float, max_growth: float | None) -> bool:
+    """Whether a worker of ``rss_mib`` has grown more than ``max_growth`` (a fraction) over ``baseline_mib``."""
+    return max_growth is not None and rss_mib > baseline_mib * (1 + max_growth)
+
+
+_baseline_rss_mib: float | None = None
+
+
+def recycle_worker_if_grown(max_growth: float | None) -> bool:
+    """Restart the worker when it has grown more than ``max_growth`` over its size after its first trial.
+
+    TFF's worker keeps what every computation sent to it leaves behind (about 2 MiB a trial, BENCHMARKS.md), so a
+    long sweep in one process would grow without bound. Called between trials; the first call that finds a worker
+    running records the baseline. Returns whether it restarted the worker.
+    """
+    global _baseline_rss_mib
+    rss = worker_rss_mib()
+    if rss is None or max_growth is None:
+        return False
+    if _baseline_rss_mib is None:
+        _baseline_rss_mib = rss
+        return False
+    if not worker_grew(rss, _baseline_rss_mib, max_growth):
+        return False
+    restart_worker()
+    return True
+
+
 def worker_pid() -> int | None:
     """PID of the running worker we own, or None."""
     with _lock:

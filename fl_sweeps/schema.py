@@ -181,6 +181,7 @@ class Config:
     trial: TrialLinkConfig = field(default_factory=TrialLinkConfig)
     seed: int = 0
     reuse_built_process: bool = True
+    tff_worker_max_growth: float | None = 0.1
 
 
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {

@@ -19,7 +19,7 @@ class ConfigError(ValueError):
 Check = tuple[Callable[[Any], bool], str]
 
 _INT_AT_LEAST_1: Check = (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
-_POSITIVE: Check = (lambda v: isinstance(v, (int, float)) and v > 0, "a number > 0")
+_POSITIVE: Check = (lambda v: isinstance(v, (int, float)) and 0 < v < float("inf"), "a finite number > 0")
 _UNIT_INTERVAL_OPEN: Check = (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)")
 
 RULES: dict[str, Check] = {
@@ -42,6 +42,10 @@ RULES: dict[str, Check] = {
         "a non-empty list of integers >= 1",
     ),
     "model.hidden_units": (lambda v: all(isinstance(n, int) and n >= 1 for n in v), "a list of integers >= 1"),
+    "tff_worker_max_growth": (
+        lambda v: v is None or (isinstance(v, (int, float)) and 0 <= v < float("inf")),
+        "null (never restart the TFF worker) or a number >= 0",
+    ),
     "algorithm.clip_norm": (
         lambda v: v is None or (isinstance(v, (int, float)) and 0 < v < float("inf")),
         "null (no clipping) or a number > 0",

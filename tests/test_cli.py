@@ -86,7 +86,7 @@ def test_signal_mid_training_leaves_no_worker(tmp_path, signum):
     ("override", "expected"),
     [
         ("aggregate_encoder.bits=17", "aggregate_encoder.bits=17 is not allowed: use an integer from 1 to 16"),
-        ("client_optimizer.lr=-0.1", "client_optimizer.lr=-0.1 is not allowed: use a number > 0"),
+        ("client_optimizer.lr=-0.1", "client_optimizer.lr=-0.1 is not allowed: use a finite number > 0"),
         ("training.clients_per_round=50", "training.clients_per_round=50 is not allowed: use at most the 20"),
     ],
 )

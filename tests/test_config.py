@@ -71,6 +71,7 @@ def test_default_data_instantiates(compose_config):
         ("aggregate_encoder.rounding=up", "aggregate_encoder.rounding='up'", "deterministic or stochastic"),
         ("client_optimizer.lr=0", "client_optimizer.lr=0.0", "> 0"),
         ("server_optimizer.lr=-1", "server_optimizer.lr=-1.0", "> 0"),
+        ("client_optimizer.lr=inf", "client_optimizer.lr=inf", "a finite number > 0"),
         ("training.clients_per_round=21", "training.clients_per_round=21", "at most the 20 clients"),
         ("training.rounds=0", "training.rounds=0", ">= 1"),
         ("data.partition=sorted", "data.partition='sorted'", "iid, shards, dirichlet"),

@@ -30,3 +30,43 @@ def test_ensure_worker_keeps_or_restarts_by_max_concurrent_calls(tff_worker):
     finally:
         runtime.ensure_worker(-1)  # the session's setting, for the tests that follow
     assert runtime.worker_pid() not in (None, second)
+
+
+def test_restarted_worker_runs_a_built_trial_and_the_old_one_is_gone(compose_config, tff_worker):
+    """A sweep restarts a grown worker between trials: the trial built before runs on the new worker."""
+    from conftest import TINY, worker_pids
+
+    from fl_sweeps import experiment, runtime
+    from fl_sweeps.trainer import RunSettings, TrainingSettings
+
+    cfg = compose_config(TINY)
+    trial = experiment._build_trial(cfg, experiment._load_data(cfg.data))
+    settings = RunSettings(training=TrainingSettings(rounds=1, clients_per_round=3, local_epochs=1, batch_size=32))
+    before = [r.train_loss for r in trial.run(settings)]
+    old = runtime.worker_pid()
+    assert runtime.worker_rss_mib() > 10
+    runtime.restart_worker()
+    new = runtime.worker_pid()
+    assert new not in (None, old) and old not in worker_pids()
+    assert [r.train_loss for r in trial.run(settings)] == before
+
+
+def test_worker_is_restarted_only_past_the_allowed_growth():
+    from fl_sweeps.runtime import worker_grew
+
+    assert not worker_grew(109.0, 100.0, 0.1)
+    assert worker_grew(111.0, 100.0, 0.1)
+    assert not worker_grew(1e6, 100.0, None)  # null: never
+
+
+def test_recycle_records_a_baseline_then_restarts_when_grown(tff_worker):
+    from fl_sweeps import runtime
+
+    runtime._baseline_rss_mib = None
+    assert not runtime.recycle_worker_if_grown(0.1)  # the first call records the baseline
+    baseline = runtime._baseline_rss_mib
+    first = runtime.worker_pid()
+    assert not runtime.recycle_worker_if_grown(0.1) and runtime.worker_pid() == first
+    runtime._baseline_rss_mib = baseline / 2  # as if the worker had doubled since
+    assert runtime.recycle_worker_if_grown(0.1) and runtime.worker_pid() not in (None, first)
+    assert not runtime.recycle_worker_if_grown(None)
