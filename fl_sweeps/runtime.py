@@ -161,22 +161,26 @@ def worker_grew(rss_mib: float, baseline_mib: float, max_growth: float | None) -
     return max_growth is not None and rss_mib > baseline_mib * (1 + max_growth)
 
 
+WARMUP_TRIALS = 3  # trials a worker runs before its size is taken as the baseline
 _baseline_rss_mib: float | None = None
+_checks = 0
 
 
 def recycle_worker_if_grown(max_growth: float | None) -> bool:
-    """Restart the worker when it has grown more than ``max_growth`` over its size after its first trial.
+    """Restart the worker when it has grown more than ``max_growth`` over its size after ``WARMUP_TRIALS`` trials.
 
     TFF's worker keeps what every computation sent to it leaves behind (about 2 MiB a trial, BENCHMARKS.md), so a
-    long sweep in one process would grow without bound. Called between trials; the first call that finds a worker
-    running records the baseline. Returns whether it restarted the worker.
+    long sweep in one process would grow without bound. Called between trials, with a worker running: the call after
+    the warm-up trials records the baseline. Returns whether it restarted the worker.
     """
-    global _baseline_rss_mib
+    global _baseline_rss_mib, _checks
     rss = worker_rss_mib()
     if rss is None or max_growth is None:
         return False
+    _checks += 1
     if _baseline_rss_mib is None:
-        _baseline_rss_mib = rss
+        if _checks >= WARMUP_TRIALS:
+            _baseline_rss_mib = rss
         return False
     if not worker_grew(rss, _baseline_rss_mib, max_growth):
         return False

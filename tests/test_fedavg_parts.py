@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TINY
 from hydra.utils import instantiate
+from test_algorithm import BASE, COMPRESSION
 
 from fl_sweeps import experiment
 from fl_sweeps.built_parts import BuiltParts
@@ -20,16 +20,8 @@ from fl_sweeps.validation import validate
 
 pytestmark = pytest.mark.slow
 
-QUANTIZED = [
-    *TINY,
-    "server_optimizer=sgdm",
-    "broadcast_encoder=uniform",
-    "broadcast_encoder.bits=6",
-    "broadcast_encoder.threshold=100",
-    "aggregate_encoder=uniform",
-    "aggregate_encoder.bits=4",
-    "aggregate_encoder.threshold=100",
-]
+# The tiny CNN with both directions really quantized (as in the algorithm equivalence tests).
+QUANTIZED = [*BASE, *COMPRESSION["quantized"]]
 SETTINGS = RunSettings(
     training=TrainingSettings(rounds=2, clients_per_round=3, local_epochs=1, batch_size=32),
     seed=5,

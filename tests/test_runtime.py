@@ -62,9 +62,11 @@ def test_worker_is_restarted_only_past_the_allowed_growth():
 def test_recycle_records_a_baseline_then_restarts_when_grown(tff_worker):
     from fl_sweeps import runtime
 
-    runtime._baseline_rss_mib = None
-    assert not runtime.recycle_worker_if_grown(0.1)  # the first call records the baseline
+    runtime._baseline_rss_mib, runtime._checks = None, 0
+    for _ in range(runtime.WARMUP_TRIALS):  # warm-up; the last of these calls records the baseline
+        assert runtime._baseline_rss_mib is None and not runtime.recycle_worker_if_grown(0.1)
     baseline = runtime._baseline_rss_mib
+    assert baseline is not None
     first = runtime.worker_pid()
     assert not runtime.recycle_worker_if_grown(0.1) and runtime.worker_pid() == first
     runtime._baseline_rss_mib = baseline / 2  # as if the worker had doubled since
