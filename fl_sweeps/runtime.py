@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 # Re-entrant: the SIGTERM handler stops the worker from the main thread, possibly while that same thread is
@@ -30,9 +31,14 @@ class _Worker:
     process: subprocess.Popen
     port: int
     max_concurrent_computation_calls: int
+    channel: Any = None  # gRPC channel to the worker, closed when it stops
+    stub: Any = None
 
 
 _worker: _Worker | None = None
+# One TFF execution context for the life of the process, whatever worker runs: a new context per worker would leave
+# its event-loop thread behind at every restart. Its executors talk to the current worker and close when it stops.
+_executors: Any = None
 
 
 def _die_with_parent() -> None:
@@ -59,6 +65,8 @@ def ensure_worker(max_concurrent_computation_calls: int | None = None) -> None:
             runs with a different one.
     """
     _import_tff_runtime()  # slow (seconds): outside the lock
+    if _terminating_with is not None:  # a SIGTERM arrived and its SystemExit was swallowed: keep unwinding
+        raise SystemExit(_terminating_with)
     with _lock:
         if _worker is not None and _worker.process.poll() is None:
             if max_concurrent_computation_calls in (None, _worker.max_concurrent_computation_calls):
@@ -73,16 +81,14 @@ def _import_tff_runtime() -> None:
 
 def _start(max_calls: int) -> None:
     """Start the worker, recording it at once so a signal arriving meanwhile can stop it."""
-    global _worker
+    global _worker, _executors
     import grpc
     import portpicker
     from tensorflow_federated.python.core.backends.native import compiler
     from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
     from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
     from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
-    from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
-    from tensorflow_federated.python.core.impl.executors import remote_executor, remote_executor_grpc_stub
-    from tensorflow_federated.python.core.impl.types import placements
+    from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
 
     port = portpicker.pick_unused_port()
     process = subprocess.Popen(
@@ -99,27 +105,54 @@ def _start(max_calls: int) -> None:
         ("grpc.max_receive_message_length", 2_000_000_000),
         ("grpc.max_send_message_length", 2_000_000_000),
     ]
-    stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(grpc.insecure_channel(f"localhost:{port}", options))
+    _worker.channel = grpc.insecure_channel(f"localhost:{port}", options)
+    stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(_worker.channel)
     deadline = time.monotonic() + 60
     while not stub.is_ready:
         if process.poll() is not None or time.monotonic() > deadline:
             _stop_locked()
             raise RuntimeError(f"TFF worker_binary did not start (exit code {process.poll()})")
         time.sleep(0.05)
+    _worker.stub = stub
+    if _executors is None:
+        _executors = _make_executors()
+        context = sync_execution_context.SyncExecutionContext(
+            executor_fn=_executors,
+            compiler_fn=compiler.desugar_and_transform_to_native,
+            transform_args=tensorflow_computation.transform_args,
+            transform_result=tensorflow_computation.transform_result,
+        )
+        context_stack_impl.context_stack.set_default_context(context)
 
-    def executor_fn(cardinalities):
-        cardinalities.setdefault(placements.CLIENTS, 0)
-        executor = remote_executor.RemoteExecutor(stub)
-        executor.set_cardinalities(cardinalities)
-        return executor
 
-    context = sync_execution_context.SyncExecutionContext(
-        executor_fn=python_executor_stacks.ResourceManagingExecutorFactory(executor_stack_fn=executor_fn),
-        compiler_fn=compiler.desugar_and_transform_to_native,
-        transform_args=tensorflow_computation.transform_args,
-        transform_result=tensorflow_computation.transform_result,
-    )
-    context_stack_impl.context_stack.set_default_context(context)
+def _make_executors() -> Any:
+    """An executor factory whose executors run on the current worker (``_worker.stub``), closed by ``close_all``."""
+    from tensorflow_federated.python.core.impl.executors import executor_factory, remote_executor
+    from tensorflow_federated.python.core.impl.types import placements
+
+    class CurrentWorkerExecutors(executor_factory.ExecutorFactory):
+        def __init__(self) -> None:
+            self._executors: dict[tuple, Any] = {}
+
+        def create_executor(self, cardinalities: Any) -> Any:
+            key = tuple(sorted((str(k), v) for k, v in cardinalities.items()))
+            if key not in self._executors:
+                executor = remote_executor.RemoteExecutor(_worker.stub)
+                executor.set_cardinalities({placements.CLIENTS: 0, **cardinalities})
+                self._executors[key] = executor
+            return self._executors[key]
+
+        def clean_up_executor(self, cardinalities: Any) -> None:
+            executor = self._executors.pop(tuple(sorted((str(k), v) for k, v in cardinalities.items())), None)
+            if executor is not None:
+                executor.close()
+
+        def close_all(self) -> None:
+            for executor in self._executors.values():
+                executor.close()
+            self._executors.clear()
+
+    return CurrentWorkerExecutors()
 
 
 def share_cores(parallel_jobs: int) -> None:
@@ -151,8 +184,15 @@ def worker_rss_mib() -> float | None:
 def restart_worker() -> None:
     """Replace the running worker with a fresh one (same settings); built processes keep working on the new one."""
     with _lock:
-        max_calls = _worker.max_concurrent_computation_calls if _worker is not None else -1
+        old = _worker
+        max_calls = old.max_concurrent_computation_calls if old is not None else -1
         _stop_locked()
+        # Not on the signal/exit path (where the process ends anyway and an RPC in flight could block them): the
+        # old worker's executors and channel would otherwise stay open, 3 file descriptors and a thread a restart.
+        if _executors is not None:
+            _executors.close_all()
+        if old is not None and old.channel is not None:
+            old.channel.close()
     ensure_worker(max_calls)
 
 
@@ -216,10 +256,25 @@ def _stop_locked() -> None:
             process.wait(timeout=5)
 
 
+# Seconds a SIGTERMed process gets to unwind before it is ended hard.
+EXIT_GRACE_SECONDS = 15
+_terminating_with: int | None = None
+
+
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    """Turn SIGTERM into SystemExit so ``finally`` blocks (MLflow run status, worker stop) run."""
+    """Turn SIGTERM into SystemExit so ``finally`` blocks (MLflow run status, worker stop) run.
+
+    Python drops an exception raised by a signal handler that interrupts a garbage-collection callback or a
+    ``__del__`` ("Exception ignored in ..."), and the program would go on. So the handler also marks the process as
+    terminating (``ensure_worker`` then refuses to start a worker) and ends it hard after ``EXIT_GRACE_SECONDS``.
+    """
+    global _terminating_with
+    _terminating_with = 128 + signum
     stop_worker()
-    raise SystemExit(128 + signum)
+    timer = threading.Timer(EXIT_GRACE_SECONDS, os._exit, args=(_terminating_with,))
+    timer.daemon = True
+    timer.start()
+    raise SystemExit(_terminating_with)
 
 
 def install_signal_handlers() -> None:
@@ -230,4 +285,4 @@ def install_signal_handlers() -> None:
 
 atexit.register(stop_worker)
 # Forked children (e.g. joblib workers) must not stop the parent's worker; they start their own.
-os.register_at_fork(after_in_child=lambda: globals().__setitem__("_worker", None))
+os.register_at_fork(after_in_child=lambda: globals().update(_worker=None, _executors=None))
