@@ -61,10 +61,6 @@ class BuiltParts:
             lambda: build_model_aggregator(encoder=encoder).create(update_type, tff.TensorType(np.float32)),
         )
 
-    def clear(self) -> None:
-        """Forget every part (the next builds trace everything again)."""
-        self._parts.clear()
-
     def __len__(self) -> int:
         return len(self._parts)
 

@@ -23,7 +23,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fl_sweeps.validation import ConfigError, validate
+from fl_sweeps.validation import ConfigError, first_line, validate
 
 MIN_FREE_BYTES = 10 * 2**20  # an MLflow sqlite store alone takes about 1 MiB
 PROBE_BYTES = 64 * 2**10
@@ -141,13 +141,13 @@ def check_store(setting: str, url: str) -> None:
     try:
         engine = create_engine(parsed, connect_args=connect_args)
     except Exception as error:  # noqa: BLE001 - e.g. the database driver is not installed
-        raise ConfigError(f"{setting}={redact(url)} is not usable: {_first_line(error)}") from None
+        raise ConfigError(f"{setting}={redact(url)} is not usable: {first_line(error)}") from None
     try:
         with engine.connect():
             pass
     except Exception as error:  # noqa: BLE001 - any driver's connection error
         cause = getattr(error, "orig", None) or error
-        raise ConfigError(f"{setting}={redact(url)} cannot be reached: {_first_line(cause)}") from None
+        raise ConfigError(f"{setting}={redact(url)} cannot be reached: {first_line(cause)}") from None
     finally:
         engine.dispose()
 
@@ -161,7 +161,7 @@ def user_error(error: BaseException, overrides: list[str] | None = None) -> str 
     """
     message = _user_error(error)
     if message is None and _raised_by_hydra_composition(error):
-        message = _one_line(_first_line(error))
+        message = _one_line(first_line(error))
     if message is not None and overrides and not any(o.split("=", 1)[0].lstrip("+~") in message for o in overrides):
         if _raised_by_hydra_composition(error):
             message += f" (overrides: {' '.join(overrides)})"
@@ -195,12 +195,12 @@ def _user_error(error: BaseException) -> str | None:
         if group:
             return f"{group}={option} is not allowed: use one of {', '.join(options)}"
     if isinstance(error, OverrideParseException):
-        return f"the override {error.override!r} cannot be parsed: {_first_line(error)}"
+        return f"the override {error.override!r} cannot be parsed: {first_line(error)}"
     if isinstance(error, (HydraException, OmegaConfBaseException)):
         parts = []
         current: BaseException | None = error
         while current is not None and len(parts) < 3:
-            parts.append(_first_line(current))
+            parts.append(first_line(current))
             full_key = getattr(current, "full_key", None)
             if full_key and full_key not in parts[-1]:
                 parts[-1] += f" (key {full_key})"
@@ -215,11 +215,6 @@ def _first_non_directory(path: Path) -> Path | None:
         if candidate.exists() and not candidate.is_dir():
             return candidate
     return None
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 def _one_line(text: str) -> str:

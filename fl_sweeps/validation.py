@@ -16,6 +16,12 @@ class ConfigError(ValueError):
     """A setting is missing or out of its allowed range; the message is one line naming the key and what is allowed."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an error's message (its type if it has none), for one-line errors."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 Check = tuple[Callable[[Any], bool], str]
 
 _INT_AT_LEAST_1: Check = (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")

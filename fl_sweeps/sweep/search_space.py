@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
-from fl_sweeps.validation import RULES, ConfigError, validate
+from fl_sweeps.validation import RULES, ConfigError, first_line, validate
 
 
 def check_search_space(
@@ -48,7 +48,7 @@ def check_search_space(
             (override,) = parser.parse_overrides([text])
             value = create_optuna_distribution_from_override(override)
         except (HydraException, ValueError, TypeError, AssertionError, NotImplementedError) as error:
-            raise ConfigError(f"{text} is not a valid sweep override: {_first_line(error)}") from None
+            raise ConfigError(f"{text} is not a valid sweep override: {first_line(error)}") from None
         key = override.get_key_element()
         if override.is_add() or override.is_delete() or override.is_force_add():
             raise ConfigError(f"{text} is not allowed in a sweep: sweep keys must already be in the config")
@@ -91,7 +91,7 @@ def _check_value(
     try:
         OmegaConf.update(trial_config, key, value, merge=True)
     except OmegaConfBaseException as error:
-        raise ConfigError(f"{key}={value} is not allowed: {_first_line(error)}") from None
+        raise ConfigError(f"{key}={value} is not allowed: {first_line(error)}") from None
     validate(trial_config)
 
 
@@ -119,11 +119,6 @@ def _groups(config_loader: Any) -> set[str]:
 
 def _options(config_loader: Any, group: str) -> list[str]:
     return sorted(o for o in config_loader.get_group_options(group) if not o.endswith("_schema"))
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 _ABSENT = object()
