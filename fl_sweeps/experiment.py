@@ -46,7 +46,7 @@ def run_trial(cfg: DictConfig, *, run_name: str | None = None, show_progress: bo
     validate(cfg)
     _recycle_worker_if_grown(cfg.tff_worker_max_growth)
     built = _BUILT.get(_structure_key(cfg)) if cfg.reuse_built_process else None
-    data = built.data if built else _load_data(cfg.data)
+    data = built.data if built else _data(cfg)
     check_clients_per_round(cfg.training.clients_per_round, data.num_clients, f"data set {data.name}")
     trial = built or _build_trial(cfg, data)
     settings = RunSettings(
@@ -94,6 +94,24 @@ MAX_BUILT = 4
 # Parts of built processes (client work, encoded broadcast and aggregation, server update), reused by trials of
 # another structure that share a part: a trial that changes one encoder traces that encoder alone.
 PARTS = BuiltParts()
+
+
+# Data sets loaded by earlier trials of other structures, by data config (a sweep usually has one).
+_LOADED: OrderedDict[str, FederatedData] = OrderedDict()
+MAX_LOADED = 2
+
+
+def _data(cfg: DictConfig) -> FederatedData:
+    """The trial's data set, loaded once per data config when built processes are reused."""
+    if not cfg.reuse_built_process:
+        return _load_data(cfg.data)
+    key = OmegaConf.to_yaml(OmegaConf.to_container(cfg.data, resolve=True))
+    if key not in _LOADED:
+        _LOADED[key] = _load_data(cfg.data)
+        while len(_LOADED) > MAX_LOADED:
+            _LOADED.popitem(last=False)
+    _LOADED.move_to_end(key)
+    return _LOADED[key]
 
 
 def _structure_key(cfg: DictConfig) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import importlib.util
 import os
 import signal
 import subprocess
@@ -33,6 +34,7 @@ class _Worker:
     max_concurrent_computation_calls: int
     channel: Any = None  # gRPC channel to the worker, closed when it stops
     stub: Any = None
+    ready: bool = False  # answered on its port (checked when the first computation needs it)
 
 
 _worker: _Worker | None = None
@@ -51,44 +53,50 @@ def _die_with_parent() -> None:
 
 
 def _worker_binary_path() -> Path:
-    import tensorflow_federated
-
-    return Path(tensorflow_federated.__file__).parent / "data" / "worker_binary"
+    """TFF's ``worker_binary``, found without importing TFF (which takes seconds)."""
+    spec = importlib.util.find_spec("tensorflow_federated")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("tensorflow_federated is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "worker_binary"
 
 
 def ensure_worker(max_concurrent_computation_calls: int | None = None) -> None:
     """Start our TFF worker and make it the default execution context, unless one is already running.
+
+    The worker is started first and loads while this process imports TFF; nothing waits for it to answer until
+    the first computation needs it (``_ready_stub``).
 
     Args:
         max_concurrent_computation_calls: Passed to the worker; non-positive means no limit. ``None`` keeps a
             running worker whatever its setting (a new one gets no limit); another value restarts a worker that
             runs with a different one.
     """
-    _import_tff_runtime()  # slow (seconds): outside the lock
+    _refuse_when_terminating()
+    with _lock:
+        running = _worker is not None and _worker.process.poll() is None
+        if not running or max_concurrent_computation_calls not in (None, _worker.max_concurrent_computation_calls):
+            _stop_locked()
+            _spawn(-1 if max_concurrent_computation_calls is None else max_concurrent_computation_calls)
+    _import_tff_runtime()  # slow (seconds): outside the lock, while the worker loads
+    _refuse_when_terminating()
+    with _lock:
+        if _worker is not None and _worker.stub is None:
+            _connect(_worker)
+
+
+def _refuse_when_terminating() -> None:
     if _terminating_with is not None:  # a SIGTERM arrived and its SystemExit was swallowed: keep unwinding
         raise SystemExit(_terminating_with)
-    with _lock:
-        if _worker is not None and _worker.process.poll() is None:
-            if max_concurrent_computation_calls in (None, _worker.max_concurrent_computation_calls):
-                return
-            _stop_locked()
-        _start(-1 if max_concurrent_computation_calls is None else max_concurrent_computation_calls)
 
 
 def _import_tff_runtime() -> None:
     import tensorflow_federated  # noqa: F401
 
 
-def _start(max_calls: int) -> None:
-    """Start the worker, recording it at once so a signal arriving meanwhile can stop it."""
-    global _worker, _executors
-    import grpc
+def _spawn(max_calls: int) -> None:
+    """Start the worker process, recording it at once so a signal arriving meanwhile can stop it."""
+    global _worker
     import portpicker
-    from tensorflow_federated.python.core.backends.native import compiler
-    from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
-    from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
-    from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
-    from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
 
     port = portpicker.pick_unused_port()
     process = subprocess.Popen(
@@ -100,33 +108,67 @@ def _start(max_calls: int) -> None:
         close_fds=True,
     )
     _worker = _Worker(process, port, max_calls)
+
+
+def _connect(worker: _Worker) -> None:
+    """Open the gRPC channel to ``worker`` (without waiting for it to answer) and, the first time, install the
+    execution context that runs every computation on the current worker."""
+    global _executors
+    import grpc
+    from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
+    from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
+    from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
+    from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
+
+    from fl_sweeps import worker_compiler
+
     options = [
         ("grpc.max_message_length", 2_000_000_000),
         ("grpc.max_receive_message_length", 2_000_000_000),
         ("grpc.max_send_message_length", 2_000_000_000),
     ]
-    _worker.channel = grpc.insecure_channel(f"localhost:{port}", options)
-    stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(_worker.channel)
-    deadline = time.monotonic() + 60
-    while not stub.is_ready:
-        if process.poll() is not None or time.monotonic() > deadline:
-            _stop_locked()
-            raise RuntimeError(f"TFF worker_binary did not start (exit code {process.poll()})")
-        time.sleep(0.05)
-    _worker.stub = stub
+    worker.channel = grpc.insecure_channel(f"localhost:{worker.port}", options)
+    worker.stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(worker.channel)
     if _executors is None:
         _executors = _make_executors()
         context = sync_execution_context.SyncExecutionContext(
             executor_fn=_executors,
-            compiler_fn=compiler.desugar_and_transform_to_native,
+            compiler_fn=worker_compiler.compile_for_worker,
             transform_args=tensorflow_computation.transform_args,
             transform_result=tensorflow_computation.transform_result,
         )
         context_stack_impl.context_stack.set_default_context(context)
 
 
+WORKER_START_TIMEOUT_SECONDS = 60
+
+
+def _ready_stub() -> Any:
+    """The current worker's gRPC stub, once the worker answers.
+
+    ``_start`` does not wait for the worker: it loads TensorFlow for about a second, which overlaps with the Python
+    work before the first computation (loading data, tracing the process) instead of adding to it.
+    """
+    with _lock:
+        worker = _worker
+    if worker is None or worker.stub is None:
+        raise RuntimeError("the TFF worker is not running (stopped, or the process is ending)")
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_SECONDS
+    while not worker.ready:
+        if worker.stub.is_ready:
+            worker.ready = True
+        elif worker.process.poll() is not None or time.monotonic() > deadline:
+            with _lock:
+                if _worker is worker:
+                    _stop_locked()
+            raise RuntimeError(f"TFF worker_binary did not start (exit code {worker.process.poll()})")
+        else:
+            time.sleep(0.02)
+    return worker.stub
+
+
 def _make_executors() -> Any:
-    """An executor factory whose executors run on the current worker (``_worker.stub``), closed by ``close_all``."""
+    """An executor factory whose executors run on the current worker (``_ready_stub``), closed by ``close_all``."""
     from tensorflow_federated.python.core.impl.executors import executor_factory, remote_executor
     from tensorflow_federated.python.core.impl.types import placements
 
@@ -137,7 +179,7 @@ def _make_executors() -> Any:
         def create_executor(self, cardinalities: Any) -> Any:
             key = tuple(sorted((str(k), v) for k, v in cardinalities.items()))
             if key not in self._executors:
-                executor = remote_executor.RemoteExecutor(_worker.stub)
+                executor = remote_executor.RemoteExecutor(_ready_stub())
                 executor.set_cardinalities({placements.CLIENTS: 0, **cardinalities})
                 self._executors[key] = executor
             return self._executors[key]

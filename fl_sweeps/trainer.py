@@ -5,8 +5,12 @@ The trainer knows nothing of Hydra or MLflow: it takes built objects and yields 
 
 from __future__ import annotations
 
+import atexit
+import copy
+import gc
 import math
 import time
+import weakref
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,7 +141,13 @@ class FederatedTrial:
                 metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
             )
 
-        self.eval_model = model_builder(data.input_shape, data.num_classes)
+        self._eval = (
+            EvalModel(model_builder, data.input_shape, data.num_classes)
+            if parts is None or model_key is None
+            else parts.get(
+                ("eval model", model_key), lambda: EvalModel(model_builder, data.input_shape, data.num_classes)
+            )
+        )
         self.process = (algorithm or build_compressed_fed_avg)(
             model_fn=model_fn,
             client_optimizer=client_optimizer,
@@ -147,8 +157,8 @@ class FederatedTrial:
             parts=parts,
             model_key=model_key,
         )
-        trainable = [_tensor_info(v) for v in self.eval_model.trainable_weights]
-        non_trainable = [_tensor_info(v) for v in self.eval_model.non_trainable_weights]
+        trainable = [_tensor_info(v) for v in self._eval.variables[0]]
+        non_trainable = [_tensor_info(v) for v in self._eval.variables[1]]
         self.bits_per_client: BitsPerClient = bits_per_client(
             model_tensors=trainable + non_trainable,
             update_tensors=trainable,
@@ -158,7 +168,11 @@ class FederatedTrial:
         self.num_parameters = int(sum(t.num_elements for t in trainable + non_trainable))
         self._eval_arrays = data.pooled_test()
         self._model_fn = model_fn
+        self._parts = parts
+        self._model_key = model_key
         self._initial_state: Any = None
+        self._seeded_state: tuple[int, Any] | None = None  # (seed, initial state with the seed's weights)
+        self._hparams: Any = None
         self._eval_process: Any = None
         if eval_mode == "federated":
             self._build_federated_eval()
@@ -177,20 +191,21 @@ class FederatedTrial:
 
     def initial_state(self, settings: RunSettings) -> Any:
         """The process's initial state: weights drawn from ``settings.seed`` (same seed, same start) and the
-        optimizer hyperparameters of ``settings``."""
-        import tensorflow as tf
-        import tensorflow_federated as tff
+        optimizer hyperparameters of ``settings``.
 
-        if self._initial_state is None:
-            self._initial_state = self.process.initialize()
-        tf.keras.utils.set_random_seed(settings.seed)
-        fresh = self._model_builder(self.data.input_shape, self.data.num_classes)
-        weights = tff.learning.models.ModelWeights(
-            trainable=[v.numpy() for v in fresh.trainable_weights],
-            non_trainable=[v.numpy() for v in fresh.non_trainable_weights],
-        )
-        state = self.process.set_model_weights(self._initial_state, weights)
-        hparams = self.process.get_hparams(state)
+        A sweep's trials share their seed, so the state with the seed's weights is kept and each run only sets its
+        hyperparameters (one call to the TFF worker instead of building a Keras model and three calls).
+        """
+        import tensorflow as tf
+
+        tf.keras.utils.set_random_seed(settings.seed)  # as a fresh draw would leave Python's, NumPy's and TF's seeds
+        if self._seeded_state is None or self._seeded_state[0] != settings.seed:
+            if self._initial_state is None:
+                self._initial_state = self.process.initialize()
+            state = self.process.set_model_weights(self._initial_state, self._initial_weights(settings.seed))
+            self._seeded_state = (settings.seed, state)
+            self._hparams = self.process.get_hparams(state)
+        hparams = copy.deepcopy(self._hparams)
         for part, values in (("client_work", settings.client_hparams), ("finalizer", settings.server_hparams)):
             unknown = set(values) - set(hparams[part])
             if unknown:
@@ -198,7 +213,25 @@ class FederatedTrial:
             hparams[part].update(
                 {k: np.asarray(v, dtype=np.asarray(hparams[part][k]).dtype) for k, v in values.items()}
             )
-        return self.process.set_hparams(state, hparams)
+        return self.process.set_hparams(self._seeded_state[1], hparams)
+
+    def _initial_weights(self, seed: int) -> Any:
+        """Initial model weights drawn from ``seed`` by a fresh Keras model; kept in ``parts`` by model and seed,
+        so trials of other structures on the same model skip building one (0.1-0.4 s)."""
+        import tensorflow as tf
+        import tensorflow_federated as tff
+
+        def draw() -> Any:
+            tf.keras.utils.set_random_seed(seed)
+            fresh = self._model_builder(self.data.input_shape, self.data.num_classes)
+            return tff.learning.models.ModelWeights(
+                trainable=[v.numpy() for v in fresh.trainable_weights],
+                non_trainable=[v.numpy() for v in fresh.non_trainable_weights],
+            )
+
+        if self._parts is None or self._model_key is None:
+            return draw()
+        return self._parts.get(("initial weights", self._model_key, seed), draw)
 
     def evaluate(self, state: Any, mode: str | None = None) -> tuple[float, float]:
         """Evaluate the state's model on all clients' held-out examples: (loss, accuracy).
@@ -206,15 +239,19 @@ class FederatedTrial:
         ``mode`` (default: the trial's ``eval_mode``): ``centralized`` runs the Keras eval model on the pooled
         examples; ``federated`` runs TFF federated evaluation with each client evaluating its own examples.
         """
+        return self._evaluate_weights(self.process.get_model_weights(state), mode)
+
+    def _evaluate_weights(self, weights: Any, mode: str | None = None) -> tuple[float, float]:
+        """``evaluate`` of model weights already fetched from the worker."""
         if (mode or self.eval_mode) == "federated":
-            return self._evaluate_federated(state)
+            return self._evaluate_federated(weights)
         import tensorflow as tf
 
-        self.process.get_model_weights(state).assign_weights_to(self.eval_model)
+        self._eval.assign(weights)
         x, y = self._eval_arrays.x, self._eval_arrays.y
         loss_sum, correct = 0.0, 0
         for start in range(0, len(y), 1024):
-            logits = self.eval_model(x[start : start + 1024], training=False)
+            logits = self._eval.logits(tf.constant(x[start : start + 1024], tf.float32))
             labels = y[start : start + 1024]
             loss_sum += float(
                 tf.reduce_sum(tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True))
@@ -235,22 +272,20 @@ class FederatedTrial:
             if len(arrays)
         ]
 
-    def _evaluate_federated(self, state: Any) -> tuple[float, float]:
-        """TFF federated evaluation of the state's model over every client with held-out examples.
+    def _evaluate_federated(self, weights: Any) -> tuple[float, float]:
+        """TFF federated evaluation of the model weights over every client with held-out examples.
 
         Metrics are summed over clients before they are finalized, so loss and accuracy are example-weighted means
         over clients: the same numbers as centralized evaluation on the pooled examples, up to float32 rounding.
         """
         if self._eval_process is None:
             self._build_federated_eval()
-        eval_state = self._eval_process.set_model_weights(
-            self._eval_initial_state, self.process.get_model_weights(state)
-        )
+        eval_state = self._eval_process.set_model_weights(self._eval_initial_state, weights)
         output = self._eval_process.next(eval_state, self._eval_datasets)
         metrics = output.metrics["client_work"]["eval"]["current_round_metrics"]
         return float(metrics["loss"]), float(metrics["sparse_categorical_accuracy"])
 
-    def _check_finite(self, round_num: int, loss: float, state: Any, metrics: Any) -> None:
+    def _check_finite(self, round_num: int, loss: float, weights: Any, metrics: Any) -> None:
         """Stop at once when the loss, the averaged update or the weights stop being finite.
 
         TFF zeroes the weight of a client whose update is not finite and skips a non-finite averaged update
@@ -260,7 +295,6 @@ class FederatedTrial:
             raise DivergedError(f"training diverged at round {round_num}: train loss is {loss}")
         if int(metrics.get("finalizer", {}).get("update_non_finite", 0)):
             raise DivergedError(f"training diverged at round {round_num}: the averaged model update is not finite")
-        weights = self.process.get_model_weights(state)
         if not all(np.all(np.isfinite(w)) for w in [*weights.trainable, *weights.non_trainable]):
             raise DivergedError(f"training diverged at round {round_num}: model weights are not finite")
 
@@ -286,10 +320,11 @@ class FederatedTrial:
             state = output.state
             train = output.metrics["client_work"]["train"]
             loss, accuracy = float(train["loss"]), float(train["sparse_categorical_accuracy"])
-            self._check_finite(round_num, loss, state, output.metrics)
+            weights = self.process.get_model_weights(state)
+            self._check_finite(round_num, loss, weights, output.metrics)
             eval_loss = eval_accuracy = None
             if round_num % settings.eval_every == 0 or round_num == rounds:
-                eval_loss, eval_accuracy = self.evaluate(state)
+                eval_loss, eval_accuracy = self._evaluate_weights(weights)
             bits = self.bits_per_client.for_clients(len(client_ids))
             cumulative += bits.total
             yield RoundRecord(
@@ -304,6 +339,43 @@ class FederatedTrial:
                 seconds=time.perf_counter() - started,
             )
         self.final_state = state
+
+
+class EvalModel:
+    """A Keras model for centralized evaluation, called through a graph traced when it is built.
+
+    A Keras model built later in graph mode (TFF tracing ``model_fn``) swaps Keras' classes to their v1 versions,
+    after which an eager model can no longer be called; the traced graph and the variables kept here do not care.
+    One is kept per model (``BuiltParts``): trials evaluate one after another and assign their weights first.
+    """
+
+    def __init__(self, model_builder: ModelBuilder, input_shape: tuple[int, ...], num_classes: int) -> None:
+        import tensorflow as tf
+
+        model = model_builder(input_shape, num_classes)
+        self.variables = (list(model.trainable_weights), list(model.non_trainable_weights))
+        self.logits = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+            tf.TensorSpec([None, *input_shape], tf.float32)
+        )
+        _EVAL_MODELS.add(self)
+
+    def assign(self, weights: Any) -> None:
+        """Set the model's weights (``tff.learning.models.ModelWeights``)."""
+        for variables, values in zip(self.variables, (weights.trainable, weights.non_trainable), strict=True):
+            for variable, value in zip(variables, values, strict=True):
+                variable.assign(value)
+
+
+# TensorFlow's traced functions fail in ``__del__`` ("Exception ignored in AtomicFunction.__del__") when they live
+# until the interpreter tears its modules down, so the eval functions are dropped at exit, before that.
+_EVAL_MODELS: weakref.WeakSet[EvalModel] = weakref.WeakSet()
+
+
+@atexit.register
+def _drop_eval_functions() -> None:
+    for model in list(_EVAL_MODELS):
+        model.logits = None
+    gc.collect()
 
 
 def _tensor_info(variable: Any) -> TensorInfo:

@@ -84,23 +84,27 @@ def test_composed_process_equals_build_weighted_fed_avg(compose_config, tff_work
 def test_a_new_encoder_builds_one_part_and_trains_as_a_fresh_build(compose_config, tff_worker, data):
     parts = BuiltParts()
     first = _trial(compose_config(QUANTIZED), data, parts)
-    assert (parts.built, parts.reused) == (4, 0)  # broadcast, client work, aggregation, server update
+    # eval model, initial model weights, broadcast, client work, aggregation, server update
+    assert (parts.built, parts.reused) == (6, 0)
     other_cfg = compose_config([*QUANTIZED, "aggregate_encoder.bits=2"])
     other = _trial(other_cfg, data, parts)
-    assert (parts.built, parts.reused) == (5, 3)
+    assert (parts.built, parts.reused) == (7, 5)
     assert other.process is not first.process
     _assert_same(_final_weights(other), _final_weights(_trial(other_cfg, data, parts=None)))
-    # The hand-written algorithm shares the encoded broadcast and aggregation.
+    assert (parts.built, parts.reused) == (8, 5)  # the seed's initial weights, drawn once
+    _final_weights(first)
+    assert (parts.built, parts.reused) == (8, 6)  # ... and reused by the other structure
+    # The hand-written algorithm shares the eval model, the encoded broadcast and the aggregation.
     _trial(compose_config([*QUANTIZED, "aggregate_encoder.bits=2", "algorithm=fedavg_core"]), data, parts)
-    assert (parts.built, parts.reused) == (5, 5)
+    assert (parts.built, parts.reused) == (8, 9)
 
 
 def test_another_model_does_not_reuse_the_client_work(compose_config, tff_worker, data):
     parts = BuiltParts()
     _trial(compose_config(QUANTIZED), data, parts)
     _trial(compose_config([*QUANTIZED, "model.dense_units=8"]), data, parts)
-    # Other weights: a new broadcast, client work, aggregation and server update.
-    assert (parts.built, parts.reused) == (8, 0)
+    # Other weights: a new eval model, initial model weights, broadcast, client work, aggregation, server update.
+    assert (parts.built, parts.reused) == (12, 0)
 
 
 def test_least_recently_used_parts_are_dropped():

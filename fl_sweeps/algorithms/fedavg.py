@@ -44,10 +44,14 @@ def build_compressed_fed_avg(
 
     store = parts if parts is not None else BuiltParts()
 
-    @tff.tensorflow.computation
-    def initial_model_weights_fn():
-        return tff.learning.models.ModelWeights.from_model(model_fn())
+    def trace_initial_model_weights() -> Any:
+        return tff.tensorflow.computation(lambda: tff.learning.models.ModelWeights.from_model(model_fn()))
 
+    initial_model_weights_fn = (
+        trace_initial_model_weights()
+        if model_key is None
+        else store.get(("fedavg initial model weights", model_key), trace_initial_model_weights)
+    )
     weights_type = initial_model_weights_fn.type_signature.result
     update_type = weights_type.trainable
 
