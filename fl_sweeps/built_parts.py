@@ -26,6 +26,7 @@ class BuiltParts:
         self._parts: OrderedDict[Hashable, object] = OrderedDict()
         self.built = 0
         self.reused = 0
+        self._tensor_encoders: BuiltParts | None = None
 
     def get(self, key: Hashable, build: Callable[[], T]) -> T:
         """The part stored under ``key``, built with ``build()`` and stored if absent."""
@@ -46,8 +47,17 @@ class BuiltParts:
 
         return self.get(
             ("broadcast", encoder, str(weights_type)),
-            lambda: build_encoded_broadcast(value_type=weights_type, encoder=encoder),
+            lambda: build_encoded_broadcast(
+                value_type=weights_type, encoder=encoder, tensor_encoders=self.tensor_encoders
+            ),
         )
+
+    @property
+    def tensor_encoders(self) -> BuiltParts:
+        """The broadcasts' per-tensor encoders, kept apart from the processes (there are many more of them)."""
+        if self._tensor_encoders is None:
+            self._tensor_encoders = BuiltParts(max_items=128)
+        return self._tensor_encoders
 
     def aggregation(self, encoder: Any, update_type: Any) -> Any:
         """The encoded weighted-mean aggregation process for ``encoder`` and the model update's TFF type."""

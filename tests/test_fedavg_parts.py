@@ -99,6 +99,22 @@ def test_a_new_encoder_builds_one_part_and_trains_as_a_fresh_build(compose_confi
     assert (parts.built, parts.reused) == (8, 9)
 
 
+def test_a_new_broadcast_threshold_makes_only_the_changed_tensors_encoders(compose_config, tff_worker, data):
+    parts = BuiltParts()
+    first_cfg = compose_config(QUANTIZED)  # broadcast threshold 100: every tensor above 100 values quantized
+    first = _trial(first_cfg, data, parts)
+    built, reused = parts.tensor_encoders.built, parts.tensor_encoders.reused
+    other_cfg = compose_config([*QUANTIZED, "broadcast_encoder.threshold=600"])  # the 512-value kernel is not
+    other = _trial(other_cfg, data, parts)
+    sizes = [int(np.prod(t.shape)) for t in first.process.get_model_weights.type_signature.result.trainable]
+    old, new = instantiate(first_cfg.broadcast_encoder), instantiate(other_cfg.broadcast_encoder)
+    changed = sum(old.tensor_settings(n, True) != new.tensor_settings(n, True) for n in sizes)
+    assert changed >= 1
+    assert parts.tensor_encoders.built == built + changed
+    assert parts.tensor_encoders.reused >= reused + len(sizes) - changed
+    _assert_same(_final_weights(other), _final_weights(_trial(other_cfg, data, parts=None)))
+
+
 def test_another_model_does_not_reuse_the_client_work(compose_config, tff_worker, data):
     parts = BuiltParts()
     _trial(compose_config(QUANTIZED), data, parts)

@@ -12,7 +12,7 @@ from fl_sweeps.compression.autograph_rules import trace_tensor_encoding_without_
 from fl_sweeps.compression.encoders import NoCompression
 
 
-def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression) -> Any:
+def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression, tensor_encoders: Any = None) -> Any:
     """Builds a ``tff.learning.templates.DistributionProcess`` broadcasting ``value_type`` through ``encoder``.
 
     Each tensor gets its own tensor_encoding ``SimpleEncoder``; the encoded tensors (quantized words, ranges,
@@ -21,6 +21,8 @@ def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression) -> Any:
     Args:
         value_type: Non-federated TFF type of the broadcast value (the model weights).
         encoder: Encoder settings; ``NoCompression`` gives TFF's plain broadcast.
+        tensor_encoders: A ``BuiltParts`` keeping each tensor's ``SimpleEncoder`` (which traces three functions when
+            made) by its settings and type, for broadcasts that share them; None makes them all.
     """
     import tensorflow as tf
     import tensorflow_federated as tff
@@ -32,10 +34,16 @@ def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression) -> Any:
     trace_tensor_encoding_without_autograph()
     specs = tff.types.type_to_tf_tensor_specs(value_type)
     flat_specs = tf.nest.flatten(specs)
-    encoders = [
-        te.encoders.as_simple_encoder(encoder.tensor_encoder(spec.shape.num_elements(), spec.dtype.is_floating), spec)
-        for spec in flat_specs
-    ]
+
+    def simple_encoder(spec: Any) -> Any:
+        size, is_float = spec.shape.num_elements(), spec.dtype.is_floating
+        make = lambda: te.encoders.as_simple_encoder(encoder.tensor_encoder(size, is_float), spec)  # noqa: E731
+        if tensor_encoders is None:
+            return make()
+        key = ("simple encoder", encoder.tensor_settings(size, is_float), tuple(spec.shape), spec.dtype.name)
+        return tensor_encoders.get(key, make)
+
+    encoders = [simple_encoder(spec) for spec in flat_specs]
 
     @tff.tensorflow.computation
     def initial_state():

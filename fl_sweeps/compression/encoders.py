@@ -43,6 +43,10 @@ class NoCompression:
         """Bits of random seed that must reach the other side to decode one tensor."""
         return 0
 
+    def tensor_settings(self, num_elements: int, is_float: bool) -> tuple[Any, ...]:
+        """What ``tensor_encoder`` for one tensor depends on: equal settings, equal encoders (a cache key)."""
+        return ("identity",)
+
     def tensor_encoder(self, num_elements: int, is_float: bool) -> Any:
         """The tensor_encoding ``Encoder`` for one tensor."""
         from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
@@ -84,6 +88,11 @@ class UniformQuantization(NoCompression):
 
     def seed_bits(self, num_elements: int, is_float: bool = True) -> int:
         return SEED_BITS if self.rotate and self.compresses(num_elements, is_float) else 0
+
+    def tensor_settings(self, num_elements: int, is_float: bool) -> tuple[Any, ...]:
+        if not self.compresses(num_elements, is_float):
+            return ("identity",)
+        return ("hadamard" if self.rotate else "uniform", self.bits, self.rounding)
 
     def tensor_encoder(self, num_elements: int, is_float: bool) -> Any:
         from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
