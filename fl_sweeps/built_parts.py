@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
@@ -27,6 +30,7 @@ class BuiltParts:
         self.built = 0
         self.reused = 0
         self._tensor_encoders: BuiltParts | None = None
+        _STORES.add(self)
 
     def get(self, key: Hashable, build: Callable[[], T]) -> T:
         """The part stored under ``key``, built with ``build()`` and stored if absent."""
@@ -73,6 +77,24 @@ class BuiltParts:
 
     def __len__(self) -> int:
         return len(self._parts)
+
+    def clear(self) -> None:
+        """Drop every kept part."""
+        self._parts.clear()
+        self._tensor_encoders = None
+
+
+# Kept parts hold TensorFlow functions (tensor_encoding's encoders trace theirs when made), and a TensorFlow function
+# that lives until the interpreter tears its modules down fails in ``__del__`` ("Exception ignored in
+# AtomicFunction.__del__"): every store is emptied at exit, before that.
+_STORES: weakref.WeakSet[BuiltParts] = weakref.WeakSet()
+
+
+@atexit.register
+def _clear_stores() -> None:
+    for store in list(_STORES):
+        store.clear()
+    gc.collect()
 
 
 def optimizer_kind(optimizer: Any) -> tuple[str, tuple[str, ...]]:

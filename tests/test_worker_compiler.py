@@ -10,25 +10,12 @@ import re
 import pytest
 from hydra.utils import instantiate
 from test_algorithm import BASE, COMPRESSION
+from test_fedavg_parts import _trial
 
 from fl_sweeps import worker_compiler
 from fl_sweeps.built_parts import BuiltParts
-from fl_sweeps.trainer import FederatedTrial
 
 pytestmark = pytest.mark.slow
-
-
-def _process(cfg, data, parts: BuiltParts) -> object:
-    return FederatedTrial(
-        data=data,
-        model_builder=instantiate(cfg.model),
-        client_optimizer=instantiate(cfg.client_optimizer),
-        server_optimizer=instantiate(cfg.server_optimizer),
-        broadcast_encoder=instantiate(cfg.broadcast_encoder),
-        aggregate_encoder=instantiate(cfg.aggregate_encoder),
-        parts=parts,
-        model_key="tiny cnn",
-    ).process
 
 
 def _canonical(computation) -> str:
@@ -46,7 +33,7 @@ def processes(compose_config, tff_worker):
     data = instantiate(quantized.data)
     parts = BuiltParts()
     other = compose_config([*BASE, *COMPRESSION["quantized"], "aggregate_encoder.bits=2"])
-    return _process(quantized, data, parts), _process(other, data, parts)
+    return _trial(quantized, data, parts).process, _trial(other, data, parts).process
 
 
 def test_compiles_as_tffs_native_backend(processes):
