@@ -234,8 +234,25 @@ def restart_worker() -> None:
         if _executors is not None:
             _executors.close_all()
         if old is not None and old.channel is not None:
-            old.channel.close()
+            threading.Thread(target=_close_when_idle, args=(old.channel,), daemon=True).start()
     ensure_worker(max_calls)
+
+
+def _close_when_idle(channel: Any, timeout_seconds: float = 5.0) -> None:
+    """Close a gRPC channel once its connectivity-polling thread has stopped.
+
+    TFF's stub subscribes to the channel's connectivity, which runs a gRPC polling thread; closing the channel while
+    that thread is between two checks kills it with "Channel closed!" (an unhandled exception in a thread). Without
+    subscribers the thread ends within its 0.2 s poll, so the subscriptions are dropped first.
+    """
+    state = getattr(channel, "_connectivity_state", None)  # grpc's, not public: without it, close at once
+    if state is not None:
+        for callback, _ in list(state.callbacks_and_connectivities):
+            channel.unsubscribe(callback)
+        deadline = time.monotonic() + timeout_seconds
+        while state.polling and time.monotonic() < deadline:
+            time.sleep(0.05)
+    channel.close()
 
 
 def worker_grew(rss_mib: float, baseline_mib: float, max_growth: float | None) -> bool:

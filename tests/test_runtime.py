@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
+import pytest
 
 
 def test_ensure_worker_keeps_or_restarts_by_max_concurrent_calls(tff_worker):
@@ -72,3 +76,32 @@ def test_recycle_records_a_baseline_then_restarts_when_grown(tff_worker):
     runtime._baseline_rss_mib = baseline / 2  # as if the worker had doubled since
     assert runtime.recycle_worker_if_grown(0.1) and runtime.worker_pid() not in (None, first)
     assert not runtime.recycle_worker_if_grown(None)
+
+
+@pytest.mark.slow
+def test_restarts_close_the_old_channels_cleanly(tff_worker):
+    """A restart closes the old worker's gRPC channel without killing gRPC's polling thread ("Channel closed!",
+    an unhandled exception in a thread, which closing it at once did in about one restart in four) or leaving
+    threads behind."""
+    import tensorflow_federated as tff
+
+    from fl_sweeps import runtime
+
+    @tff.tensorflow.computation(np.float32)
+    def plus_one(x):
+        return x + 1
+
+    errors = []
+    hook, threading.excepthook = threading.excepthook, lambda args: errors.append(args.exc_value)
+    try:
+        threads = threading.active_count()
+        for _ in range(8):
+            runtime.restart_worker()
+            assert plus_one(1.0) == 2.0
+        deadline = time.monotonic() + 10
+        while threading.active_count() > threads and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        threading.excepthook = hook
+    assert errors == []
+    assert threading.active_count() <= threads
