@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
-import gc
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -84,17 +82,14 @@ class BuiltParts:
         self._tensor_encoders = None
 
 
-# Kept parts hold TensorFlow functions (tensor_encoding's encoders trace theirs when made), and a TensorFlow function
-# that lives until the interpreter tears its modules down fails in ``__del__`` ("Exception ignored in
-# AtomicFunction.__del__"): every store is emptied at exit, before that.
+# Every store, so that ``clear_all`` can empty them (``fl_sweeps.experiment.release_built``).
 _STORES: weakref.WeakSet[BuiltParts] = weakref.WeakSet()
 
 
-@atexit.register
-def _clear_stores() -> None:
+def clear_all() -> None:
+    """Empty every store of this process."""
     for store in list(_STORES):
         store.clear()
-    gc.collect()
 
 
 def optimizer_kind(optimizer: Any) -> tuple[str, tuple[str, ...]]:

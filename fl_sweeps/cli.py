@@ -15,6 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import fl_sweeps.quiet  # noqa: F401  (silences TF before anything imports it)
+from fl_sweeps import experiment
 from fl_sweeps.data.errors import DataError
 from fl_sweeps.experiment import run_trial
 from fl_sweeps.preflight import user_error
@@ -68,6 +69,8 @@ def main() -> None:
         if message is None:
             raise
         sys.exit(f"fl-sweep: error: {message}")
+    else:
+        experiment.release_built()
     finally:
         runtime.stop_worker()
 

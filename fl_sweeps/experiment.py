@@ -5,6 +5,7 @@ This is what the Hydra task function calls; it returns the two objectives the sw
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections import OrderedDict
@@ -99,6 +100,22 @@ PARTS = BuiltParts()
 # Data sets loaded by earlier trials of other structures, by data config (a sweep usually has one).
 _LOADED: OrderedDict[str, FederatedData] = OrderedDict()
 MAX_LOADED = 2
+
+
+def release_built() -> None:
+    """Drop every kept process, part, data set and eval function; call when no computation is running.
+
+    Kept parts hold TensorFlow functions, and a TensorFlow function still alive when the interpreter tears its
+    modules down fails in ``__del__`` ("Exception ignored in AtomicFunction.__del__"). Freeing them while TFF's
+    thread still runs a computation (a signal mid-round) is not safe, so only normal exits call this (``cli.main``).
+    """
+    from fl_sweeps import built_parts, trainer
+
+    _BUILT.clear()
+    _LOADED.clear()
+    built_parts.clear_all()
+    trainer.drop_eval_functions()
+    gc.collect()
 
 
 def _data(cfg: DictConfig) -> FederatedData:

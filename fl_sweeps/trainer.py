@@ -5,9 +5,7 @@ The trainer knows nothing of Hydra or MLflow: it takes built objects and yields 
 
 from __future__ import annotations
 
-import atexit
 import copy
-import gc
 import math
 import time
 import weakref
@@ -366,16 +364,14 @@ class EvalModel:
                 variable.assign(value)
 
 
-# TensorFlow's traced functions fail in ``__del__`` ("Exception ignored in AtomicFunction.__del__") when they live
-# until the interpreter tears its modules down, so the eval functions are dropped at exit, before that.
+# Every eval model, so that ``drop_eval_functions`` can reach them (``fl_sweeps.experiment.release_built``).
 _EVAL_MODELS: weakref.WeakSet[EvalModel] = weakref.WeakSet()
 
 
-@atexit.register
-def _drop_eval_functions() -> None:
+def drop_eval_functions() -> None:
+    """Drop the traced eval functions of every eval model of this process (they cannot evaluate afterwards)."""
     for model in list(_EVAL_MODELS):
         model.logits = None
-    gc.collect()
 
 
 def _tensor_info(variable: Any) -> TensorInfo:

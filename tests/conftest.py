@@ -67,6 +67,9 @@ def tff_worker():
 
     runtime.ensure_worker()
     yield runtime.worker_pid()
+    from fl_sweeps import experiment
+
+    experiment.release_built()  # kept TF functions freed now, not by the interpreter's teardown (noise at exit)
     runtime.stop_worker()
 
 
