@@ -82,6 +82,14 @@ class BuiltParts:
         self._tensor_encoders = None
 
 
+def kept(parts: BuiltParts | None, key: Hashable, model_key: Hashable | None, build: Callable[[], T]) -> T:
+    """``parts.get((*key, model_key), build)``, or a fresh ``build()`` when there is no store or no model key (what
+    a model-dependent part was built for is then unknown)."""
+    if parts is None or model_key is None:
+        return build()
+    return parts.get((*key, model_key), build)
+
+
 # Every store, so that ``clear_all`` can empty them (``fl_sweeps.experiment.release_built``).
 _STORES: weakref.WeakSet[BuiltParts] = weakref.WeakSet()
 

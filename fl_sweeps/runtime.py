@@ -146,8 +146,8 @@ WORKER_START_TIMEOUT_SECONDS = 60
 def _ready_stub() -> Any:
     """The current worker's gRPC stub, once the worker answers.
 
-    ``_start`` does not wait for the worker: it loads TensorFlow for about a second, which overlaps with the Python
-    work before the first computation (loading data, tracing the process) instead of adding to it.
+    ``ensure_worker`` does not wait for the worker: it loads TensorFlow for about a second, which overlaps with the
+    Python work before the first computation (loading data, tracing the process) instead of adding to it.
     """
     with _lock:
         worker = _worker
@@ -176,8 +176,12 @@ def _make_executors() -> Any:
         def __init__(self) -> None:
             self._executors: dict[tuple, Any] = {}
 
+        @staticmethod
+        def _key(cardinalities: Any) -> tuple:
+            return tuple(sorted((str(k), v) for k, v in cardinalities.items()))
+
         def create_executor(self, cardinalities: Any) -> Any:
-            key = tuple(sorted((str(k), v) for k, v in cardinalities.items()))
+            key = self._key(cardinalities)
             if key not in self._executors:
                 executor = remote_executor.RemoteExecutor(_ready_stub())
                 executor.set_cardinalities({placements.CLIENTS: 0, **cardinalities})
@@ -185,7 +189,7 @@ def _make_executors() -> Any:
             return self._executors[key]
 
         def clean_up_executor(self, cardinalities: Any) -> None:
-            executor = self._executors.pop(tuple(sorted((str(k), v) for k, v in cardinalities.items())), None)
+            executor = self._executors.pop(self._key(cardinalities), None)
             if executor is not None:
                 executor.close()
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fl_sweeps.built_parts import BuiltParts
+from fl_sweeps.built_parts import BuiltParts, kept
 from fl_sweeps.compression.bits import BitsPerClient, TensorInfo, bits_per_client
 from fl_sweeps.compression.encoders import NoCompression
 from fl_sweeps.data.federated_data import FederatedData
@@ -139,12 +139,8 @@ class FederatedTrial:
                 metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
             )
 
-        self._eval = (
-            EvalModel(model_builder, data.input_shape, data.num_classes)
-            if parts is None or model_key is None
-            else parts.get(
-                ("eval model", model_key), lambda: EvalModel(model_builder, data.input_shape, data.num_classes)
-            )
+        self._eval = kept(
+            parts, ("eval model",), model_key, lambda: EvalModel(model_builder, data.input_shape, data.num_classes)
         )
         self.process = (algorithm or build_compressed_fed_avg)(
             model_fn=model_fn,
@@ -227,9 +223,7 @@ class FederatedTrial:
                 non_trainable=[v.numpy() for v in fresh.non_trainable_weights],
             )
 
-        if self._parts is None or self._model_key is None:
-            return draw()
-        return self._parts.get(("initial weights", self._model_key, seed), draw)
+        return kept(self._parts, ("initial weights", seed), self._model_key, draw)
 
     def evaluate(self, state: Any, mode: str | None = None) -> tuple[float, float]:
         """Evaluate the state's model on all clients' held-out examples: (loss, accuracy).

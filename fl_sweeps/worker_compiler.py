@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 # Graphs kept after optimization; a trial's process holds about twenty.
@@ -42,7 +43,7 @@ def compile_for_worker(computation: Any) -> Any:
         compiled_computation_transformations as compiled,
     )
     from tensorflow_federated.python.core.environments.tensorflow_backend import tensorflow_tree_transformations
-    from tensorflow_federated.python.core.impl.compiler import transformation_utils, transformations
+    from tensorflow_federated.python.core.impl.compiler import building_blocks, transformation_utils, transformations
     from tensorflow_federated.python.core.impl.computation import computation_impl
     from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
 
@@ -50,7 +51,13 @@ def compile_for_worker(computation: Any) -> Any:
     try:
         form = transformations.to_call_dominant(desugared)
         config = grappler_config()
-        form, _ = transformation_utils.transform_postorder(form, lambda node: _optimize_once(node, config))
+
+        def optimize(node: Any) -> tuple[Any, bool]:
+            if not isinstance(node, building_blocks.CompiledComputation):
+                return node, False
+            return _optimize_once(node, lambda: compiled.optimize_tensorflow_comp(node, config)), True
+
+        form, _ = transformation_utils.transform_postorder(form, optimize)
         form, _ = compiled.transform_tf_call_ops_to_disable_grappler(form)
         form, _ = compiled.transform_tf_add_ids(form)
     except ValueError:  # as TFF does: a computation it cannot put in native form runs desugared
@@ -60,22 +67,15 @@ def compile_for_worker(computation: Any) -> Any:
     )
 
 
-def _optimize_once(node: Any, config: Any) -> tuple[Any, bool]:
-    """A TensorFlow computation optimized by Grappler, from the cache when the same graph was optimized before."""
-    from tensorflow_federated.python.core.environments.tensorflow_backend import (
-        compiled_computation_transformations as compiled,
-    )
-    from tensorflow_federated.python.core.impl.compiler import building_blocks
-
-    if not isinstance(node, building_blocks.CompiledComputation):
-        return node, False
+def _optimize_once(node: Any, optimize: Callable[[], Any]) -> Any:
+    """The TensorFlow computation ``node`` optimized by ``optimize()``, or by an earlier call for the same graph."""
     key = hashlib.sha256(node.proto.SerializeToString(deterministic=True)).digest()
     if key in _optimized:
         _optimized.move_to_end(key)
         counts["reused"] += 1
     else:
-        _optimized[key] = compiled.optimize_tensorflow_comp(node, config)
+        _optimized[key] = optimize()
         counts["optimized"] += 1
         while len(_optimized) > MAX_OPTIMIZED_GRAPHS:
             _optimized.popitem(last=False)
-    return _optimized[key], True
+    return _optimized[key]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from fl_sweeps.built_parts import BuiltParts, optimizer_kind
+from fl_sweeps.built_parts import BuiltParts, kept, optimizer_kind
 from fl_sweeps.compression.encoders import NoCompression
 
 
@@ -47,11 +47,7 @@ def build_compressed_fed_avg(
     def trace_initial_model_weights() -> Any:
         return tff.tensorflow.computation(lambda: tff.learning.models.ModelWeights.from_model(model_fn()))
 
-    initial_model_weights_fn = (
-        trace_initial_model_weights()
-        if model_key is None
-        else store.get(("fedavg initial model weights", model_key), trace_initial_model_weights)
-    )
+    initial_model_weights_fn = kept(store, ("fedavg initial model weights",), model_key, trace_initial_model_weights)
     weights_type = initial_model_weights_fn.type_signature.result
     update_type = weights_type.trainable
 
@@ -63,9 +59,7 @@ def build_compressed_fed_avg(
     return tff.learning.templates.compose_learning_process(
         initial_model_weights_fn,
         store.broadcast(broadcast_encoder, weights_type),
-        client_work()
-        if model_key is None
-        else store.get(("fedavg client work", model_key, optimizer_kind(client_optimizer)), client_work),
+        kept(store, ("fedavg client work", optimizer_kind(client_optimizer)), model_key, client_work),
         store.aggregation(aggregate_encoder, update_type),
         store.get(
             ("finalizer", optimizer_kind(server_optimizer), str(weights_type)),

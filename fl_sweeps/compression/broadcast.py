@@ -37,7 +37,10 @@ def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression, tensor_e
 
     def simple_encoder(spec: Any) -> Any:
         size, is_float = spec.shape.num_elements(), spec.dtype.is_floating
-        make = lambda: te.encoders.as_simple_encoder(encoder.tensor_encoder(size, is_float), spec)  # noqa: E731
+
+        def make() -> Any:
+            return te.encoders.as_simple_encoder(encoder.tensor_encoder(size, is_float), spec)
+
         if tensor_encoders is None:
             return make()
         key = ("simple encoder", encoder.tensor_settings(size, is_float), tuple(spec.shape), spec.dtype.name)

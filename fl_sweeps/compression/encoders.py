@@ -92,7 +92,7 @@ class UniformQuantization(NoCompression):
     def tensor_settings(self, num_elements: int, is_float: bool) -> tuple[Any, ...]:
         if not self.compresses(num_elements, is_float):
             return ("identity",)
-        return ("hadamard" if self.rotate else "uniform", self.bits, self.rounding)
+        return (type(self).__name__, self.bits, self.rounding)
 
     def tensor_encoder(self, num_elements: int, is_float: bool) -> Any:
         from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
