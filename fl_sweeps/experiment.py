@@ -107,7 +107,9 @@ def release_built() -> None:
 
     Kept parts hold TensorFlow functions, and a TensorFlow function still alive when the interpreter tears its
     modules down fails in ``__del__`` ("Exception ignored in AtomicFunction.__del__"). Freeing them while TFF's
-    thread still runs a computation (a signal mid-round) is not safe, so only normal exits call this (``cli.main``).
+    thread still runs a computation (a signal mid-round) is not safe, so only a program that ends normally and
+    tears its modules down calls this (the test session); ``fl-sweep`` ends without the teardown
+    (``runtime.exit_now``).
     """
     from fl_sweeps import built_parts, trainer
 

@@ -104,9 +104,11 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
             raise ValueError(f"hydra.sweeper.storage={self.storage!r} is not allowed: use a database URL")
         for attempt in range(1, OPEN_RETRIES + 1):
             try:
-                storage = optuna.storages.RDBStorage(
-                    self.storage, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
-                )
+                with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; we rely on them
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    storage = optuna.storages.RDBStorage(
+                        self.storage, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
+                    )
                 try:
                     study = optuna.create_study(
                         study_name=self.study_name, storage=storage, sampler=self.sampler, directions=directions
