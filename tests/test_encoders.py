@@ -46,3 +46,25 @@ def test_tensor_encoding_is_excluded_from_autograph():
     trace_tensor_encoding_without_autograph()  # idempotent
     rules = [r for r in config.CONVERSION_RULES if r.matches("tensorflow_model_optimization.python.core")]
     assert len(rules) == 1 and isinstance(rules[0], config_lib.DoNotConvert)
+
+
+def test_hadamard_rotation_changes_each_round_and_repeats_from_the_first():
+    """The rotation's seed is the round number (the encoder's state): each round rotates differently, and a
+    process started again from its initial state rotates as it did the first time."""
+    import tensorflow as tf
+    from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
+
+    trace_tensor_encoding_without_autograph()
+    x = tf.constant(np.random.default_rng(0).normal(size=(1000,)).astype(np.float32))
+    encoder = HadamardQuantization(bits=2, threshold=0)
+    simple = te.encoders.as_simple_encoder(encoder.tensor_encoder(1000, True), tf.TensorSpec([1000], tf.float32))
+
+    def decoded(state):
+        encoded, next_state = simple.encode(x, state)
+        return simple.decode(encoded).numpy(), next_state
+
+    first, state = decoded(simple.initial_state())
+    second, _ = decoded(state)
+    again, _ = decoded(simple.initial_state())
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, second)

@@ -128,3 +128,19 @@ def test_reused_process_gives_the_same_result_as_a_fresh_build(compose_config, t
     fresh = losses("client_optimizer.lr=0.05", "reuse_built_process=false")
     assert again == fresh
     assert first != again and reused != again
+
+
+def test_hadamard_trial_repeats_whether_its_process_is_reused_or_built_afresh(compose_config, tff_worker, tracking_uri):
+    """Random rotations are seeded by the round number, so a process the TFF worker already ran (a sweep's reuse)
+    trains exactly as a fresh build."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    rotated = ["aggregate_encoder=hadamard", "broadcast_encoder=hadamard"]
+    thresholds = ["aggregate_encoder.threshold=100", "broadcast_encoder.threshold=100"]
+
+    def history(*overrides: str) -> list[float]:
+        cfg = compose_config([*TINY, *rotated, *thresholds, *overrides], tracking_uri)
+        run_id = run_trial(cfg, show_progress=False).run_id
+        return [v for key in ("train/loss", "eval/loss") for _, v in _metric_history(client, run_id, key)]
+
+    first, reused, fresh = history(), history(), history("reuse_built_process=false")
+    assert first == reused == fresh

@@ -7,9 +7,10 @@ tensor occupies on the wire, by formula from the settings, which ``fl_sweeps.com
 Wire format of a compressed tensor with ``n`` float32 elements (tensor_encoding's quantization chain):
 flatten → [Hadamard rotation, padded to ``m = 2**ceil(log2 n)``] → uniform quantization to ``bits`` → bit-packing
 into int32 words holding 28 bits each (so varint serialization never exceeds 4 bytes): ``ceil(m * bits / 28)``
-words of 32 bits, plus ``min`` and ``max`` as two float32. The rotation's random seed (two int64) travels with the
-tensor on broadcast, and from server to clients as encode parameters on aggregation. Tensors with at most
-``threshold`` elements, and non-float tensors, travel unencoded at their dtype's width.
+words of 32 bits, plus ``min`` and ``max`` as two float32. The rotation's seed (two int64: the tensor's size and the
+round number, ``fl_sweeps.compression.seeded_hadamard``) travels with the tensor on broadcast, and from server to
+clients as encode parameters on aggregation. Tensors with at most ``threshold`` elements, and non-float tensors,
+travel unencoded at their dtype's width.
 """
 
 from __future__ import annotations
@@ -105,7 +106,10 @@ class UniformQuantization(NoCompression):
             st.UniformQuantizationEncodingStage.ENCODED_VALUES_KEY,
         )
         if self.rotate:
-            composer = composer.add_parent(st.HadamardEncodingStage(), st.HadamardEncodingStage.ENCODED_VALUES_KEY)
+            from fl_sweeps.compression.seeded_hadamard import seeded_hadamard_stage
+
+            rotation = seeded_hadamard_stage(salt=num_elements)
+            composer = composer.add_parent(rotation, st.HadamardEncodingStage.ENCODED_VALUES_KEY)
         return composer.add_parent(st.FlattenEncodingStage(), st.FlattenEncodingStage.ENCODED_VALUES_KEY).make()
 
 
