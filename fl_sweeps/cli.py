@@ -71,8 +71,7 @@ def main() -> None:
             raise
         sys.exit(f"fl-sweep: error: {message}")
     else:
-        runtime.stop_worker()
-        runtime.exit_now(0)
+        runtime.exit_now(0)  # stops the worker with the atexit handlers
     finally:
         runtime.stop_worker()
 

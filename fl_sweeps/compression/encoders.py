@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fl_sweeps.compression.seeded_hadamard import seeded_hadamard_stage
+
 Rounding = Literal["deterministic", "stochastic"]
 PACKED_BITS_PER_WORD = 28  # tensor_encoding's BitpackingEncodingStage target bit range
 WORD_BITS = 32  # each packed word is an int32 on the wire
@@ -45,7 +47,8 @@ class NoCompression:
         return 0
 
     def tensor_settings(self, num_elements: int, is_float: bool) -> tuple[Any, ...]:
-        """What ``tensor_encoder`` for one tensor depends on: equal settings, equal encoders (a cache key)."""
+        """What ``tensor_encoder`` for one tensor depends on besides its size: a cache key, with the tensor's shape
+        (a rotation's seed also depends on the size)."""
         return ("identity",)
 
     def tensor_encoder(self, num_elements: int, is_float: bool) -> Any:
@@ -106,8 +109,6 @@ class UniformQuantization(NoCompression):
             st.UniformQuantizationEncodingStage.ENCODED_VALUES_KEY,
         )
         if self.rotate:
-            from fl_sweeps.compression.seeded_hadamard import seeded_hadamard_stage
-
             rotation = seeded_hadamard_stage(salt=num_elements)
             composer = composer.add_parent(rotation, st.HadamardEncodingStage.ENCODED_VALUES_KEY)
         return composer.add_parent(st.FlattenEncodingStage(), st.FlattenEncodingStage.ENCODED_VALUES_KEY).make()

@@ -10,6 +10,7 @@ rotation, the wire format and the bits sent (two int64 of seed) are those of ten
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 
@@ -23,11 +24,9 @@ def seeded_hadamard_stage(salt: int) -> Any:
     return _stage_class()(salt)
 
 
+@functools.cache
 def _stage_class() -> type:
     """The stage class, defined when TensorFlow is first needed (importing this module must not import it)."""
-    global _STAGE
-    if _STAGE is not None:
-        return _STAGE
     import tensorflow as tf
     from tensorflow_model_optimization.python.core.internal.tensor_encoding.core import encoding_stage
     from tensorflow_model_optimization.python.core.internal.tensor_encoding.stages import stages_impl
@@ -81,11 +80,9 @@ def _stage_class() -> type:
         def encode(self, x: Any, encode_params: dict) -> tuple[dict, dict]:
             return self._rotation.encode(x, encode_params), {}
 
-        def decode(self, encoded_tensors: dict, decode_params: dict, num_summands: Any = None, shape: Any = None):
+        def decode(
+            self, encoded_tensors: dict, decode_params: dict, num_summands: Any = None, shape: Any = None
+        ) -> Any:
             return self._rotation.decode(encoded_tensors, decode_params, num_summands=num_summands, shape=shape)
 
-    _STAGE = SeededHadamardEncodingStage
-    return _STAGE
-
-
-_STAGE: type | None = None
+    return SeededHadamardEncodingStage

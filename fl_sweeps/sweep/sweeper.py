@@ -20,6 +20,7 @@ theirs). What is added:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -27,7 +28,7 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +105,7 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
             raise ValueError(f"hydra.sweeper.storage={self.storage!r} is not allowed: use a database URL")
         for attempt in range(1, OPEN_RETRIES + 1):
             try:
-                with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; we rely on them
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                with _heartbeats_are_experimental():
                     storage = optuna.storages.RDBStorage(
                         self.storage, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
                     )
@@ -125,8 +125,7 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
 
     def _fail_dead_trials(self, study: optuna.Study, tracking_uri: str, parent_run_id: str) -> None:
         """Mark failed the trials whose worker stopped beating, and end KILLED their MLflow runs left RUNNING."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with _heartbeats_are_experimental():
             optuna.storages.fail_stale_trials(study)
         running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         for run_id in close_orphan_runs(tracking_uri=tracking_uri, parent_run_id=parent_run_id, running_trials=running):
@@ -305,6 +304,14 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
         study.tell(trial, state=TrialState.FAIL)
         log.warning(f"trial {trial.number} failed: {type(error).__name__}: {error}")
         return False
+
+
+@contextlib.contextmanager
+def _heartbeats_are_experimental() -> Iterator[None]:
+    """Silence Optuna's ExperimentalWarning for heartbeats, on which the sweep relies (stale-trial failing)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 def _counts(trial: optuna.trial.FrozenTrial) -> bool:
