@@ -147,8 +147,9 @@ def profile_rounds(trial: Any, settings: Any, rounds: int) -> list[dict[str, flo
     """Where the wall time of a round goes, phase by phase, following ``FederatedTrial.run``'s steps.
 
     Phases: building the clients' ``tf.data`` pipelines; ``process.next`` (sending state and datasets to the TFF
-    worker, local training and aggregation there, the result back); ``get_model_weights`` (a second worker call,
-    made by the trainer's finiteness check and by evaluation). The first round is dropped as warm-up.
+    worker, local training and aggregation there, the result back); ``model_weights`` (read from the returned state,
+    or a second worker call for processes whose state does not hold them), for the trainer's finiteness check and
+    evaluation. The first round is dropped as warm-up.
     """
     import numpy as np
 
@@ -162,14 +163,14 @@ def profile_rounds(trial: Any, settings: Any, rounds: int) -> list[dict[str, flo
         t1, w1 = time.perf_counter(), worker_cpu_seconds()
         state = trial.process.next(state, datasets).state
         t2, w2 = time.perf_counter(), worker_cpu_seconds()
-        trial.process.get_model_weights(state)
+        trial.model_weights(state)
         t3 = time.perf_counter()
         out.append(
             {
                 "datasets_s": t1 - t0,
                 "next_s": t2 - t1,
                 "next_worker_cpu_s": w2 - w1,
-                "get_model_weights_s": t3 - t2,
+                "model_weights_s": t3 - t2,
             }
         )
     return out[1:]

@@ -7,7 +7,7 @@ joblib jobs. All run the same study settings (trials, seed, search space) in fre
 same start-up; the variants alternate so machine noise hits all alike. Wall and CPU seconds (the sweep with its TFF
 worker) are both reported: CPU seconds suffer less from other load on the machine. Prints naive/defaults last.
 
-    uv run python benchmarks/sweep_speed.py [--repeats 3] [--trials 12] [--variants naive,defaults]
+    uv run python benchmarks/sweep_speed.py [--repeats 3] [--trials N] [--variants naive,defaults]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 
 FL_SWEEP = str(Path(sys.executable).parent / "fl-sweep")
 RESULTS = Path(__file__).resolve().parent / "results" / "sweep_speed.json"
+DEFAULT_SWEEP = Path(__file__).resolve().parents[1] / "conf" / "sweep" / "default.yaml"
 VARIANTS = {
     "naive": ["reuse_built_process=false", "hydra.sweeper.pruner.type=none"],
     "median pruner": [
@@ -39,6 +40,13 @@ VARIANTS = {
 def _children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def default_sweep_trials() -> int:
+    """The trials of the default sweep as shipped (``conf/sweep/default.yaml``)."""
+    from omegaconf import OmegaConf
+
+    return int(OmegaConf.load(DEFAULT_SWEEP).hydra.sweeper.n_trials)
 
 
 def run_sweep(extra: list[str], trials: int) -> tuple[float, float, int]:
@@ -60,9 +68,11 @@ def run_sweep(extra: list[str], trials: int) -> tuple[float, float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1, help="sweeps per variant (alternating)")
-    parser.add_argument("--trials", type=int, default=12, help="trials per sweep (the default sweep has 12)")
+    parser.add_argument("--trials", type=int, help="trials per sweep (default: the default sweep's n_trials)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants")
     args = parser.parse_args()
+    if args.trials is None:
+        args.trials = default_sweep_trials()
     names = args.variants.split(",")
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for repeat in range(args.repeats):

@@ -231,7 +231,17 @@ class FederatedTrial:
         ``mode`` (default: the trial's ``eval_mode``): ``centralized`` runs the Keras eval model on the pooled
         examples; ``federated`` runs TFF federated evaluation with each client evaluating its own examples.
         """
-        return self._evaluate_weights(self.process.get_model_weights(state), mode)
+        return self._evaluate_weights(self.model_weights(state), mode)
+
+    def model_weights(self, state: Any) -> Any:
+        """The model weights of a process state.
+
+        The state of a ``tff.learning`` composed process (``LearningAlgorithmState``) holds them as
+        ``global_model_weights``, already in Python after ``next``; reading them there saves a round trip to the
+        TFF worker every round. Other processes are asked with ``get_model_weights``.
+        """
+        weights = getattr(state, "global_model_weights", None)
+        return weights if weights is not None else self.process.get_model_weights(state)
 
     def _evaluate_weights(self, weights: Any, mode: str | None = None) -> tuple[float, float]:
         """``evaluate`` of model weights already fetched from the worker."""
@@ -312,7 +322,7 @@ class FederatedTrial:
             state = output.state
             train = output.metrics["client_work"]["train"]
             loss, accuracy = float(train["loss"]), float(train["sparse_categorical_accuracy"])
-            weights = self.process.get_model_weights(state)
+            weights = self.model_weights(state)
             self._check_finite(round_num, loss, weights, output.metrics)
             eval_loss = eval_accuracy = None
             if round_num % settings.eval_every == 0 or round_num == rounds:

@@ -127,6 +127,24 @@ def test_fedavg_core_equals_tff_fedavg(trials, runs, compression):
         assert max(float(np.max(np.abs(q - u))) for q, u in zip(tff_weights, uncompressed, strict=True)) > 1e-4
 
 
+@pytest.mark.parametrize("algorithm", ["fedavg", "fedavg_core"])
+def test_model_weights_of_a_trained_state_are_the_workers(trials, runs, algorithm):
+    """The weights the trainer checks and evaluates each round are those ``get_model_weights`` returns; for TFF's
+    FedAvg they are read from the returned state (no worker call), for the hand-written process fetched."""
+    runs(algorithm, "quantized", "one round")
+    trial = trials(algorithm, "quantized")
+    state = trial.final_state
+    fetched = trial.process.get_model_weights(state)
+    read = trial.model_weights(state)
+    assert (read is getattr(state, "global_model_weights", None)) == (algorithm == "fedavg")
+    mine, workers = [*read.trainable, *read.non_trainable], [*fetched.trainable, *fetched.non_trainable]
+    for ours, theirs in zip(mine, workers, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert len(read.trainable) == len(fetched.trainable) > 0
+    start = trial.model_weights(trial.initial_state(ONE_ROUND))
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(read.trainable, start.trainable, strict=True)) > 1e-4
+
+
 @pytest.mark.slow
 def test_same_messages_and_hparams_layout(trials):
     """The same bits cross placements in both processes, and their hyperparameters have the same layout."""
