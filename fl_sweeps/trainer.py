@@ -236,9 +236,9 @@ class FederatedTrial:
     def model_weights(self, state: Any) -> Any:
         """The model weights of a process state.
 
-        The state of a ``tff.learning`` composed process (``LearningAlgorithmState``) holds them as
-        ``global_model_weights``, already in Python after ``next``; reading them there saves a round trip to the
-        TFF worker every round. Other processes are asked with ``get_model_weights``.
+        The state of a ``tff.learning`` composed process (``LearningAlgorithmState``) and of ``fedavg_core``
+        holds them as ``global_model_weights``, already in Python after ``next``; reading them there saves a round
+        trip to the TFF worker every round. Other processes are asked with ``get_model_weights``.
         """
         weights = getattr(state, "global_model_weights", None)
         return weights if weights is not None else self.process.get_model_weights(state)

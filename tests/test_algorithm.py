@@ -129,14 +129,14 @@ def test_fedavg_core_equals_tff_fedavg(trials, runs, compression):
 
 @pytest.mark.parametrize("algorithm", ["fedavg", "fedavg_core"])
 def test_model_weights_of_a_trained_state_are_the_workers(trials, runs, algorithm):
-    """The weights the trainer checks and evaluates each round are those ``get_model_weights`` returns; for TFF's
-    FedAvg they are read from the returned state (no worker call), for the hand-written process fetched."""
+    """The weights the trainer checks and evaluates each round are those ``get_model_weights`` returns, read from
+    the state ``next`` returned (both processes name them ``global_model_weights``: no worker call)."""
     runs(algorithm, "quantized", "one round")
     trial = trials(algorithm, "quantized")
     state = trial.final_state
     fetched = trial.process.get_model_weights(state)
     read = trial.model_weights(state)
-    assert (read is getattr(state, "global_model_weights", None)) == (algorithm == "fedavg")
+    assert read is state.global_model_weights
     mine, workers = [*read.trainable, *read.non_trainable], [*fetched.trainable, *fetched.non_trainable]
     for ours, theirs in zip(mine, workers, strict=True):
         np.testing.assert_array_equal(ours, theirs)

@@ -7,12 +7,13 @@ import pytest
 
 from fl_sweeps.compression.bits import WEIGHT_BITS, TensorInfo, bits_per_client
 from fl_sweeps.compression.encoders import HadamardQuantization, NoCompression, UniformQuantization
+from fl_sweeps.compression.seeded_hadamard import rotation_layout
 
-SIZES = [1, 10, 100, 1000, 1023, 1024, 5000, 51200]
+SIZES = [1, 10, 100, 1000, 1023, 1024, 5000, 20001, 51200]
 ENCODERS = [
     NoCompression(),
     *(UniformQuantization(bits=b, threshold=t) for b in (1, 3, 6, 7, 8, 12, 16) for t in (0, 1000)),
-    *(HadamardQuantization(bits=b, threshold=t, rounding="stochastic") for b in (2, 8) for t in (0, 1000)),
+    *(HadamardQuantization(bits=b, threshold=t, rounding="stochastic") for b in (2, 5, 8) for t in (0, 1000)),
 ]
 
 
@@ -43,11 +44,25 @@ def test_formula_matches_actually_encoded_tensors(encoder):
 
 
 def test_quantized_size_by_hand():
-    """One case worked by hand: 51,200 values at 8 bits → ceil(409,600 / 28) = 14,629 words, plus min and max."""
+    """Cases worked by hand: 51,200 values at 8 bits are 409,600 bits = 12,800 words, plus min and max."""
     encoder = UniformQuantization(bits=8, threshold=20000)
-    assert encoder.payload_bits(51200, 32) == 14629 * 32 + 64
+    assert encoder.payload_bits(51200, 32) == 12800 * 32 + 64
     assert encoder.payload_bits(20000, 32) == 20000 * 32  # at the threshold: unencoded
-    assert HadamardQuantization(bits=4, threshold=0).payload_bits(1000, 32) == 147 * 32 + 64  # padded to 1024
+    assert UniformQuantization(bits=3, threshold=0).payload_bits(11, 32) == 2 * 32 + 64  # 33 bits straddle 2 words
+    assert HadamardQuantization(bits=4, threshold=0).payload_bits(1000, 32) == 128 * 32 + 64  # padded to 1024
+    # The FedAvg CNN's dense kernel (3136 x 512 = 392 x 4096) is rotated without padding: 8 bits per value.
+    assert HadamardQuantization(bits=8, threshold=0).payload_bits(3136 * 512, 32) == 3136 * 512 * 8 + 64
+    assert HadamardQuantization(bits=2, threshold=0).payload_bits(51200, 32) == 51200 * 2 + 64  # 25 rows of 2048
+
+
+@pytest.mark.parametrize("n", [1, 2, 255, 256, 257, 1000, 4097, 20001, 51200, 3136 * 512, 1_000_003])
+def test_rotation_blocks_pad_little(n):
+    rows, block = rotation_layout(n)
+    assert block & (block - 1) == 0 and rows * block >= n
+    if n > 256:
+        assert 256 <= block <= 4096 and rows * block - n < 256
+    else:
+        assert rows == 1 and block < 2 * n
 
 
 def _crossing_bits(computation) -> tuple[int, int]:

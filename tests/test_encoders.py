@@ -68,3 +68,37 @@ def test_hadamard_rotation_changes_each_round_and_repeats_from_the_first():
     again, _ = decoded(simple.initial_state())
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, second)
+
+
+@pytest.mark.parametrize("bits", range(1, 17))
+def test_bit_packing_fills_whole_words_and_unpacks_exactly(bits):
+    """Every value of every width comes back; the words hold ``ceil(n * bits / 32)`` words' worth, no more."""
+    import tensorflow as tf
+    from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
+
+    from fl_sweeps.compression.bit_packing import dense_bitpacking_stage
+
+    trace_tensor_encoding_without_autograph()
+    rng = np.random.default_rng(bits)
+    for n in (1, 31, 33, 1001):
+        x = rng.integers(0, 2**bits, size=(n,)).astype(np.float32)
+        x[:2] = [0, 2**bits - 1][: min(n, 2)]  # the extremes of the range
+        encoder = te.core.EncoderComposer(dense_bitpacking_stage(bits)).make()
+        simple = te.encoders.as_simple_encoder(encoder, tf.TensorSpec([n], tf.float32))
+        encoded, _ = simple.encode(tf.constant(x), simple.initial_state())
+        (words,) = tf.nest.flatten(encoded)
+        assert words.dtype == tf.int32 and words.shape == [-(-n * bits // 32)]
+        np.testing.assert_array_equal(simple.decode(encoded).numpy(), x)
+
+
+def test_blocked_hadamard_rotation_keeps_the_values_of_a_long_tensor():
+    """A tensor cut into many rotated rows (20,001 values: 79 rows of 256) decodes to itself at 16 bits, and the
+    rotation narrows the range of a tensor with one outlier."""
+    x = np.random.default_rng(1).normal(size=(20001,)).astype(np.float32)
+    x[123] = 200.0
+    decoded = _round_trip(HadamardQuantization(bits=16, threshold=0), x)
+    assert decoded.shape == x.shape
+    np.testing.assert_allclose(decoded, x, atol=2e-3 * 200)
+    rotated_error = np.sqrt(np.mean((_round_trip(HadamardQuantization(bits=4, threshold=0), x) - x) ** 2))
+    plain_error = np.sqrt(np.mean((_round_trip(UniformQuantization(bits=4, threshold=0), x) - x) ** 2))
+    assert rotated_error < plain_error / 2

@@ -33,14 +33,14 @@ class ServerState(NamedTuple):
     """What the server keeps between rounds.
 
     Attributes:
-        model_weights: The global model, a ``tff.learning.models.ModelWeights``.
+        global_model_weights: The global model, a ``tff.learning.models.ModelWeights``.
         distributor: State of the (compressed) broadcast.
         client_optimizer: Client optimizer hyperparameters; clients start each round with a fresh optimizer state.
         aggregator: State of the (compressed) aggregation.
         server_optimizer: Server optimizer state, hyperparameters included.
     """
 
-    model_weights: Any
+    global_model_weights: Any
     distributor: Any
     client_optimizer: Any
     aggregator: Any
@@ -123,7 +123,7 @@ def build_fedavg_core(
     def initialize():
         return tff.federated_zip(
             ServerState(
-                model_weights=tff.federated_eval(initial_model_weights, tff.SERVER),
+                global_model_weights=tff.federated_eval(initial_model_weights, tff.SERVER),
                 distributor=distributor.initialize(),
                 client_optimizer=tff.federated_eval(initial_client_hparams, tff.SERVER),
                 aggregator=aggregator.initialize(),
@@ -135,18 +135,20 @@ def build_fedavg_core(
 
     @tff.federated_computation(state_type, tff.FederatedType(data_type, tff.CLIENTS))
     def next_fn(state, client_data):
-        broadcast = distributor.next(state.distributor, state.model_weights)
+        broadcast = distributor.next(state.distributor, state.global_model_weights)
         hparams_at_clients = tff.federated_broadcast(state.client_optimizer)
         update, weight, local_metrics = tff.federated_map(
             client_update, (hparams_at_clients, broadcast.result, client_data)
         )
         mean_update = aggregator.next(state.aggregator, update, weight)
         server_optimizer_state, trainable, update_non_finite = tff.federated_map(
-            server_update, (state.server_optimizer, state.model_weights.trainable, mean_update.result)
+            server_update, (state.server_optimizer, state.global_model_weights.trainable, mean_update.result)
         )
         new_state = ServerState(
-            model_weights=tff.federated_zip(
-                tff.learning.models.ModelWeights(trainable=trainable, non_trainable=state.model_weights.non_trainable)
+            global_model_weights=tff.federated_zip(
+                tff.learning.models.ModelWeights(
+                    trainable=trainable, non_trainable=state.global_model_weights.non_trainable
+                )
             ),
             distributor=broadcast.state,
             client_optimizer=state.client_optimizer,
@@ -165,7 +167,7 @@ def build_fedavg_core(
 
     @tff.tensorflow.computation(server_state_type)
     def get_model_weights(state):
-        return state.model_weights
+        return state.global_model_weights
 
     @tff.tensorflow.computation(server_state_type, weights_type)
     def set_model_weights(state, weights):
@@ -180,7 +182,7 @@ def build_fedavg_core(
     @tff.tensorflow.computation(server_state_type, get_hparams.type_signature.result)
     def set_hparams(state, hparams):
         return ServerState(
-            model_weights=state.model_weights,
+            global_model_weights=state.global_model_weights,
             distributor=state.distributor,
             client_optimizer=hparams["client_work"],
             aggregator=state.aggregator,

@@ -4,26 +4,24 @@ Each class is what a config file's ``_target_`` builds. It knows (1) which tenso
 the tensor_encoding ``Encoder`` for one tensor (TensorFlow imported only then), and (3) how many bits one encoded
 tensor occupies on the wire, by formula from the settings, which ``fl_sweeps.compression.bits`` adds up per round.
 
-Wire format of a compressed tensor with ``n`` float32 elements (tensor_encoding's quantization chain):
-flatten → [Hadamard rotation, padded to ``m = 2**ceil(log2 n)``] → uniform quantization to ``bits`` → bit-packing
-into int32 words holding 28 bits each (so varint serialization never exceeds 4 bytes): ``ceil(m * bits / 28)``
-words of 32 bits, plus ``min`` and ``max`` as two float32. The rotation's seed (two int64: the tensor's size and the
-round number, ``fl_sweeps.compression.seeded_hadamard``) travels with the tensor on broadcast, and from server to
+Wire format of a compressed tensor with ``n`` float32 elements: flatten → [Hadamard rotation in blocks of a power
+of two, ``m = rows * block`` values, ``fl_sweeps.compression.seeded_hadamard``] → uniform quantization to ``bits``
+(tensor_encoding's stage) → bit-packing end to end into 32-bit words (``fl_sweeps.compression.bit_packing``):
+``ceil(m * bits / 32)`` words, plus ``min`` and ``max`` as two float32; ``m = n`` without rotation. The rotation's
+seed (two int64: the tensor's size and the round number) travels with the tensor on broadcast, and from server to
 clients as encode parameters on aggregation. Tensors with at most ``threshold`` elements, and non-float tensors,
 travel unencoded at their dtype's width.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fl_sweeps.compression.seeded_hadamard import seeded_hadamard_stage
+from fl_sweeps.compression.bit_packing import WORD_BITS, dense_bitpacking_stage, packed_words
+from fl_sweeps.compression.seeded_hadamard import rotation_layout, seeded_hadamard_stage
 
 Rounding = Literal["deterministic", "stochastic"]
-PACKED_BITS_PER_WORD = 28  # tensor_encoding's BitpackingEncodingStage target bit range
-WORD_BITS = 32  # each packed word is an int32 on the wire
 MIN_MAX_BITS = 2 * 32  # quantization range, two float32
 SEED_BITS = 2 * 64  # Hadamard rotation seed, two int64
 
@@ -79,16 +77,16 @@ class UniformQuantization(NoCompression):
         return is_float and num_elements > self.threshold
 
     def encoded_length(self, num_elements: int) -> int:
-        """Number of values quantized for a tensor of ``num_elements`` (padded when rotated)."""
+        """Number of values quantized for a tensor of ``num_elements`` (padded to whole blocks when rotated)."""
         if self.rotate:
-            return 1 << max(0, math.ceil(math.log2(num_elements)))
+            rows, block = rotation_layout(num_elements)
+            return rows * block
         return num_elements
 
     def payload_bits(self, num_elements: int, dtype_bits: int, is_float: bool = True) -> int:
         if not self.compresses(num_elements, is_float):
             return num_elements * dtype_bits
-        words = math.ceil(self.encoded_length(num_elements) * self.bits / PACKED_BITS_PER_WORD)
-        return words * WORD_BITS + MIN_MAX_BITS
+        return packed_words(self.encoded_length(num_elements), self.bits) * WORD_BITS + MIN_MAX_BITS
 
     def seed_bits(self, num_elements: int, is_float: bool = True) -> int:
         return SEED_BITS if self.rotate and self.compresses(num_elements, is_float) else 0
@@ -104,7 +102,7 @@ class UniformQuantization(NoCompression):
 
         if not self.compresses(num_elements, is_float):
             return te.encoders.identity()
-        composer = te.core.EncoderComposer(st.BitpackingEncodingStage(self.bits)).add_parent(
+        composer = te.core.EncoderComposer(dense_bitpacking_stage(self.bits)).add_parent(
             st.UniformQuantizationEncodingStage(self.bits, stochastic=self.rounding == "stochastic"),
             st.UniformQuantizationEncodingStage.ENCODED_VALUES_KEY,
         )
