@@ -108,7 +108,12 @@ def rounds_to(rows: Sequence[dict[str, Any]], target: float) -> dict[str, Any] |
     """The first row whose eval accuracy reaches ``target`` (its round and cumulative bits), or None."""
     for row in rows:
         if row["eval_accuracy"] is not None and row["eval_accuracy"] >= target:
-            return {"round": row["round"], "cumulative_bits": row["cumulative_bits"], "wall_s": row["wall_s"]}
+            return {
+                "round": row["round"],
+                "accuracy": row["eval_accuracy"],
+                "cumulative_bits": row["cumulative_bits"],
+                "wall_s": row["wall_s"],
+            }
     return None
 
 
