@@ -15,12 +15,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import fl_sweeps.quiet  # noqa: F401  (silences TF before anything imports it)
-from fl_sweeps.data.errors import DataError
+from fl_sweeps.errors import ConfigError, DataError
 from fl_sweeps.experiment import run_trial
+from fl_sweeps.mlflow_store import redact
 from fl_sweeps.preflight import user_error
 from fl_sweeps.schema import register_configs
-from fl_sweeps.sweep.parent_run import redact
-from fl_sweeps.validation import ConfigError
 
 
 def config_dir() -> Path:

@@ -17,9 +17,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fl_sweeps.built_parts import BuiltParts
-from fl_sweeps.data.errors import DataError
 from fl_sweeps.data.federated_data import FederatedData
-from fl_sweeps.sweep.parent_run import redact
+from fl_sweeps.errors import DataError
+from fl_sweeps.mlflow_store import redact
 from fl_sweeps.sweep.trial_link import OptunaTrialLink
 from fl_sweeps.tracking import TrialRun, flatten
 from fl_sweeps.trainer import FederatedTrial, RunSettings, TrainingSettings

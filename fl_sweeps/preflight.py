@@ -23,7 +23,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fl_sweeps.validation import ConfigError, first_line, validate
+from fl_sweeps.errors import ConfigError, first_line
+from fl_sweeps.validation import validate
 
 MIN_FREE_BYTES = 10 * 2**20  # an MLflow sqlite store alone takes about 1 MiB
 PROBE_BYTES = 64 * 2**10
@@ -107,7 +108,7 @@ def check_store(setting: str, url: str) -> None:
     Other databases (PostgreSQL, MySQL): a connection must open. ``file:`` or plain paths: the directory.
     Remote tracking servers (``http(s)://``, ``databricks``) are left to MLflow.
     """
-    from fl_sweeps.sweep.parent_run import redact
+    from fl_sweeps.mlflow_store import redact
 
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else "file"
     if scheme in ("http", "https", "databricks"):
@@ -183,9 +184,7 @@ def _user_error(error: BaseException) -> str | None:
     from hydra.errors import HydraException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
-    from fl_sweeps.data.errors import DataError
-    from fl_sweeps.sweep.sweeper import TooManyFailures
-    from fl_sweeps.trainer import DivergedError
+    from fl_sweeps.errors import DataError, DivergedError, TooManyFailures
 
     if isinstance(error, (ConfigError, DataError, DivergedError, TooManyFailures)):
         return _one_line(str(error))

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from fl_sweeps.quiet import info_logs_off
-from fl_sweeps.sweep.trial_link import TrialPruned
+from fl_sweeps.errors import TrialPruned
+from fl_sweeps.mlflow_store import quiet_client
 from fl_sweeps.trainer import RoundRecord
 
 ROUND_METRICS = {
@@ -62,11 +62,8 @@ class TrialRun:
         tags: Mapping[str, str] | None = None,
         parent_run_id: str | None = None,
     ) -> None:
-        from mlflow.tracking import MlflowClient
-
-        with info_logs_off():  # a new store logs its whole schema migration
-            self.client = MlflowClient(tracking_uri=tracking_uri)
-            existing = self.client.get_experiment_by_name(experiment)
+        self.client = quiet_client(tracking_uri)
+        existing = self.client.get_experiment_by_name(experiment)
         experiment_id = existing.experiment_id if existing else self.client.create_experiment(experiment)
         all_tags = dict(tags or {})
         if parent_run_id:

@@ -19,6 +19,7 @@ from fl_sweeps.built_parts import BuiltParts, kept
 from fl_sweeps.compression.bits import BitsPerClient, TensorInfo, bits_per_client
 from fl_sweeps.compression.encoders import NoCompression
 from fl_sweeps.data.federated_data import FederatedData
+from fl_sweeps.errors import DivergedError
 
 ModelBuilder = Callable[..., Any]  # (input_shape, num_classes) -> tf.keras.Model
 
@@ -78,10 +79,6 @@ class RoundRecord:
 
 EVAL_MODES = ("centralized", "federated")
 EVAL_BATCH_SIZE = 256
-
-
-class DivergedError(RuntimeError):
-    """Training produced a non-finite loss."""
 
 
 class FederatedTrial:

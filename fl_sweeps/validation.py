@@ -11,16 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-
-class ConfigError(ValueError):
-    """A setting is missing or out of its allowed range; the message is one line naming the key and what is allowed."""
-
-
-def first_line(error: BaseException) -> str:
-    """The first non-empty line of an error's message (its type if it has none), for one-line errors."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
-
+from fl_sweeps.errors import ConfigError
 
 Check = tuple[Callable[[Any], bool], str]
 

@@ -26,8 +26,9 @@ from test_bits import _crossing_bits
 from fl_sweeps import experiment
 from fl_sweeps.algorithms.fedavg import build_compressed_fed_avg
 from fl_sweeps.algorithms.fedavg_core import build_fedavg_core
+from fl_sweeps.errors import ConfigError
 from fl_sweeps.trainer import FederatedTrial, RunSettings, TrainingSettings
-from fl_sweeps.validation import ConfigError, validate
+from fl_sweeps.validation import validate
 
 ALGORITHMS = {"fedavg": build_compressed_fed_avg, "fedavg_core": build_fedavg_core}
 BASE = [*TINY, "server_optimizer=sgdm"]

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import worker_pids
 
-from fl_sweeps.validation import ConfigError, validate
+from fl_sweeps.errors import ConfigError
+from fl_sweeps.validation import validate
 
 FL_SWEEP = str(Path(sys.executable).parent / "fl-sweep")
 

@@ -8,7 +8,8 @@ from hydra.utils import instantiate
 
 from fl_sweeps.cli import config_dir
 from fl_sweeps.compression.encoders import HadamardQuantization, NoCompression, UniformQuantization
-from fl_sweeps.validation import ConfigError, validate
+from fl_sweeps.errors import ConfigError
+from fl_sweeps.validation import validate
 
 GROUPS = [
     "data",

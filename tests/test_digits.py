@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from fl_sweeps.data.digits import load_digits
-from fl_sweeps.data.errors import DataError
 from fl_sweeps.data.federated_data import FederatedData
+from fl_sweeps.errors import DataError
 
 
 def _all(data: FederatedData, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fl_sweeps.data.emnist import EMNIST_FILE, load_emnist
-from fl_sweeps.data.errors import DataError
+from fl_sweeps.errors import DataError
 
 # client id -> number of (train, test) examples; labels cycle through the split's classes.
 CLIENTS = {"f0001_01": (5, 2), "f0002_02": (3, 1), "f0003_03": (4, 0)}

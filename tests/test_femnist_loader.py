@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from shared_data import shared_data_dir
 
-from fl_sweeps.data.errors import DataError
 from fl_sweeps.data.federated_data import FederatedData
 from fl_sweeps.data.femnist import load_femnist
+from fl_sweeps.errors import DataError
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ from omegaconf import OmegaConf
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from fl_sweeps.errors import TrialPruned
 from fl_sweeps.sweep.pareto_pruner import PLANNED_BITS_ATTR, ParetoPruner
-from fl_sweeps.sweep.trial_link import OptunaTrialLink, TrialPruned, build_pruner
+from fl_sweeps.sweep.trial_link import OptunaTrialLink, build_pruner
 
 STUDY = "pruner-study"
 

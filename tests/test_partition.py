@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fl_sweeps.data.errors import DataError
 from fl_sweeps.data.partition import client_ids, partition_indices, split_train_test
+from fl_sweeps.errors import DataError
 
 # 60,000 labels, 6,000 per class, shuffled: the shape of MNIST's training set.
 LABELS = np.random.default_rng(123).permutation(np.repeat(np.arange(10), 6000))

@@ -18,8 +18,8 @@ from conftest import TINY, worker_pids
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from fl_sweeps.errors import ConfigError
 from fl_sweeps.preflight import MIN_FREE_BYTES, check_run
-from fl_sweeps.validation import ConfigError
 
 FL_SWEEP = str(Path(sys.executable).parent / "fl-sweep")
 STUDY = "kill-study"

@@ -6,8 +6,8 @@ import pytest
 from conftest import TINY, TINY_RUN
 from mlflow.tracking import MlflowClient
 
+from fl_sweeps.errors import DivergedError
 from fl_sweeps.experiment import run_trial
-from fl_sweeps.trainer import DivergedError
 
 ROUND_KEYS = {
     "train/loss",

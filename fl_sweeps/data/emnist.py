@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from fl_sweeps.data.errors import DataError
 from fl_sweeps.data.federated_data import ClientArrays, FederatedData
+from fl_sweeps.errors import DataError
 
 # TFF downloads emnist_all.sqlite.lzma and keeps the decompressed file under this name in cache_dir.
 EMNIST_FILE = "emnist_all.sqlite"

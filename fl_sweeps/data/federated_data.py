@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fl_sweeps.data.errors import DataError
+from fl_sweeps.errors import DataError
 
 
 @dataclass(frozen=True)

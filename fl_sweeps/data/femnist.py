@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fl_sweeps.data.errors import DataError
 from fl_sweeps.data.federated_data import ClientArrays, FederatedData
+from fl_sweeps.errors import DataError
 
 LEAF_KEYS = ("users", "num_samples", "user_data")
 

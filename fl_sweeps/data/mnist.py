@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fl_sweeps.data.errors import DataError
 from fl_sweeps.data.federated_data import ClientArrays, FederatedData
 from fl_sweeps.data.partition import client_ids, partition_indices
+from fl_sweeps.errors import DataError
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049

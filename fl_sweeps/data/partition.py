@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fl_sweeps.data.errors import DataError
+from fl_sweeps.errors import DataError
 
 SCHEMES = ("iid", "shards", "dirichlet")
 

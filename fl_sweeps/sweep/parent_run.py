@@ -13,33 +13,12 @@ from collections.abc import Collection
 import optuna
 from mlflow.tracking import MlflowClient
 
-from fl_sweeps.quiet import info_logs_off
+from fl_sweeps.mlflow_store import quiet_client, redact
 
 STUDY_TAG = "fl_sweeps.study"
 ROLE_TAG = "fl_sweeps.role"
 PARENT_RUN_ATTR = "fl_sweeps.mlflow_parent_run"  # study user attr: {"run_id": ..., "tracking_uri": redacted}
 WAIT_FOR_PARENT_SECONDS = 120.0
-
-
-def redact(url: str) -> str:
-    """A database URL with its password hidden, fit for params, logs and artifacts."""
-    from sqlalchemy.engine import make_url
-
-    if "://" not in str(url):
-        return str(url)
-    try:
-        return repr(make_url(url))  # SQLAlchemy masks the password in repr
-    except Exception:  # noqa: BLE001 - not an SQLAlchemy URL (e.g. http): drop any user info
-        scheme, rest = str(url).split("://", 1)
-        host = rest.rsplit("@", 1)[-1]
-        return f"{scheme}://***@{host}" if "@" in rest else str(url)
-
-
-def _client(tracking_uri: str) -> MlflowClient:
-    with info_logs_off():  # a new store logs its whole schema migration
-        client = MlflowClient(tracking_uri=tracking_uri)
-        client.search_experiments(max_results=1)  # creates the schema of a new store now, quietly
-    return client
 
 
 def attach_parent_run(
@@ -64,7 +43,7 @@ def attach_parent_run(
             time.sleep(0.25)
         record = study.user_attrs.get(PARENT_RUN_ATTR)
         if record and record.get("tracking_uri") == wanted:
-            client = _client(tracking_uri)
+            client = quiet_client(tracking_uri)
             client.update_run(record["run_id"], status="RUNNING")
             return record["run_id"]
     run_id = open_parent_run(
@@ -76,7 +55,7 @@ def attach_parent_run(
 
 def open_parent_run(*, tracking_uri: str, experiment: str, study_name: str, storage_url: str) -> str:
     """The run id of the sweep's parent run: the existing one for this study (set RUNNING again) or a new one."""
-    client = _client(tracking_uri)
+    client = quiet_client(tracking_uri)
     existing = client.get_experiment_by_name(experiment)
     experiment_id = existing.experiment_id if existing else _create_experiment(client, experiment)
     runs = client.search_runs(
@@ -117,7 +96,7 @@ def close_orphan_runs(*, tracking_uri: str, parent_run_id: str, running_trials: 
     Returns:
         The ids of the runs it ended.
     """
-    client = _client(tracking_uri)
+    client = quiet_client(tracking_uri)
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     runs = client.search_runs(
         [experiment_id],

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+
+from fl_sweeps.mlflow_store import quiet_client
 
 
 def pareto_front_table(study: optuna.Study) -> pd.DataFrame:
@@ -42,7 +43,7 @@ def write_pareto_front(
     csv_path, md_path = sweep_dir / "pareto_front.csv", sweep_dir / "pareto_front.md"
     table.to_csv(csv_path, index=False)
     md_path.write_text(f"# Pareto front of study `{study.study_name}`\n\n{_markdown(table)}\n")
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = quiet_client(tracking_uri)
     client.log_artifact(parent_run_id, str(csv_path))
     client.log_artifact(parent_run_id, str(md_path))
     for state, name in ((TrialState.COMPLETE, "completed"), (TrialState.PRUNED, "pruned"), (TrialState.FAIL, "failed")):

@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
-from fl_sweeps.validation import RULES, ConfigError, first_line, validate
+from fl_sweeps.errors import ConfigError, first_line
+from fl_sweeps.validation import RULES, validate
 
 
 def check_search_space(

@@ -38,11 +38,12 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
-from fl_sweeps.sweep.parent_run import attach_parent_run, close_orphan_runs, redact
+from fl_sweeps.errors import ConfigError, TooManyFailures
+from fl_sweeps.mlflow_store import redact
+from fl_sweeps.sweep.parent_run import attach_parent_run, close_orphan_runs
 from fl_sweeps.sweep.pareto_table import write_pareto_front
 from fl_sweeps.sweep.search_space import check_search_space
 from fl_sweeps.sweep.trial_link import build_pruner
-from fl_sweeps.validation import ConfigError
 
 log = logging.getLogger(__name__)
 FAILURE_ATTR = "failure"  # a trial that failed on its own (counts toward n_trials)
@@ -52,10 +53,6 @@ SURPLUS_ATTR = "surplus"  # asked after other workers had reached n_trials: neve
 # the job overrides that Hydra logs and saves; launchers on other hosts need it set in the job's environment.
 STORAGE_ENV = "FL_SWEEPS_OPTUNA_STORAGE"
 OPEN_RETRIES = 6
-
-
-class TooManyFailures(RuntimeError):
-    """More trials failed than ``hydra.sweeper.max_failure_rate`` allows."""
 
 
 def _say(message: str) -> None:

@@ -14,15 +14,8 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig
 
+from fl_sweeps.errors import TrialPruned
 from fl_sweeps.sweep.pareto_pruner import PLANNED_BITS_ATTR, ParetoPruner
-
-
-class TrialPruned(optuna.TrialPruned):
-    """The pruner stopped this trial; carries the round it stopped at."""
-
-    def __init__(self, round_num: int) -> None:
-        super().__init__(f"pruned at round {round_num}")
-        self.round = round_num
 
 
 def build_pruner(config: Any) -> optuna.pruners.BasePruner | None:
