@@ -6,7 +6,6 @@ This is what the Hydra task function calls; it returns the two objectives the sw
 from __future__ import annotations
 
 import gc
-import os
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -57,7 +56,7 @@ def run_trial(cfg: DictConfig, *, run_name: str | None = None, show_progress: bo
         client_hparams=_optimizer_hparams(cfg.client_optimizer),
         server_hparams=_optimizer_hparams(cfg.server_optimizer),
     )
-    link = OptunaTrialLink.from_config(cfg.trial, _sweeper_pruner_config())
+    link = OptunaTrialLink.from_config(cfg.trial)
     if link is not None:
         link.plan(trial.bits_per_client.for_clients(cfg.training.clients_per_round).total * cfg.training.rounds)
     public = _public_config(cfg)
@@ -164,7 +163,7 @@ def _build_trial(cfg: DictConfig, data: FederatedData) -> FederatedTrial:
 
     quiet.quiet_absl()
     runtime.install_signal_handlers()
-    runtime.share_cores(_parallel_jobs())
+    runtime.share_cores(cfg.trial.parallel_jobs)
     runtime.ensure_worker()
     trial = FederatedTrial(
         data=data,
@@ -198,17 +197,6 @@ def _optimizer_hparams(node: DictConfig) -> dict[str, float]:
     return {("learning_rate" if k == "lr" else k): float(v) for k, v in node.items() if k != "_target_"}
 
 
-def _parallel_jobs() -> int:
-    """How many trials run at once on this machine (joblib launcher's n_jobs), 1 outside such a sweep."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return 1
-    launcher = HydraConfig.get().launcher
-    n_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else 1
-    return (os.cpu_count() or 1) if n_jobs is None or n_jobs < 1 else int(n_jobs)
-
-
 def _public_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as recorded in MLflow: database passwords hidden, empty trial link dropped."""
     public = OmegaConf.to_container(cfg, resolve=True)
@@ -217,15 +205,6 @@ def _public_config(cfg: DictConfig) -> dict[str, Any]:
     if link.get("number") is not None:
         public["trial"] = {**link, "storage": redact(link["storage"])}
     return public
-
-
-def _sweeper_pruner_config() -> Any:
-    """The pruner settings of the fl_optuna sweeper that launched this job, if any."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None
-    return HydraConfig.get().sweeper.get("pruner")
 
 
 def _load_data(node: DictConfig) -> Any:

@@ -156,12 +156,21 @@ class MlflowConfig:
 
 @dataclass
 class TrialLinkConfig:
-    """Set by the ``fl_optuna`` sweeper for each job it launches; empty for a plain run."""
+    """Set by the ``fl_optuna`` sweeper for each job it launches; empty for a plain run.
+
+    Attributes:
+        storage: The study's Optuna storage URL.
+        study_name: The study.
+        number: This job's trial number in the study.
+        parent_run_id: The sweep's MLflow parent run.
+        parallel_jobs: Trials this worker runs at once on this machine (they share its cores).
+    """
 
     storage: str | None = None
     study_name: str | None = None
     number: int | None = None
     parent_run_id: str | None = None
+    parallel_jobs: int = 1
 
 
 @dataclass
@@ -197,9 +206,6 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 
 def register_configs() -> None:
     """Register the top-level schema and each group's option schemas (as ``<option>_schema``)."""
-    from fl_sweeps.sweep.config import register_sweeper_config
-
-    register_sweeper_config()
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
     for group, options in GROUP_SCHEMAS.items():

@@ -1,4 +1,10 @@
-"""Typed config of the ``fl_optuna`` sweeper: Hydra's optuna sweeper config plus pruning and heartbeats."""
+"""Typed config of the ``fl_optuna`` sweeper, registered in Hydra's ConfigStore by the plugin that uses it.
+
+The sampler and the pruner are config groups whose options (``conf/hydra/sweeper/sampler/*.yaml``,
+``conf/hydra/sweeper/pruner/*.yaml``) each name a class with ``_target_``: ``hydra/sweeper/sampler=nsgaii``,
+``hydra/sweeper/pruner=pareto``. The sweeper builds them itself (``_recursive_: false``), so it can check them
+with one-line errors and record the pruner's config in the study, from which every job builds the same pruner.
+"""
 
 from __future__ import annotations
 
@@ -6,50 +12,41 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 
 
 @dataclass
-class PrunerConfig:
-    """Which Optuna pruner stops hopeless trials, judged on eval accuracy per eval round.
-
-    Attributes:
-        type: ``pareto`` (prune a trial that a finished trial with no more bits beat on accuracy at the same
-            round), ``median`` (accuracy below the median of finished trials), ``successive_halving`` or ``none``.
-        n_startup_trials: pareto, median: trials that run to the end before any is pruned.
-        n_warmup_steps: pareto, median: rounds before a trial can be pruned.
-        min_gap: pareto: how much more accurate (0 to 1) the dominating trial was at that round.
-        relative_floor: pareto: also prune a trial below this fraction (0 to 1) of the best finished trial's accuracy
-            at that round, whatever its bits (diverged or stalled trials); 0 turns this off.
-        min_resource: successive_halving: rounds every trial gets.
-        reduction_factor: successive_halving: keep the top 1/reduction_factor at each rung.
-    """
-
-    type: str = "pareto"
-    n_startup_trials: int = 2
-    n_warmup_steps: int = 3
-    min_gap: float = 0.02
-    relative_floor: float = 0.5
-    min_resource: int = 5
-    reduction_factor: int = 3
-
-
-@dataclass
-class ParetoSweeperConf(OptunaSweeperConf):
+class ParetoSweeperConf:
     """``hydra/sweeper: fl_optuna``.
 
     Attributes:
-        pruner: Pruning settings.
+        sampler: ``_target_`` config of an Optuna sampler (group ``hydra/sweeper/sampler``).
+        pruner: ``_target_`` config of an Optuna pruner (group ``hydra/sweeper/pruner``), consulted by the jobs.
+        direction: One Optuna direction per objective the task function returns.
+        metric_names: The objectives' names, recorded in the study.
+        storage: SQLAlchemy URL of the study's storage.
+        study_name: The study; running the same sweep again resumes it.
+        n_trials: The study's total number of trials (trials already there count).
+        n_jobs: Trials launched at once (one launcher batch).
+        max_failure_rate: Fraction of the trials this run sets out to do that may fail before the sweep stops.
+        params: The search space, ``key: sweep`` as on the command line (``choice``, ``range``, ``interval``,
+            ``tag(log, ...)``).
         heartbeat_interval: Seconds between the heartbeats of running trials in the Optuna storage.
         grace_period: Seconds without heartbeat after which a RUNNING trial counts as dead and is marked failed.
     """
 
     _target_: str = "hydra_plugins.fl_sweeps_sweeper.pareto_sweeper.ParetoSweeper"
-    direction: Any = field(default_factory=lambda: ["maximize", "minimize"])
-    storage: Any | None = "sqlite:///optuna.db"
-    study_name: str | None = "fl-sweeps"
+    _recursive_: bool = False
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"sampler": "nsgaii"}, {"pruner": "pareto"}])
+    sampler: Any = None
+    pruner: Any = None
+    direction: list[str] = field(default_factory=lambda: ["maximize", "minimize"])
+    metric_names: list[str] = field(default_factory=lambda: ["eval_accuracy", "total_bits"])
+    storage: str = "sqlite:///optuna.db"
+    study_name: str = "fl-sweeps"
+    n_trials: int = 20
     n_jobs: int = 1
-    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    max_failure_rate: float = 0.0
+    params: dict[str, Any] | None = None
     heartbeat_interval: int = 10
     grace_period: int = 30
 

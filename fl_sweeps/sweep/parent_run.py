@@ -76,6 +76,11 @@ def open_parent_run(*, tracking_uri: str, experiment: str, study_name: str, stor
     return run.info.run_id
 
 
+def end_parent_run(*, tracking_uri: str, run_id: str, status: str) -> None:
+    """End the sweep's parent run as ``status`` (FINISHED, FAILED or KILLED); it is set RUNNING again on resume."""
+    quiet_client(tracking_uri).set_terminated(run_id, status)
+
+
 def _create_experiment(client: MlflowClient, name: str) -> str:
     """Create the experiment, or take the one another worker created at the same moment."""
     try:

@@ -28,10 +28,9 @@ def pareto_front_table(study: optuna.Study) -> pd.DataFrame:
     return table.sort_values(["eval_accuracy", "total_bits"], ascending=[False, True], ignore_index=True)
 
 
-def write_pareto_front(
-    study: optuna.Study, *, sweep_dir: Path, tracking_uri: str, parent_run_id: str, status: str
-) -> pd.DataFrame:
-    """Print the front, write it as CSV and Markdown into ``sweep_dir``, log both to the parent run and end it."""
+def write_pareto_front(study: optuna.Study, *, sweep_dir: Path, tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
+    """Print the front, write it as CSV and Markdown into ``sweep_dir``, and log both and trial counts to the
+    parent run (the full report with plots is ``analysis``'s, from the sweep's ``on_multirun_end`` callback)."""
     table = pareto_front_table(study)
     counts = {state: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
     print(
@@ -49,28 +48,7 @@ def write_pareto_front(
     for state, name in ((TrialState.COMPLETE, "completed"), (TrialState.PRUNED, "pruned"), (TrialState.FAIL, "failed")):
         client.log_metric(parent_run_id, f"sweep/trials_{name}", counts[state])
     client.log_metric(parent_run_id, "sweep/pareto_size", len(table))
-    _write_report(tracking_uri, parent_run_id, sweep_dir / "report")
-    client.set_terminated(parent_run_id, status)
     return table
-
-
-def _write_report(tracking_uri: str, parent_run_id: str, out_dir: Path) -> None:
-    """The full analysis report (CSVs, plots, summary) of the sweep, as ``fl-sweep-report`` writes it.
-
-    A sweep's results are already recorded when this runs, so a report that cannot be made is a warning only.
-    """
-    from analysis.report import write_report
-    from analysis.runs import LoadError
-
-    try:
-        summary = write_report(tracking_uri, parent_run_id=parent_run_id, out_dir=out_dir)
-    except LoadError as error:  # e.g. interrupted before the first trial ran
-        print(f"[fl-sweep] no report: {error}")
-        return
-    except Exception as error:  # noqa: BLE001 - never lose a finished sweep over its report
-        print(f"[fl-sweep] the report failed ({type(error).__name__}: {error}); the runs are in MLflow")
-        return
-    print(f"[fl-sweep] report with plots: {summary.parent}")
 
 
 def _markdown(table: pd.DataFrame) -> str:

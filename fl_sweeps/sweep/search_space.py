@@ -1,69 +1,161 @@
-"""The sweep's search space, checked before the study is touched: every value a trial could get must be allowed.
+"""The sweep's search space: parsed from Hydra's override syntax, sampled through Optuna's public ``suggest_*`` API,
+and checked before the study is touched (every value a trial could get must be allowed).
 
-Hydra's optuna sweeper turns ``key=choice(...)``/``interval(...)``/``range(...)`` overrides into Optuna
-distributions. A malformed one, a reversed interval, an unknown key or option, or a value out of range would
-otherwise surface only in the trials (each one failing after the study and the MLflow parent run were made), or as
-a traceback. Here each becomes a one-line ``ConfigError`` naming the key and what is allowed.
+``key=choice(a, b)`` (or ``key=a,b``) is categorical, ``key=range(start, stop, step)`` the integers (or floats)
+Hydra's ``range`` yields (``stop`` excluded, as in Hydra), ``key=interval(low, high)`` a float between the two;
+``tag(log, ...)`` samples a range or interval on a log scale. Any other override is passed to every trial as is.
+A malformed sweep, a reversed interval, an unknown key or option, or a value out of range would otherwise surface
+only in the trials (each failing after the study and the MLflow parent run were made), or as a traceback; here
+each becomes a one-line ``ConfigError`` naming the key and what is allowed.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
+import optuna
 from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
 from hydra.errors import HydraException
-from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
-from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from fl_sweeps.errors import ConfigError, first_line
 from fl_sweeps.validation import RULES, validate
 
+NO_OPTION = "none"  # a config group chosen as this has no keys to sample (``aggregate_encoder=none``)
 
-def check_search_space(
-    params: list[str], arguments: list[str], config: DictConfig, config_loader: Any
-) -> tuple[dict[str, BaseDistribution], dict[str, Any]]:
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What the trials of a sweep get.
+
+    Attributes:
+        distributions: Swept keys and the Optuna distribution each is sampled from.
+        fixed: Keys every trial gets with the same value (as override text).
+    """
+
+    distributions: dict[str, BaseDistribution]
+    fixed: dict[str, str]
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Sample one trial's values (``key -> value``, fixed keys included).
+
+        Config groups are sampled first; a key under a group chosen as ``none`` is not sampled for this trial
+        (``aggregate_encoder.bits`` when ``aggregate_encoder=none``), so it neither varies nor counts in Optuna.
+        """
+        chosen: dict[str, Any] = dict(self.fixed)
+        for name, distribution in sorted(self.distributions.items(), key=lambda item: "." in item[0]):
+            group = name.split(".", 1)[0]
+            if "." in name and str(chosen.get(group)) == NO_OPTION:
+                continue
+            chosen[name] = suggest(trial, name, distribution)
+        return chosen
+
+
+def parse_search_space(overrides: list[str]) -> SearchSpace:
+    """The search space of ``key=sweep`` override strings (a later override of a key replaces an earlier one).
+
+    Raises:
+        ConfigError: An override does not parse or its sweep cannot be sampled (one line naming it).
+    """
+    return _parse(overrides)[0]
+
+
+def _parse(overrides: list[str]) -> tuple[SearchSpace, dict[str, Any]]:
+    """``parse_search_space``, plus the fixed keys' values as parsed (a list stays a list)."""
+    parser = OverridesParser.create()
+    distributions: dict[str, BaseDistribution] = {}
+    fixed: dict[str, str] = {}
+    fixed_values: dict[str, Any] = {}
+    for text in overrides:
+        try:
+            (override,) = parser.parse_overrides([text])
+            distribution = distribution_of(override)
+        except (HydraException, ValueError, TypeError) as error:
+            raise ConfigError(f"{text} is not a valid sweep override: {first_line(error)}") from None
+        if override.is_add() or override.is_delete() or override.is_force_add():
+            raise ConfigError(f"{text} is not allowed in a sweep: sweep keys must already be in the config")
+        key = override.get_key_element()
+        for held in (distributions, fixed, fixed_values):
+            held.pop(key, None)
+        if distribution is None:
+            fixed[key], fixed_values[key] = override.get_value_element_as_str(), override.value()
+        else:
+            distributions[key] = distribution
+    return SearchSpace(distributions=distributions, fixed=fixed), fixed_values
+
+
+def distribution_of(override: Override) -> BaseDistribution | None:
+    """The Optuna distribution a parsed sweep override samples from; None for a plain value.
+
+    Raises:
+        ValueError: The sweep cannot be sampled (e.g. a reversed interval, a log scale over values <= 0).
+    """
+    if not override.is_sweep_override():
+        return None
+    sweep = override.value()
+    values = [] if isinstance(sweep, IntervalSweep) else list(override.sweep_iterator(transformer=Transformer.encode))
+    if isinstance(sweep, ChoiceSweep) or (isinstance(sweep, RangeSweep) and sweep.shuffle):
+        for value in values:
+            if not isinstance(value, str | int | float | bool | None):
+                raise ValueError(f"a choice takes str, int, float, bool or null values, not {value!r}")
+        return CategoricalDistribution(values)
+    log = "log" in sweep.tags
+    if isinstance(sweep, RangeSweep):
+        if not values:
+            raise ValueError(f"range({sweep.start}, {sweep.stop}, {sweep.step}) holds no value")
+        step, low, high = abs(sweep.step), min(values), max(values)
+        if all(isinstance(value, int) for value in values) and isinstance(step, int):
+            return IntDistribution(low, high, step=step, log=log)
+        return FloatDistribution(low, high, step=step, log=log)
+    if isinstance(sweep, IntervalSweep):
+        return FloatDistribution(sweep.start, sweep.end, log=log)
+    raise ValueError(f"{type(sweep).__name__} is not a sweep fl-sweeps can sample")
+
+
+def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
+    """Sample ``name`` from ``distribution`` with the trial's public ``suggest_*`` method."""
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(
+            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
+    if isinstance(distribution, FloatDistribution):
+        return trial.suggest_float(
+            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
+    raise TypeError(f"{name}: no suggest method for {type(distribution).__name__}")
+
+
+def check_search_space(overrides: list[str], config: DictConfig, config_loader: Any) -> SearchSpace:
     """Parse the sweep overrides (``hydra.sweeper.params`` then the command line) and check every value they allow.
 
     Args:
-        params: ``key=sweep`` strings from ``hydra.sweeper.params``.
-        arguments: The task overrides given on the command line.
+        overrides: ``key=sweep`` strings, later ones taking precedence.
         config: The composed sweep config (values not swept).
         config_loader: Hydra's config loader, for the options of each config group.
-
-    Returns:
-        ``(distributions, fixed_params)`` as Hydra's optuna sweeper builds them.
 
     Raises:
         ConfigError: One line naming the override and what is wrong with it.
     """
-    parser = OverridesParser.create()
-    distributions: dict[str, BaseDistribution] = {}
-    fixed: dict[str, Any] = {}
-    parsed = []
-    for text in [*params, *arguments]:
-        try:
-            (override,) = parser.parse_overrides([text])
-            value = create_optuna_distribution_from_override(override)
-        except (HydraException, ValueError, TypeError, AssertionError, NotImplementedError) as error:
-            raise ConfigError(f"{text} is not a valid sweep override: {first_line(error)}") from None
-        key = override.get_key_element()
-        if override.is_add() or override.is_delete() or override.is_force_add():
-            raise ConfigError(f"{text} is not allowed in a sweep: sweep keys must already be in the config")
-        parsed.append((key, _candidates(value) if override.is_sweep_override() else [override.value()]))
-        (distributions if isinstance(value, BaseDistribution) else fixed)[key] = value
+    space, fixed_values = _parse(overrides)
+    candidates = {key: _candidates(distribution) for key, distribution in space.distributions.items()}
+    candidates |= {key: [value] for key, value in fixed_values.items()}
     groups = _groups(config_loader)
-    swept_groups = {key for key, _ in parsed if key in groups}
+    swept_groups = {key for key in candidates if key in groups}
     task_config = copy.deepcopy(config)
     with open_dict(task_config):
         task_config.pop("hydra", None)  # the job's settings only (Hydra's own need its runtime values)
-    for key, candidates in parsed:
-        for candidate in candidates:
-            _check_value(key, candidate, task_config, config_loader, groups, swept_groups)
-    return distributions, fixed
+    for key, values in candidates.items():
+        for value in values:
+            _check_value(key, value, task_config, config_loader, groups, swept_groups)
+    return space
 
 
 def _candidates(distribution: BaseDistribution) -> list[Any]:

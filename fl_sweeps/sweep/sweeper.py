@@ -1,7 +1,8 @@
-"""Hydra's optuna sweeper, extended: pruning, heartbeats, resumable totals, and an MLflow parent run.
+"""The ``fl_optuna`` sweep: multi-objective Optuna ask/tell over Hydra's launcher, with pruning, heartbeats,
+resumable totals, several workers on one study, and an MLflow parent run.
 
-Built on ``hydra_plugins.hydra_optuna_sweeper`` (search-space parsing, sampler and trial configuration are
-theirs). What is added:
+Built on public interfaces only: Hydra's ``Sweeper``/``Launcher`` plugins and override parser, and Optuna's study
+ask/tell, ``suggest_*`` and RDB storage API.
 
 - The study lives in an RDB storage with heartbeats (sqlite, or PostgreSQL shared by workers on several hosts).
   Before each batch the sweep marks failed the RUNNING trials whose heartbeat went stale (their worker died), and
@@ -10,8 +11,9 @@ theirs). What is added:
   Several workers may run the same sweep on one study: trial numbers come from the storage, a trial asked after
   the total was reached by others is marked failed at once as surplus (never run, never counted), and a worker
   with nothing left to ask waits until the trials of other workers end, rerunning any whose worker died.
-- Each job gets ``trial.*`` overrides (storage, study, trial number, parent run) so it can report eval accuracy
-  per round and be pruned (``fl_sweeps.sweep.trial_link``) and record a child run of the sweep's MLflow run.
+- Each job gets ``trial.*`` overrides (storage, study, trial number, parent run, parallel jobs); the pruner's
+  config is recorded in the study, so the job reports eval accuracy per round and is pruned
+  (``fl_sweeps.sweep.trial_link``) and records a child run of the sweep's MLflow run.
 - Params under a config group chosen as ``none`` are not suggested (``aggregate_encoder=none`` has no bits).
 - Failed trials do not stop the sweep until more than ``max_failure_rate`` of the trials this run set out to
   do have failed.
@@ -21,29 +23,34 @@ theirs). What is added:
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
 import random
+import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
-from optuna.distributions import BaseDistribution
+from hydra.errors import InstantiationException
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from fl_sweeps.errors import ConfigError, TooManyFailures
+from fl_sweeps.errors import ConfigError, TooManyFailures, first_line
 from fl_sweeps.mlflow_store import redact
-from fl_sweeps.sweep.parent_run import attach_parent_run, close_orphan_runs
+from fl_sweeps.sweep.parent_run import attach_parent_run, close_orphan_runs, end_parent_run
 from fl_sweeps.sweep.pareto_table import write_pareto_front
-from fl_sweeps.sweep.search_space import check_search_space
-from fl_sweeps.sweep.trial_link import build_pruner
+from fl_sweeps.sweep.search_space import SearchSpace, check_search_space
+from fl_sweeps.sweep.trial_link import PRUNER_ATTR, build_pruner
 
 log = logging.getLogger(__name__)
 FAILURE_ATTR = "failure"  # a trial that failed on its own (counts toward n_trials)
@@ -63,7 +70,7 @@ def _say(message: str) -> None:
 class _Heartbeat:
     """Records heartbeats of the given trials every ``interval`` seconds in a background thread."""
 
-    def __init__(self, storage: optuna.storages.BaseStorage, trial_ids: list[int], interval: float) -> None:
+    def __init__(self, storage: optuna.storages.RDBStorage, trial_ids: list[int], interval: float) -> None:
         self._storage, self._trial_ids, self._interval = storage, trial_ids, interval
         self._stop = threading.Event()
         self._beat()
@@ -83,36 +90,106 @@ class _Heartbeat:
         self._thread.join()
 
 
-class ParetoSweeperImpl(OptunaSweeperImpl):
-    """See the module docstring."""
+class _Study:
+    """An opened study with the storage this worker built for it (heartbeats and ids go through the storage)."""
 
-    def __init__(self, *, pruner: Any, heartbeat_interval: int, grace_period: int, **optuna_kwargs: Any) -> None:
-        super().__init__(**optuna_kwargs)
-        self.pruner = pruner
-        self.heartbeat_interval = heartbeat_interval
-        self.grace_period = grace_period
+    def __init__(self, study: optuna.Study, storage: optuna.storages.RDBStorage, created: bool) -> None:
+        self.study, self.storage, self.created = study, storage, created
+        self.study_id = storage.get_study_id_from_name(study.study_name)
 
-    def _open_study(self, directions: list[str]) -> tuple[optuna.Study, bool]:
+    def trial_id(self, trial: optuna.Trial) -> int:
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+
+
+class ParetoSweep:
+    """The sweep behind the ``fl_optuna`` Hydra sweeper plugin; arguments as in ``ParetoSweeperConf``."""
+
+    def __init__(
+        self,
+        *,
+        sampler: DictConfig,
+        pruner: DictConfig,
+        direction: list[str],
+        metric_names: list[str],
+        storage: str,
+        study_name: str,
+        n_trials: int,
+        n_jobs: int,
+        max_failure_rate: float,
+        params: DictConfig | None,
+        heartbeat_interval: int,
+        grace_period: int,
+    ) -> None:
+        self.sampler_config, self.pruner_config = sampler, pruner
+        self.directions, self.metric_names = list(direction), list(metric_names)
+        self.storage_url, self.study_name = storage, study_name
+        self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
+        self.params = params
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self.job_idx = 0
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        """Keep the config and build the launcher that runs the jobs (Hydra's ``Sweeper.setup``)."""
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+
+    def check_search_space(self, arguments: list[str]) -> SearchSpace:
+        """The search space, after checking it and the sweeper's own settings (one-line ``ConfigError``s).
+
+        Args:
+            arguments: The task overrides of the command line (they take precedence over ``hydra.sweeper.params``).
+        """
+        if not isinstance(self.storage_url, str) or "://" not in self.storage_url:
+            raise ConfigError(f"hydra.sweeper.storage={self.storage_url!r} is not allowed: use a database URL")
+        if not 0 <= self.max_failure_rate <= 1:
+            raise ConfigError(f"hydra.sweeper.max_failure_rate={self.max_failure_rate} is not allowed: use 0 to 1")
+        if self.n_trials < 1 or self.n_jobs < 1:
+            raise ConfigError(f"hydra.sweeper.n_trials={self.n_trials}, n_jobs={self.n_jobs}: both must be >= 1")
+        if len(self.directions) != len(self.metric_names):
+            raise ConfigError(
+                f"hydra.sweeper.direction={self.directions} and metric_names={self.metric_names} must be as long"
+            )
+        self._sampler()
+        build_pruner(self.pruner_config)
+        params = [f"{key}={value}" for key, value in (self.params or {}).items()]
+        return check_search_space([*params, *arguments], self.config, self.hydra_context.config_loader)
+
+    def _sampler(self) -> optuna.samplers.BaseSampler:
+        """A new sampler as ``hydra.sweeper.sampler`` describes it."""
+        try:
+            sampler = instantiate(self.sampler_config)
+        except (InstantiationException, ValueError, TypeError) as error:
+            raise ConfigError(f"hydra.sweeper.sampler is not usable: {first_line(error.__cause__ or error)}") from None
+        if not isinstance(sampler, optuna.samplers.BaseSampler):
+            raise ConfigError(f"hydra.sweeper.sampler: {self.sampler_config.get('_target_')} is not an Optuna sampler")
+        return sampler
+
+    def _open_study(self) -> _Study:
         """Open (or create) the study; also say whether this worker created it (then it owns the parent run).
 
         Workers starting at the same instant race to create the schema and the study; the storage settles it (a
         unique study name), and a worker that loses a schema race retries.
         """
-        if not isinstance(self.storage, str) or "://" not in self.storage:
-            raise ValueError(f"hydra.sweeper.storage={self.storage!r} is not allowed: use a database URL")
         for attempt in range(1, OPEN_RETRIES + 1):
             try:
                 with _heartbeats_are_experimental():
                     storage = optuna.storages.RDBStorage(
-                        self.storage, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
+                        self.storage_url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
                     )
+                sampler = self._sampler()
                 try:
                     study = optuna.create_study(
-                        study_name=self.study_name, storage=storage, sampler=self.sampler, directions=directions
+                        study_name=self.study_name, storage=storage, sampler=sampler, directions=self.directions
                     )
-                    return study, True
+                    created = True
                 except optuna.exceptions.DuplicatedStudyError:
-                    return optuna.load_study(study_name=self.study_name, storage=storage, sampler=self.sampler), False
+                    study = optuna.load_study(study_name=self.study_name, storage=storage, sampler=sampler)
+                    created = False
+                with _heartbeats_are_experimental():  # set_metric_names is experimental too
+                    study.set_metric_names(self.metric_names)
+                return _Study(study, storage, created=created)
             except (optuna.exceptions.StorageInternalError, _sqlalchemy_error()) as error:
                 if attempt == OPEN_RETRIES:
                     raise
@@ -128,7 +205,7 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
         for run_id in close_orphan_runs(tracking_uri=tracking_uri, parent_run_id=parent_run_id, running_trials=running):
             _say(f"MLflow run {run_id} of a trial whose worker died: ended KILLED")
 
-    def _drop_surplus(self, study: optuna.Study, asked: list[optuna.trial.Trial]) -> list[optuna.trial.Trial]:
+    def _drop_surplus(self, study: optuna.Study, asked: list[optuna.Trial]) -> list[optuna.Trial]:
         """The asked trials within ``n_trials``; the others (other workers reached the total meanwhile) are marked
         failed as surplus at once, so none is left RUNNING.
 
@@ -150,73 +227,33 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
         """Trials that count toward ``n_trials``: all but those failed because their worker stopped or died."""
         return sum(1 for trial in study.get_trials(deepcopy=False) if _counts(trial))
 
-    def _configure_trials(
-        self,
-        trials: list[optuna.trial.Trial],
-        search_space_distributions: dict[str, BaseDistribution],
-        fixed_params: dict[str, Any],
-    ) -> Sequence[Sequence[str]]:
-        overrides = []
-        groups_first = sorted(search_space_distributions.items(), key=lambda item: "." in item[0])
-        for trial in trials:
-            chosen: dict[str, Any] = dict(fixed_params)
-            for name, distribution in groups_first:
-                group = name.split(".", 1)[0]
-                if "." in name and str(chosen.get(group)) == "none":
-                    continue  # e.g. aggregate_encoder.bits when aggregate_encoder=none
-                chosen[name] = trial._suggest(name, distribution)
-            for name, value in fixed_params.items():
-                trial.set_user_attr(name, value)
-            if self.custom_search_space_extender:
-                self.custom_search_space_extender(self.config, trial)
-                chosen.update(trial.params)
-            overrides.append(tuple(f"{name}={value}" for name, value in chosen.items()))
-        return overrides
-
-    def check_search_space(self, arguments: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, Any]]:
-        """The search space ``(distributions, fixed params)``, after checking it and the pruner (one-line errors).
-
-        Raises:
-            ConfigError: A sweep override is malformed, names an unknown key or option, or allows a bad value.
-        """
-        self._process_searchspace_config()
-        try:
-            build_pruner(self.pruner)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-        distributions, fixed_params = check_search_space(
-            self._parse_sweeper_params_config(), arguments, self.config, self.hydra_context.config_loader
-        )
-        distributions = {**(self.search_space_distributions or {}), **distributions}
-        for name in fixed_params:
-            distributions.pop(name, None)
-        return distributions, fixed_params
-
     def sweep(self, arguments: list[str]) -> None:
-        distributions, fixed_params = self.check_search_space(arguments)
-        directions = self._get_directions()
-        study, created = self._open_study(directions)
-        if not created:
+        """Run trials until the study holds ``n_trials`` (Hydra's ``Sweeper.sweep``)."""
+        space = self.check_search_space(arguments)
+        opened = self._open_study()
+        study = opened.study
+        if not opened.created:
             # A worker joining a study (or resuming it) must not replay the seeded sampler's stream: workers started
             # with the same seed would suggest the same parameters as each other and as the trials already run.
             study.sampler.reseed_rng()
-        os.environ[STORAGE_ENV] = self.storage  # for the jobs (see STORAGE_ENV)
+        study.set_user_attr(PRUNER_ATTR, OmegaConf.to_container(self.pruner_config, resolve=True))
+        os.environ[STORAGE_ENV] = self.storage_url  # for the jobs (see STORAGE_ENV)
         mlflow_cfg = self.config.mlflow
         parent_run_id = attach_parent_run(
             study=study,
-            created_study=created,
+            created_study=opened.created,
             tracking_uri=mlflow_cfg.tracking_uri,
             experiment=mlflow_cfg.experiment,
-            storage_url=self.storage,
+            storage_url=self.storage_url,
         )
         self._fail_dead_trials(study, mlflow_cfg.tracking_uri, parent_run_id)
         _say(
-            f"study {study.study_name!r} in {redact(self.storage)}: {self._trials_counted(study)} of "
-            f"{self.n_trials} trials already there; objectives {directions}"
+            f"study {study.study_name!r} in {redact(self.storage_url)}: {self._trials_counted(study)} of "
+            f"{self.n_trials} trials already there; objectives {self.metric_names} {self.directions}"
         )
         finished = failed = 0
         allowed_failures = math.floor(self.max_failure_rate * max(0, self.n_trials - self._trials_counted(study)))
-        open_trials: list[optuna.trial.Trial] = []
+        open_trials: list[optuna.Trial] = []
         status = "FAILED"
         waiting_said = False
         try:
@@ -237,19 +274,22 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
                 if not open_trials:
                     continue
                 overrides = [
-                    (*trial_overrides, *self._link_overrides(study.study_name, trial.number, parent_run_id))
-                    for trial, trial_overrides in zip(
-                        open_trials, self._configure_trials(open_trials, distributions, fixed_params), strict=True
+                    (
+                        *(f"{key}={value}" for key, value in space.suggest(trial).items()),
+                        *self._link_overrides(study.study_name, trial.number, parent_run_id),
                     )
+                    for trial in open_trials
                 ]
-                heartbeat = _Heartbeat(study._storage, [t._trial_id for t in open_trials], self.heartbeat_interval)
+                heartbeat = _Heartbeat(
+                    opened.storage, [opened.trial_id(t) for t in open_trials], self.heartbeat_interval
+                )
                 try:
                     returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
                 finally:
                     heartbeat.stop()
                 self.job_idx += len(returns)
                 for trial, ret in zip(open_trials, returns, strict=True):
-                    failed += not self._tell(study, trial, ret, len(directions))
+                    failed += not self._tell(study, trial, ret)
                     finished += 1
                 open_trials = []
                 _say(f"{self._trials_counted(study)}/{self.n_trials} trials done ({failed} failed in this run)")
@@ -272,8 +312,18 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
                 sweep_dir=Path(self.config.hydra.sweep.dir),
                 tracking_uri=mlflow_cfg.tracking_uri,
                 parent_run_id=parent_run_id,
-                status=status,
             )
+            end_parent_run(tracking_uri=mlflow_cfg.tracking_uri, run_id=parent_run_id, status=status)
+
+    def _parallel_jobs(self) -> int:
+        """How many of this worker's trials run at once on its machine: its batch, or fewer if the launcher
+        runs fewer at a time (``n_jobs`` of a local pool such as joblib's; a launcher without it runs one)."""
+        launcher_jobs = self.config.hydra.launcher.get("n_jobs", 1)
+        if launcher_jobs is None or launcher_jobs == 0:
+            launcher_jobs = os.cpu_count() or 1
+        elif launcher_jobs < 0:  # joblib's convention: -1 is every core, -2 all but one, ...
+            launcher_jobs = max(1, (os.cpu_count() or 1) + 1 + launcher_jobs)
+        return max(1, min(self.n_jobs, int(launcher_jobs)))
 
     def _link_overrides(self, study_name: str, trial_number: int, parent_run_id: str) -> tuple[str, ...]:
         return (
@@ -281,19 +331,25 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
             f"trial.study_name='{study_name}'",
             f"trial.number={trial_number}",
             f"trial.parent_run_id={parent_run_id}",
+            f"trial.parallel_jobs={self._parallel_jobs()}",
         )
 
-    @staticmethod
-    def _tell(study: optuna.Study, trial: optuna.trial.Trial, ret: JobReturn, n_objectives: int) -> bool:
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> bool:
         """Tell Optuna how the job ended; return False if it failed."""
-        if ret.status == JobStatus.COMPLETED:
-            values = [float(v) for v in ret.return_value]
-            if len(values) == n_objectives and all(math.isfinite(v) for v in values):
+        said = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(said):  # Hydra says which job failed; not worth saying for a pruned one
+                returned = ret.return_value  # re-raises the job's exception when it failed
+        except Exception as raised:  # noqa: BLE001 - whatever the job raised, the trial is told
+            error: BaseException = raised
+            if not isinstance(error, optuna.TrialPruned):
+                sys.stderr.write(said.getvalue())
+        else:
+            values = _objective_values(returned) if ret.status == JobStatus.COMPLETED else None
+            if values is not None and len(values) == len(self.directions):
                 study.tell(trial, values=values)
                 return True
-            error: BaseException = ValueError(f"trial returned {ret.return_value!r}")
-        else:
-            error = ret._return_value
+            error = ValueError(f"trial returned {returned!r}, not {len(self.directions)} finite numbers")
         if isinstance(error, optuna.TrialPruned):
             study.tell(trial, state=TrialState.PRUNED)
             return True
@@ -301,6 +357,15 @@ class ParetoSweeperImpl(OptunaSweeperImpl):
         study.tell(trial, state=TrialState.FAIL)
         log.warning(f"trial {trial.number} failed: {type(error).__name__}: {error}")
         return False
+
+
+def _objective_values(returned: Any) -> list[float] | None:
+    """A job's return value as finite objective values, or None if it is not a sequence of finite numbers."""
+    try:
+        values = [float(value) for value in returned]
+    except (TypeError, ValueError):
+        return None
+    return values if all(math.isfinite(value) for value in values) else None
 
 
 @contextlib.contextmanager

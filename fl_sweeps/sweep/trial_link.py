@@ -1,46 +1,42 @@
-"""The job's side of a sweep: report eval accuracy to its Optuna trial and ask the pruner whether to stop.
+"""The job's side of a sweep: report eval accuracy to its Optuna trial and ask the sweep's pruner whether to stop.
 
-Hydra's optuna sweeper gives the job no handle on its trial, and Optuna's ``Trial.report`` refuses
-multi-objective studies. The sweeper therefore passes the storage URL, study and trial number to the job
-(``trial.*`` keys), and the job writes intermediate values straight to the storage and runs the pruner on the
-first objective (accuracy), which works across processes and machines that share the storage.
+The sweeper tells each job where its trial is through the ``trial`` config node (storage URL, study, trial number,
+parent run, parallel jobs) and records its pruner's ``_target_`` config in the study, so the job builds the same
+pruner from the study it loads and never reads the sweeper's config. Optuna's ``Trial.report`` refuses
+multi-objective studies, so the job writes intermediate values through the storage's public API and runs the
+pruner on the first objective (accuracy); this works across processes and hosts that share the storage.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
 import optuna
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from fl_sweeps.errors import TrialPruned
+from fl_sweeps.errors import ConfigError, TrialPruned, first_line
 from fl_sweeps.sweep.pareto_pruner import PLANNED_BITS_ATTR, ParetoPruner
 
+PRUNER_ATTR = "fl_sweeps.pruner"  # study user attr: the ``_target_`` config of the pruner the jobs consult
 
-def build_pruner(config: Any) -> optuna.pruners.BasePruner | None:
-    """The Optuna pruner the sweeper config asks for, or None when pruning is off."""
-    kind = config.type
-    if kind == "none":
-        return None
-    if kind == "pareto":
-        return ParetoPruner(
-            n_startup_trials=config.n_startup_trials,
-            n_warmup_steps=config.n_warmup_steps,
-            min_gap=config.min_gap,
-            relative_floor=config.relative_floor,
-        )
-    if kind == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=config.n_startup_trials, n_warmup_steps=config.n_warmup_steps
-        )
-    if kind == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=config.min_resource, reduction_factor=config.reduction_factor
-        )
-    raise ValueError(
-        f"hydra.sweeper.pruner.type={kind!r} is not allowed: use none, pareto, median or successive_halving"
-    )
+
+def build_pruner(config: Mapping[str, Any], setting: str = "hydra.sweeper.pruner") -> optuna.pruners.BasePruner:
+    """The Optuna pruner a ``_target_`` config describes.
+
+    Raises:
+        ConfigError: The config does not build a pruner (one line naming ``setting``).
+    """
+    try:
+        pruner = instantiate(dict(config))
+    except (InstantiationException, ValueError, TypeError) as error:
+        raise ConfigError(f"{setting} is not usable: {first_line(error.__cause__ or error)}") from None
+    if not isinstance(pruner, optuna.pruners.BasePruner):
+        raise ConfigError(f"{setting}: {config.get('_target_')} is not an Optuna pruner")
+    return pruner
 
 
 class _FirstObjective:
@@ -58,8 +54,9 @@ class _FirstObjective:
 
 
 @cache
-def _storage(url: str) -> optuna.storages.BaseStorage:
-    return optuna.storages.get_storage(url)
+def _storage(url: str) -> optuna.storages.RDBStorage:
+    """One storage (one connection pool) per URL in this process, shared by the trials it runs."""
+    return optuna.storages.RDBStorage(url)
 
 
 class OptunaTrialLink:
@@ -77,17 +74,24 @@ class OptunaTrialLink:
     ) -> None:
         self.storage = _storage(storage_url)
         self.study = optuna.load_study(study_name=study_name, storage=self.storage)
-        self.trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study._study_id, trial_number)
+        study_id = self.storage.get_study_id_from_name(study_name)
+        self.trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, trial_number)
         self.trial_number = trial_number
         self.pruner = pruner
 
     @classmethod
-    def from_config(cls, trial: DictConfig, pruner_config: Any | None) -> OptunaTrialLink | None:
-        """The link for a job launched by the fl_optuna sweeper (``trial.*`` set), or None for a plain run."""
+    def from_config(cls, trial: DictConfig) -> OptunaTrialLink | None:
+        """The link for a job launched by the fl_optuna sweeper (``trial.*`` set), or None for a plain run.
+
+        The pruner is the one the sweeper recorded in the study (none recorded: no pruning).
+        """
         if trial.get("number") is None:
             return None
-        pruner = build_pruner(pruner_config) if pruner_config is not None else None
-        return cls(storage_url=trial.storage, study_name=trial.study_name, trial_number=trial.number, pruner=pruner)
+        link = cls(storage_url=trial.storage, study_name=trial.study_name, trial_number=trial.number, pruner=None)
+        pruner_config = link.study.user_attrs.get(PRUNER_ATTR)
+        if pruner_config is not None:
+            link.pruner = build_pruner(pruner_config, setting=f"study {trial.study_name!r}: pruner")
+        return link
 
     def plan(self, total_bits: int) -> None:
         """Record the bits the trial will communicate if it runs to the end (for ``ParetoPruner``)."""
