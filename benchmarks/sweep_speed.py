@@ -26,9 +26,9 @@ FL_SWEEP = str(Path(sys.executable).parent / "fl-sweep")
 RESULTS = Path(__file__).resolve().parent / "results" / "sweep_speed.json"
 DEFAULT_SWEEP = Path(__file__).resolve().parents[1] / "conf" / "sweep" / "default.yaml"
 VARIANTS = {
-    "naive": ["reuse_built_process=false", "hydra.sweeper.pruner.type=none"],
+    "naive": ["reuse_built_process=false", "hydra/sweeper/pruner=none"],
     "median pruner": [
-        "hydra.sweeper.pruner.type=median",
+        "hydra/sweeper/pruner=median",
         "hydra.sweeper.pruner.n_startup_trials=4",
         "hydra.sweeper.pruner.n_warmup_steps=5",
     ],

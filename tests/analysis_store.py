@@ -112,7 +112,7 @@ def build_store(root: Path) -> Store:
         f"hydra.sweeper.study_name={STUDY}",
         f"hydra.sweeper.n_trials={len(ENQUEUED)}",
         "hydra.sweeper.max_failure_rate=0.5",
-        "hydra.sweeper.pruner.type=median",
+        "hydra/sweeper/pruner=median",
         "hydra.sweeper.pruner.n_startup_trials=4",
         "hydra.sweeper.pruner.n_warmup_steps=1",
         SEARCH_SPACE,

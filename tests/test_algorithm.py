@@ -19,7 +19,6 @@ import pytest
 from conftest import TINY, worker_pids
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
-from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 from mlflow.tracking import MlflowClient
 from test_bits import _crossing_bits
 
@@ -27,6 +26,7 @@ from fl_sweeps import experiment
 from fl_sweeps.algorithms.fedavg import build_compressed_fed_avg
 from fl_sweeps.algorithms.fedavg_core import build_fedavg_core
 from fl_sweeps.errors import ConfigError
+from fl_sweeps.sweep.search_space import parse_search_space
 from fl_sweeps.trainer import FederatedTrial, RunSettings, TrainingSettings
 from fl_sweeps.validation import validate
 
@@ -255,8 +255,9 @@ def test_cli_rejects_a_negative_clip_norm_in_one_line(tmp_path):
 def test_algorithm_is_swept_like_any_group(compose_config, sweep):
     """The sweeper's parsing of a sweep override gives a categorical over both options; an Optuna study samples
     both, and each sampled override composes into a trial with its own algorithm and its own built process."""
-    distributions, fixed = create_params_from_overrides([sweep, "client_optimizer.lr=interval(0.05,0.5)"])
-    assert not fixed and set(distributions["algorithm"].choices) == set(ALGORITHMS)
+    space = parse_search_space([sweep, "client_optimizer.lr=interval(0.05,0.5)"])
+    distributions = space.distributions
+    assert not space.fixed and set(distributions["algorithm"].choices) == set(ALGORITHMS)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = {}
     for _ in range(20):  # P(one option missed in 20 draws) = 2**-19

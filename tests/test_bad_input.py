@@ -129,11 +129,10 @@ def cli_outcome(overrides: list[str], *, multirun: bool, tmp: Path) -> str | Non
         )
         check_run(cfg, output_dir_key="hydra.sweep.dir" if multirun else "hydra.run.dir")
         if multirun:
-            from hydra._internal.callbacks import Callbacks
-
             sweeper = Plugins.instance().instantiate_sweeper(
                 config=cfg,
-                hydra_context=HydraContext(config_loader=app.config_loader, callbacks=Callbacks()),
+                # No job runs here, so no callback is called (Hydra's Callbacks class is private).
+                hydra_context=HydraContext(config_loader=app.config_loader, callbacks=None),
                 task_function=lambda _: None,
             )
             sweeper.sweeper.check_search_space(list(cfg.hydra.overrides.task))

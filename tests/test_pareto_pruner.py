@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from fl_sweeps.errors import TrialPruned
+from fl_sweeps.errors import ConfigError, TrialPruned
+from fl_sweeps.schema import TrialLinkConfig
 from fl_sweeps.sweep.pareto_pruner import PLANNED_BITS_ATTR, ParetoPruner
-from fl_sweeps.sweep.trial_link import OptunaTrialLink, build_pruner
+from fl_sweeps.sweep.trial_link import PRUNER_ATTR, OptunaTrialLink, build_pruner
 
 STUDY = "pruner-study"
 
@@ -36,14 +37,20 @@ def storage_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
+def _trial_id(storage: optuna.storages.RDBStorage, number: int) -> int:
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(STUDY), number)
+
+
 def _running(url: str, planned_bits: int, curve: dict[int, float]) -> optuna.trial.FrozenTrial:
-    study = optuna.load_study(study_name=STUDY, storage=url)
-    trial = study.ask()
+    """A RUNNING trial with these planned bits and intermediate accuracies (written as a job writes them: through
+    the storage, since ``Trial.report`` refuses multi-objective studies)."""
+    storage = optuna.storages.RDBStorage(url)
+    trial = optuna.load_study(study_name=STUDY, storage=storage).ask()
     trial.set_user_attr(PLANNED_BITS_ATTR, planned_bits)
-    storage = study._storage
+    trial_id = _trial_id(storage, trial.number)
     for step, value in curve.items():
-        storage.set_trial_intermediate_value(trial._trial_id, step, value)
-    return storage.get_trial(trial._trial_id)
+        storage.set_trial_intermediate_value(trial_id, step, value)
+    return storage.get_trial(trial_id)
 
 
 def _prune(url: str, trial: optuna.trial.FrozenTrial, **settings) -> bool:
@@ -90,10 +97,10 @@ def test_warm_up_and_start_up_protect_trials(storage_url):
 
 
 def test_no_planned_bits_means_no_pruning(storage_url):
-    study = optuna.load_study(study_name=STUDY, storage=storage_url)
-    trial = study.ask()
-    study._storage.set_trial_intermediate_value(trial._trial_id, 3, 0.0)
-    assert not _prune(storage_url, study._storage.get_trial(trial._trial_id))
+    storage = optuna.storages.RDBStorage(storage_url)
+    trial_id = _trial_id(storage, optuna.load_study(study_name=STUDY, storage=storage).ask().number)
+    storage.set_trial_intermediate_value(trial_id, 3, 0.0)
+    assert not _prune(storage_url, storage.get_trial(trial_id))
 
 
 def test_bad_settings_are_refused():
@@ -103,20 +110,64 @@ def test_bad_settings_are_refused():
         ParetoPruner(relative_floor=-0.1)
 
 
-def test_trial_link_plans_reports_and_is_pruned(storage_url):
-    """The job's side: ``plan`` records the bits, ``report`` stores the round's accuracy and raises when pruned."""
-    study = optuna.load_study(study_name=STUDY, storage=storage_url)
-    number = study.ask().number
-    config = OmegaConf.create(
-        {"type": "pareto", "n_startup_trials": 2, "n_warmup_steps": 3, "min_gap": 0.02, "relative_floor": 0.5}
+PARETO = {
+    "_target_": "fl_sweeps.sweep.pareto_pruner.ParetoPruner",
+    "n_startup_trials": 2,
+    "n_warmup_steps": 3,
+    "min_gap": 0.02,
+    "relative_floor": 0.5,
+}
+
+
+def _link_config(url: str, number: int) -> DictConfig:
+    """The ``trial`` node the sweeper gives a job (schema ``TrialLinkConfig``)."""
+    return OmegaConf.create(
+        {"storage": url, "study_name": STUDY, "number": number, "parent_run_id": None, "parallel_jobs": 1}
     )
-    link = OptunaTrialLink(storage_url=storage_url, study_name=STUDY, trial_number=number, pruner=build_pruner(config))
+
+
+def test_trial_link_plans_reports_and_is_pruned_by_the_pruner_recorded_in_the_study(storage_url):
+    """The job's side: the pruner comes from the study (recorded by the sweeper), ``plan`` records the bits,
+    ``report`` stores the round's accuracy and raises when pruned."""
+    study = optuna.load_study(study_name=STUDY, storage=storage_url)
+    study.set_user_attr(PRUNER_ATTR, PARETO)
+    number = study.ask().number
+    link = OptunaTrialLink.from_config(_link_config(storage_url, number))
+    assert isinstance(link.pruner, ParetoPruner) and link.pruner.relative_floor == 0.5
     link.plan(2_000)
     link.report(1, 0.3)
     link.report(2, 0.5)
     with pytest.raises(TrialPruned) as pruned:
         link.report(3, 0.7)
     assert pruned.value.round == 3
-    frozen = study._storage.get_trial(link.trial_id)
+    frozen = optuna.storages.RDBStorage(storage_url).get_trial(link.trial_id)
+    assert frozen.number == number
     assert frozen.user_attrs[PLANNED_BITS_ATTR] == 2_000
     assert frozen.intermediate_values == {1: 0.3, 2: 0.5, 3: 0.7}
+
+
+def test_optunas_own_pruners_judge_accuracy_alone(storage_url):
+    """The median pruner sees the multi-objective study as the study of its first objective (accuracy): a trial
+    below the finished trials' median at round 3 stops, whatever bits it plans; one above goes on."""
+    study = optuna.load_study(study_name=STUDY, storage=storage_url)
+    study.set_user_attr(
+        PRUNER_ATTR, {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 2, "n_warmup_steps": 3}
+    )
+    low = OptunaTrialLink.from_config(_link_config(storage_url, study.ask().number))
+    low.plan(10)
+    with pytest.raises(TrialPruned):
+        low.report(3, 0.5)  # median of 0.80 and 0.90 is 0.85
+    high = OptunaTrialLink.from_config(_link_config(storage_url, study.ask().number))
+    high.report(3, 0.95)  # does not raise
+
+
+def test_no_link_outside_a_sweep():
+    assert OptunaTrialLink.from_config(OmegaConf.structured(TrialLinkConfig)) is None
+
+
+def test_a_pruner_config_that_builds_nothing_is_one_line():
+    with pytest.raises(ConfigError, match=r"^hydra.sweeper.pruner is not usable: .*min_gap") as error:
+        build_pruner({**PARETO, "min_gap": 3})
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match="is not an Optuna pruner"):
+        build_pruner({"_target_": "optuna.samplers.RandomSampler"})

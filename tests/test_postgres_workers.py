@@ -69,7 +69,7 @@ def test_three_workers_share_one_study(tmp_path, postgres_databases):
         f"hydra.sweeper.study_name={STUDY}",
         f"hydra.sweeper.n_trials={N_TRIALS}",
         "hydra.sweeper.params={client_optimizer.lr: 'tag(log, interval(0.05, 0.5))'}",
-        "hydra.sweeper.pruner.type=none",
+        "hydra/sweeper/pruner=none",
         *TINY,
     ]
     workers = [

@@ -47,7 +47,7 @@ def test_sigkill_mid_trial_then_restart_keeps_the_stores_consistent(tmp_path):
         f"hydra.sweeper.study_name={STUDY}",
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.params={client_optimizer.lr: 'tag(log, interval(0.05, 0.5))'}",
-        "hydra.sweeper.pruner.type=none",
+        "hydra/sweeper/pruner=none",
         "hydra.sweeper.heartbeat_interval=1",
         "hydra.sweeper.grace_period=3",
         *TINY,

@@ -29,7 +29,7 @@ def _sweep_args(tmp_path: Path, *overrides: str, base: list[str] = TINY) -> list
         f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}",
         f"hydra.sweeper.study_name={STUDY}",
         "hydra.sweeper.params={client_optimizer.lr: 'tag(log, interval(0.05, 0.5))'}",
-        "hydra.sweeper.pruner.type=none",
+        "hydra/sweeper/pruner=none",
         *base,
         *overrides,
     ]
@@ -87,6 +87,8 @@ def test_two_objective_sweep_then_resume_to_a_larger_total(tmp_path):
     study = _study(tmp_path)
     completed = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
     assert sorted(completed) == [0, 1, 2]
+    assert study.metric_names == ["eval_accuracy", "total_bits"]
+    assert study.user_attrs["fl_sweeps.pruner"] == {"_target_": "optuna.pruners.NopPruner"}  # what the jobs build
     assert all(len(v) == 2 and 0 <= v[0] <= 1 and v[1] > 0 for v in completed.values())
     (parent,), children = _runs(tmp_path)
     assert len(children) == 3
@@ -121,7 +123,7 @@ def test_hopeless_trial_is_pruned(tmp_path):
         tmp_path,
         "hydra.sweeper.n_trials=3",
         "training.rounds=8",
-        "hydra.sweeper.pruner.type=pareto",
+        "hydra/sweeper/pruner=pareto",
         "hydra.sweeper.pruner.n_startup_trials=1",
         "hydra.sweeper.pruner.n_warmup_steps=2",
         "hydra.sweeper.params={client_optimizer.lr: 'tag(log, interval(0.00001, 0.5))'}",
@@ -230,6 +232,7 @@ def test_two_parallel_jobs(tmp_path):
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert float(run.data.params["client_optimizer.lr"]) == pytest.approx(trial.params["client_optimizer.lr"])
         assert run.data.metrics["final/eval_accuracy"] == pytest.approx(trial.values[0])
+        assert run.data.params["trial.parallel_jobs"] == "2"  # the two trials share this machine's cores
     deadline = time.monotonic() + 10
     while not worker_pids() <= before and time.monotonic() < deadline:
         time.sleep(0.2)
