@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 pytest_plugins = ["analysis_store"]  # the session's one real sweep store (fixture ``analysis_store``)
 pytestmark = pytest.mark.slow
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-# The sweeper stores hydra-optuna-sweeper's log-uniform distributions, which Optuna 4 warns about when reading them.
-OPTUNA_OLD_DISTRIBUTIONS = pytest.mark.filterwarnings("ignore:LogUniformDistribution has been deprecated:FutureWarning")
 STATUSES = {0: "finished", 1: "failed", 2: "finished", 3: "finished", 4: "finished", 5: "pruned"}
 
 
@@ -59,7 +57,6 @@ def _assert_png(path: Path) -> None:
     assert image[..., :3].std() > 0.05  # not a blank canvas
 
 
-@OPTUNA_OLD_DISTRIBUTIONS
 def test_one_row_per_trial_with_status_objectives_and_totals(sweep, analysis_store):
     trials = _by_trial(sweep)
     assert list(trials.index) == list(STATUSES)
@@ -210,7 +207,6 @@ def test_what_is_not_there_fails_with_a_clear_error(analysis_store, tmp_path):
         runs.load_runs(str(tmp_path / "no-such-dir"), experiment="x")
 
 
-@OPTUNA_OLD_DISTRIBUTIONS
 def test_front_matches_optuna_and_is_measured(sweep, analysis_store):
     front = pareto.pareto_front(sweep.trials)
     best = sorted(t.number for t in _optuna_study(analysis_store).best_trials)
