@@ -90,7 +90,7 @@ class _Heartbeat:
         self._thread.join()
 
 
-class _Study:
+class _OpenedStudy:
     """An opened study with the storage this worker built for it (heartbeats and ids go through the storage)."""
 
     def __init__(self, study: optuna.Study, storage: optuna.storages.RDBStorage, created: bool) -> None:
@@ -166,7 +166,7 @@ class ParetoSweep:
             raise ConfigError(f"hydra.sweeper.sampler: {self.sampler_config.get('_target_')} is not an Optuna sampler")
         return sampler
 
-    def _open_study(self) -> _Study:
+    def _open_study(self) -> _OpenedStudy:
         """Open (or create) the study; also say whether this worker created it (then it owns the parent run).
 
         Workers starting at the same instant race to create the schema and the study; the storage settles it (a
@@ -189,7 +189,7 @@ class ParetoSweep:
                     created = False
                 with _heartbeats_are_experimental():  # set_metric_names is experimental too
                     study.set_metric_names(self.metric_names)
-                return _Study(study, storage, created=created)
+                return _OpenedStudy(study, storage, created=created)
             except (optuna.exceptions.StorageInternalError, _sqlalchemy_error()) as error:
                 if attempt == OPEN_RETRIES:
                     raise
