@@ -90,5 +90,5 @@ def _describe(expected: Any, value: Any) -> str:
         words = [_describe(member, value) for member in members if member is not type(None)]
         return " or ".join(["null", *words] if type(None) in members else words)
     if typing.get_origin(expected) is list:
-        return f"a list of {_describe(members[0], value).removeprefix('an ').removeprefix('a ')}s" if members else "a list"
+        return f"a list of {_describe(members[0], value)}" if members else "a list"
     return TYPE_NAMES.get(expected, getattr(expected, "__name__", str(expected)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import typing
 from enum import Enum
-from pathlib import Path
 
 import pytest
 import yaml
@@ -91,7 +90,8 @@ def test_schemas_hold_types_not_values():
 def test_internal_schemas_are_not_options(compose_config):
     with pytest.raises(ConfigCompositionException) as error:
         compose_config(["aggregate_encoder=quantization"])
-    assert user_error(error.value) == "aggregate_encoder=quantization is not allowed: use one of hadamard, none, uniform"
+    message = user_error(error.value)
+    assert message == "aggregate_encoder=quantization is not allowed: use one of hadamard, none, uniform"
     for group in GROUPS:
         assert not [o for o in _options(group) if "schema" in o]
 
