@@ -61,10 +61,10 @@ def main() -> None:
     from fl_sweeps import runtime
 
     runtime.install_signal_handlers()
-    sys.argv[1:] = show_config_args(sys.argv[1:])
     user_wants_traces = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own multi-line report
     try:
+        sys.argv[1:] = show_config_args(sys.argv[1:])
         _app()
     except Exception as error:
         overrides = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
