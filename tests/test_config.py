@@ -51,6 +51,8 @@ def test_every_config_file_composes_and_validates(compose_config, override):
     validate(cfg)
     for section in GROUPS:
         assert cfg[section]._target_.startswith("fl_sweeps.")
+        if section != "data" or not MANDATORY.keys() & {f"data.{key}" for key in cfg.data}:
+            assert instantiate(cfg[section]) is not None  # data: only the embedded set (the others need files)
 
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)])
