@@ -161,10 +161,11 @@ def user_error(error: BaseException, overrides: list[str] | None = None) -> str 
     option), ``ConfigError``/``DataError`` from the checks, a diverged trial, and a sweep over its failure rate.
     A composition error that names no setting gets the command line's overrides appended, so it names them.
     """
-    message = _user_error(error, [o.split("=", 1)[0].lstrip("+~") for o in overrides or []])
+    override_keys = [override.split("=", 1)[0].lstrip("+~") for override in overrides or []]
+    message = _user_error(error, override_keys)
     if message is None and _raised_by_hydra_composition(error):
         message = _one_line(first_line(error))
-    if message is not None and overrides and not any(o.split("=", 1)[0].lstrip("+~") in message for o in overrides):
+    if message is not None and overrides and not any(key in message for key in override_keys):
         if _raised_by_hydra_composition(error):
             message += f" (overrides: {' '.join(overrides)})"
     return message
