@@ -15,6 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import fl_sweeps.quiet  # noqa: F401  (silences TF before anything imports it)
+from fl_sweeps.cli_help import register_resolver
 from fl_sweeps.errors import ConfigError, DataError
 from fl_sweeps.experiment import run_trial
 from fl_sweeps.mlflow_store import redact
@@ -29,6 +30,7 @@ def config_dir() -> Path:
 
 
 register_configs()
+register_resolver()
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
@@ -62,6 +64,7 @@ def main() -> None:
     user_wants_traces = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own multi-line report
     try:
+        sys.argv[1:] = show_config_args(sys.argv[1:])
         _app()
     except Exception as error:
         overrides = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
@@ -73,6 +76,25 @@ def main() -> None:
         runtime.exit_now(0)  # stops the worker with the atexit handlers
     finally:
         runtime.stop_worker()
+
+
+def show_config_args(args: list[str]) -> list[str]:
+    """``--multirun --cfg job`` (which Hydra refuses) as ``--cfg job hydra.mode=MULTIRUN``: the config a sweep composes.
+
+    Search-space overrides (``choice``, ``interval``, ...) are left out: the sweeper sets those values per trial.
+    Any other combination of arguments is returned unchanged.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    multirun = {"--multirun", "-m"}
+    show = any(arg in ("--cfg", "-c") or arg.startswith("--cfg=") for arg in args)
+    if not (show and multirun & set(args)):
+        return args
+    kept = [arg for arg in args if arg not in multirun]
+    overrides = [arg for arg in kept if "=" in arg and not arg.startswith("-")]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    sweeps = {override.input_line for override in parsed if override.is_sweep_override()}
+    return [*(arg for arg in kept if arg not in sweeps), "hydra.mode=MULTIRUN"]
 
 
 if __name__ == "__main__":

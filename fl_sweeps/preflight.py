@@ -23,6 +23,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from fl_sweeps.config_errors import option_message, schema_message
 from fl_sweeps.errors import ConfigError, first_line
 from fl_sweeps.validation import validate
 
@@ -160,10 +161,11 @@ def user_error(error: BaseException, overrides: list[str] | None = None) -> str 
     option), ``ConfigError``/``DataError`` from the checks, a diverged trial, and a sweep over its failure rate.
     A composition error that names no setting gets the command line's overrides appended, so it names them.
     """
-    message = _user_error(error)
+    override_keys = [override.split("=", 1)[0].lstrip("+~") for override in overrides or []]
+    message = _user_error(error, override_keys)
     if message is None and _raised_by_hydra_composition(error):
         message = _one_line(first_line(error))
-    if message is not None and overrides and not any(o.split("=", 1)[0].lstrip("+~") in message for o in overrides):
+    if message is not None and overrides and not any(key in message for key in override_keys):
         if _raised_by_hydra_composition(error):
             message += f" (overrides: {' '.join(overrides)})"
     return message
@@ -180,7 +182,7 @@ def _raised_by_hydra_composition(error: BaseException) -> bool:
     return False
 
 
-def _user_error(error: BaseException) -> str | None:
+def _user_error(error: BaseException, override_keys: list[str]) -> str | None:
     from hydra.errors import HydraException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -190,11 +192,13 @@ def _user_error(error: BaseException) -> str | None:
         return _one_line(str(error))
     if isinstance(error, MissingConfigException) and error.options is not None and error.missing_cfg_file:
         group, _, option = error.missing_cfg_file.rpartition("/")
-        options = sorted(o for o in error.options if not o.endswith("_schema"))
         if group:
-            return f"{group}={option} is not allowed: use one of {', '.join(options)}"
+            return option_message(group, option, error.options)
     if isinstance(error, OverrideParseException):
         return f"the override {error.override!r} cannot be parsed: {first_line(error)}"
+    schema_problem = schema_message(error, override_keys)
+    if schema_problem is not None:
+        return schema_problem
     if isinstance(error, (HydraException, OmegaConfBaseException)):
         parts = []
         current: BaseException | None = error

@@ -1,55 +1,85 @@
 """Typed schemas of every config group, registered in Hydra's ConfigStore so typos and wrong types fail early.
 
-Each YAML option file starts from one of these (``defaults: [<name>_schema]``); a key that is not in the schema
-or a value of the wrong type is rejected by Hydra when the config is composed, before anything runs.
+The schemas hold types only; every value lives in the YAML files of ``conf/`` (one place, next to its comment).
+Each option file starts from its schema (``defaults: [/schema/<group>/<option>@_here_]``); a key that is not in
+the schema, a value of the wrong type or one outside an enum is rejected by Hydra when the config is composed,
+before anything runs. Ranges that a type cannot express are checked by ``fl_sweeps.validation``. The schemas live in
+the hidden group ``schema/``: they are neither options of their group nor listed by ``--help``.
+
+A new option: add its dataclass here, list it in ``GROUP_SCHEMAS`` and write ``conf/<group>/<option>.yaml``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import II, MISSING
+from omegaconf import MISSING
+
+SCHEMA_GROUP = "schema"  # hidden group of the option schemas: schema/<group>/<name>
+
+
+class Rounding(StrEnum):
+    """How quantization rounds: to the nearest level, or unbiased randomized rounding."""
+
+    deterministic = "deterministic"
+    stochastic = "stochastic"
+
+
+class Partition(StrEnum):
+    """How a data set is split into clients (``fl_sweeps.data.partition``)."""
+
+    iid = "iid"
+    shards = "shards"
+    dirichlet = "dirichlet"
+
+
+class EvalMode(StrEnum):
+    """Keras model on the pooled held-out examples, or TFF federated evaluation on each client's."""
+
+    centralized = "centralized"
+    federated = "federated"
 
 
 @dataclass
 class NoCompressionConfig:
     """``none``: tensors travel unencoded."""
 
-    _target_: str = "fl_sweeps.compression.encoders.NoCompression"
+    _target_: str = MISSING
 
 
 @dataclass
 class QuantizationConfig:
     """``uniform`` and ``hadamard``: quantize tensors with more than ``threshold`` elements to ``bits`` bits."""
 
-    _target_: str = "fl_sweeps.compression.encoders.UniformQuantization"
-    bits: int = 8
-    threshold: int = 20000
-    rounding: str = "deterministic"
+    _target_: str = MISSING
+    bits: int = MISSING
+    threshold: int = MISSING
+    rounding: Rounding = MISSING
 
 
 @dataclass
 class SgdConfig:
-    _target_: str = "fl_sweeps.optimizers.sgd"
-    lr: float = 0.1
+    _target_: str = MISSING
+    lr: float = MISSING
 
 
 @dataclass
 class SgdmConfig:
-    _target_: str = "fl_sweeps.optimizers.sgdm"
-    lr: float = 0.05
-    momentum: float = 0.9
+    _target_: str = MISSING
+    lr: float = MISSING
+    momentum: float = MISSING
 
 
 @dataclass
 class AdamConfig:
-    _target_: str = "fl_sweeps.optimizers.adam"
-    lr: float = 0.001
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-7
+    _target_: str = MISSING
+    lr: float = MISSING
+    beta_1: float = MISSING
+    beta_2: float = MISSING
+    epsilon: float = MISSING
 
 
 @dataclass
@@ -57,101 +87,98 @@ class PartitionedDataConfig:
     """Data sets that fl-sweeps splits into clients itself (``digits``, ``mnist``)."""
 
     _target_: str = MISSING
-    num_clients: int = 20
-    partition: str = "iid"
-    alpha: float = 0.5
-    shards_per_client: int = 2
-    seed: int = II("seed")
+    num_clients: int = MISSING
+    partition: Partition = MISSING
+    alpha: float = MISSING
+    shards_per_client: int = MISSING
+    seed: int = MISSING
 
 
 @dataclass
 class DigitsConfig(PartitionedDataConfig):
-    _target_: str = "fl_sweeps.data.digits.load_digits"
-    test_fraction: float = 0.2
+    test_fraction: float = MISSING
 
 
 @dataclass
 class MnistConfig(PartitionedDataConfig):
-    _target_: str = "fl_sweeps.data.mnist.load_mnist"
-    path: str | None = None
-    num_clients: int = 100
+    path: str | None = MISSING
 
 
 @dataclass
 class FemnistConfig:
-    _target_: str = "fl_sweeps.data.femnist.load_femnist"
+    _target_: str = MISSING
     path: str = MISSING
-    only_digits: bool = False
-    max_clients: int | None = None
-    seed: int = II("seed")
+    only_digits: bool = MISSING
+    max_clients: int | None = MISSING
+    seed: int = MISSING
 
 
 @dataclass
 class EmnistConfig:
-    _target_: str = "fl_sweeps.data.emnist.load_emnist"
+    _target_: str = MISSING
     cache_dir: str = MISSING
-    only_digits: bool = True
-    max_clients: int | None = None
-    seed: int = II("seed")
+    only_digits: bool = MISSING
+    max_clients: int | None = MISSING
+    seed: int = MISSING
 
 
 @dataclass
 class CnnConfig:
-    _target_: str = "fl_sweeps.models.cnn"
-    _partial_: bool = True
-    filters: list[int] = field(default_factory=lambda: [32, 64])
-    dense_units: int = 512
+    _target_: str = MISSING
+    _partial_: bool = MISSING
+    filters: list[int] = MISSING
+    dense_units: int = MISSING
 
 
 @dataclass
 class MlpConfig:
-    _target_: str = "fl_sweeps.models.mlp"
-    _partial_: bool = True
-    hidden_units: list[int] = field(default_factory=lambda: [200, 200])
+    _target_: str = MISSING
+    _partial_: bool = MISSING
+    hidden_units: list[int] = MISSING
 
 
 @dataclass
 class LinearConfig:
-    _target_: str = "fl_sweeps.models.linear"
-    _partial_: bool = True
+    _target_: str = MISSING
+    _partial_: bool = MISSING
 
 
 @dataclass
 class FedAvgConfig:
     """``fedavg``: TFF's ``build_weighted_fed_avg``; Hydra returns the builder (``_partial_``)."""
 
-    _target_: str = "fl_sweeps.algorithms.fedavg.build_compressed_fed_avg"
-    _partial_: bool = True
+    _target_: str = MISSING
+    _partial_: bool = MISSING
 
 
 @dataclass
 class FedAvgCoreConfig:
     """``fedavg_core``: hand-written FedAvg on the Federated Core; ``clip_norm`` clips client gradients (null: off)."""
 
-    _target_: str = "fl_sweeps.algorithms.fedavg_core.build_fedavg_core"
-    _partial_: bool = True
-    clip_norm: float | None = None
+    _target_: str = MISSING
+    _partial_: bool = MISSING
+    clip_norm: float | None = MISSING
 
 
 @dataclass
 class TrainingConfig:
-    rounds: int = 10
-    clients_per_round: int = 10
-    local_epochs: int = 1
-    batch_size: int = 20
-    shuffle_buffer: int = 100
+    rounds: int = MISSING
+    clients_per_round: int = MISSING
+    local_epochs: int = MISSING
+    batch_size: int = MISSING
+    shuffle_buffer: int = MISSING
 
 
 @dataclass
 class EvalConfig:
-    every: int = 1
-    mode: str = "centralized"
+    every: int = MISSING
+    mode: EvalMode = MISSING
 
 
 @dataclass
 class MlflowConfig:
-    tracking_uri: str = "sqlite:///mlflow.db"
-    experiment: str = "fl-sweeps"
+    tracking_uri: str = MISSING
+    experiment: str = MISSING
 
 
 @dataclass
@@ -175,7 +202,7 @@ class TrialLinkConfig:
 
 @dataclass
 class Config:
-    """The whole composed config: one entry per config group plus the plain sections."""
+    """The whole composed config: one entry per config group plus the plain sections (values: conf/config.yaml)."""
 
     data: Any = MISSING
     model: Any = MISSING
@@ -188,11 +215,15 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     trial: TrialLinkConfig = field(default_factory=TrialLinkConfig)
-    seed: int = 0
-    reuse_built_process: bool = True
-    tff_worker_max_growth: float | None = 0.1
+    seed: int = MISSING
+    reuse_built_process: bool = MISSING
+    tff_worker_max_growth: float | None = MISSING
 
 
+# Sections whose values the sweeper sets for each job (not the user): the one place where the schema holds values.
+SWEEPER_SET_SECTIONS: tuple[type, ...] = (TrialLinkConfig,)
+
+# The schema of each option, by group: ``conf/<group>/<option>.yaml`` opens with ``/schema/<group>/<name>@_here_``.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"digits": DigitsConfig, "mnist": MnistConfig, "femnist": FemnistConfig, "emnist": EmnistConfig},
     "model": {"cnn": CnnConfig, "mlp": MlpConfig, "linear": LinearConfig},
@@ -205,9 +236,9 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 
 
 def register_configs() -> None:
-    """Register the top-level schema and each group's option schemas (as ``<option>_schema``)."""
+    """Register the top-level schema (``config_schema``) and each option schema as ``schema/<group>/<name>``."""
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
     for group, options in GROUP_SCHEMAS.items():
-        for option, node in options.items():
-            store.store(group=group, name=f"{option}_schema", node=node)
+        for name, node in options.items():
+            store.store(group=f"{SCHEMA_GROUP}/{group}", name=name, node=node)

@@ -16,15 +16,13 @@ import fl_sweeps.quiet  # noqa: F401  (before TF)
 from fl_sweeps.cli import config_dir
 from fl_sweeps.schema import register_configs
 
-# A trial small enough to train in a couple of seconds on 2 CPU cores.
-TINY_RUN = [
-    "data.num_clients=6",
-    "training.rounds=2",
-    "training.clients_per_round=3",
-    "training.local_epochs=1",
-    "training.batch_size=32",
-]
-TINY = [*TINY_RUN, "model.filters=[4,8]", "model.dense_units=16"]
+# A trial small enough to train in a couple of seconds on 2 CPU cores: conf/debug/tiny.yaml (a tiny CNN; a test may
+# pick another model after it, e.g. model=linear).
+TINY = ["debug=tiny"]
+TINY_RUN = TINY  # the same overlay, for the tests that pick their own model
+
+# CI services set CI (to true, 1, ...); .ci/run sets it too. There a missing prerequisite fails the test.
+IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 # Every process this test session starts (CLI subprocesses, their TFF workers) inherits this marker, so the leak
@@ -45,6 +43,18 @@ def worker_pids() -> set[int]:
         if SESSION_MARKER.encode() in environ:
             pids.add(pid)
     return pids
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """In CI (``CI`` set, as CI services and ``.ci/run`` do) a test that skips fails: a missing prerequisite
+    (../shared/data, a PostgreSQL server, root for a tmpfs) must not pass silently."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where every prerequisite must be there: {reason}"
 
 
 @pytest.fixture(scope="session")

@@ -47,7 +47,7 @@ def test_bad_data_input_is_one_line(tmp_path, overrides, expected):
 
 @pytest.mark.parametrize(
     ("overrides", "key"),
-    [(["data=femnist"], "data.path"), (["data=emnist"], "data.cache_dir")],
+    [(["data=femnist"], "data.path"), (["data=emnist"], "data.cache_dir"), (["data=mnist"], "data.path")],
 )
 def test_missing_mandatory_value_is_a_config_error(compose_config, overrides, key):
     with pytest.raises(ConfigError) as error:
@@ -55,6 +55,10 @@ def test_missing_mandatory_value_is_a_config_error(compose_config, overrides, ke
     assert str(error.value) == f"{key} is required: set {key}=<directory>"
 
 
-def test_unknown_eval_mode_is_a_config_error(compose_config):
-    with pytest.raises(ConfigError, match=r"^eval.mode='fed' is not allowed: use one of centralized, federated$"):
-        validate(compose_config(["eval.mode=fed"]))
+def test_experiment_without_its_data_path_is_one_line_before_any_work(tmp_path):
+    before = worker_pids()
+    process = _run(tmp_path, "experiment=mnist_shards_cnn")
+    assert process.returncode != 0
+    assert process.stderr.strip() == "fl-sweep: error: data.path is required: set data.path=<directory>"
+    assert not (tmp_path / "mlflow.db").exists()
+    assert worker_pids() <= before
