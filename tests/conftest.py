@@ -63,7 +63,7 @@ def compose_config() -> Callable[..., DictConfig]:
 @pytest.fixture(scope="session")
 def tff_worker():
     """One TFF worker for the whole session (starting one costs ~1 s, importing TFF ~10 s)."""
-    from fl_sweeps import runtime
+    from fl_sweeps import tff_runtime as runtime
 
     runtime.ensure_worker()
     yield runtime.worker_pid()
@@ -84,7 +84,7 @@ def no_leaked_workers():
     """Fail the session if it leaves a TFF worker running that was not there before."""
     before = worker_pids()
     yield
-    from fl_sweeps import runtime
+    from fl_sweeps import tff_runtime as runtime
 
     runtime.stop_worker()
     leaked = worker_pids() - before
