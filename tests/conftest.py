@@ -73,6 +73,16 @@ def tff_worker():
     runtime.stop_worker()
 
 
+@pytest.fixture(scope="module")
+def workbench(tff_worker):
+    """A ``Workbench`` of the test module's own (built trials, parts, data sets), released after its tests."""
+    from fl_sweeps.workbench import Workbench
+
+    bench = Workbench()
+    yield bench
+    bench.release()
+
+
 @pytest.fixture()
 def tracking_uri(tmp_path: Path) -> str:
     """A fresh MLflow sqlite store."""
