@@ -74,13 +74,22 @@ class Workbench:
             data = self.data(cfg)
         check_clients_per_round(cfg.training.clients_per_round, data.num_clients, f"data set {data.name}")
         if trial is None:
-            trial = self._build(cfg, data, parallel_jobs)
+            built = self.build_process(cfg, data, parallel_jobs=parallel_jobs)
+            trial = FederatedTrial(built, build_evaluator(cfg.eval.mode, built))
             self._trials.add(trial)
             if key is not None:
                 self.built[key] = trial
         return trial
 
-    def _build(self, cfg: DictConfig, data: FederatedData, parallel_jobs: int) -> FederatedTrial:
+    def build_process(
+        self, cfg: DictConfig, data: FederatedData, *, algorithm: Any = None, parallel_jobs: int = 1
+    ) -> BuiltProcess:
+        """Build the TFF process of ``cfg`` on ``data`` (with this workbench's parts unless
+        ``cfg.reuse_built_process`` is false), starting the TFF worker if needed.
+
+        ``algorithm`` replaces the ``algorithm`` config group's builder (same keyword arguments), e.g. to compare
+        with a reference implementation.
+        """
         from fl_sweeps import quiet, tff_runtime
 
         quiet.quiet_absl()
@@ -88,18 +97,17 @@ class Workbench:
         tff_runtime.share_cores(parallel_jobs)
         tff_runtime.ensure_worker()
         reuse = bool(cfg.reuse_built_process)
-        built = BuiltProcess(
+        return BuiltProcess(
             data=data,
             model_builder=instantiate(cfg.model),
             client_optimizer=instantiate(cfg.client_optimizer),
             server_optimizer=instantiate(cfg.server_optimizer),
             broadcast_encoder=instantiate(cfg.broadcast_encoder),
             aggregate_encoder=instantiate(cfg.aggregate_encoder),
-            algorithm=instantiate(cfg.algorithm),
+            algorithm=algorithm or instantiate(cfg.algorithm),
             parts=self.parts if reuse else None,
             model_key=self.model_key(cfg) if reuse else None,
         )
-        return FederatedTrial(built, build_evaluator(cfg.eval.mode, built))
 
     def data(self, cfg: DictConfig) -> FederatedData:
         """The trial's data set, loaded once per data config when built processes are reused."""

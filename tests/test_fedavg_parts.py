@@ -14,7 +14,7 @@ from test_algorithm import BASE, COMPRESSION
 from fl_sweeps.built_parts import BuiltParts
 from fl_sweeps.compression.aggregation import build_model_aggregator
 from fl_sweeps.compression.broadcast import build_encoded_broadcast
-from fl_sweeps.trainer import BuiltProcess, FederatedTrial, RunSettings, TrainingSettings
+from fl_sweeps.trainer import FederatedTrial, RunSettings, TrainingSettings
 from fl_sweeps.validation import validate
 from fl_sweeps.workbench import Workbench
 
@@ -75,15 +75,9 @@ def test_composed_process_equals_build_weighted_fed_avg(compose_config, tff_work
             model_aggregator=build_model_aggregator(encoder=aggregate_encoder),
         )
 
-    reference = BuiltProcess(
-        data=data,
-        model_builder=instantiate(cfg.model),
-        client_optimizer=instantiate(cfg.client_optimizer),
-        server_optimizer=instantiate(cfg.server_optimizer),
-        broadcast_encoder=instantiate(cfg.broadcast_encoder),
-        aggregate_encoder=instantiate(cfg.aggregate_encoder),
-        algorithm=reference_fed_avg,
-    )
+    fresh = cfg.copy()
+    fresh.reuse_built_process = False
+    reference = Workbench().build_process(fresh, data, algorithm=reference_fed_avg)
     assert reference.process.next.type_signature == trial.process.next.type_signature
     _assert_same(composed, _final_weights(FederatedTrial(reference, trial.evaluator)))
 

@@ -146,3 +146,12 @@ def test_hadamard_trial_repeats_whether_its_process_is_reused_or_built_afresh(co
 
     first, reused, fresh = history(), history(), history("reuse_built_process=false")
     assert first == reused == fresh
+
+
+def test_every_run_starts_with_no_client_state(compose_config, workbench):
+    """Per-client state lives across the rounds of one run only: a reused process starts each trial without it."""
+    cfg = compose_config([*TINY, "training.rounds=1"])
+    trial = workbench.build_trial(cfg)
+    trial.client_states["client 0"] = "left over from an earlier run"
+    list(trial.run(workbench.run_settings(cfg)))
+    assert trial.client_states == {}

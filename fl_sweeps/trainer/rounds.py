@@ -9,11 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from fl_sweeps.compression.bits import BitsPerClient
+from fl_sweeps.data.federated_data import FederatedData
 from fl_sweeps.errors import DivergedError
 from fl_sweeps.records import RoundRecord
 from fl_sweeps.trainer.client_states import ClientStates
 from fl_sweeps.trainer.evaluation import Evaluator
 from fl_sweeps.trainer.process import BuiltProcess
+from fl_sweeps.trainer.settings import RunSettings
 
 
 class FederatedTrial:
@@ -33,8 +36,8 @@ class FederatedTrial:
         self.final_state: Any = None
 
     @property
-    def data(self) -> Any:
-        """The federated data set (``FederatedData``)."""
+    def data(self) -> FederatedData:
+        """The federated data set."""
         return self.built.data
 
     @property
@@ -43,8 +46,8 @@ class FederatedTrial:
         return self.built.process
 
     @property
-    def bits_per_client(self) -> Any:
-        """Bits one participating client costs a round (``BitsPerClient``)."""
+    def bits_per_client(self) -> BitsPerClient:
+        """Bits one participating client costs a round, in each direction."""
         return self.built.bits_per_client
 
     @property
@@ -52,7 +55,7 @@ class FederatedTrial:
         """Values in the model's weights."""
         return self.built.num_parameters
 
-    def initial_state(self, settings: Any) -> Any:
+    def initial_state(self, settings: RunSettings) -> Any:
         """The process state a run with ``settings`` starts from (``BuiltProcess.initial_state``)."""
         return self.built.initial_state(settings)
 
@@ -64,8 +67,8 @@ class FederatedTrial:
         """(loss, accuracy) of the state's model on all clients' held-out examples, by this trial's evaluator."""
         return self.evaluator.evaluate(self.model_weights(state))
 
-    def run(self, settings: Any) -> Iterator[RoundRecord]:
-        """Train for ``settings.training.rounds`` rounds (``RunSettings``), yielding a record after each.
+    def run(self, settings: RunSettings) -> Iterator[RoundRecord]:
+        """Train for ``settings.training.rounds`` rounds, yielding a record after each.
 
         Clients are sampled without replacement from a generator seeded with ``settings.seed``; evaluation runs
         every ``settings.eval_every`` rounds and after the last round. Clients start the run with no state.
