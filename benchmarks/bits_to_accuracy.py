@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fl_run import DEFAULT_DATA, RESULTS, compose, read_rows, rounds_to, settings
+from fl_run import DEFAULT_DATA, RESULTS, build, compose, read_rows, rounds_to, settings
 
 VARIANTS = {
     "a-none": ["broadcast_encoder=none", "aggregate_encoder=none"],
@@ -199,7 +199,7 @@ def main() -> None:
         report(read_rows(rows_path), targets, meta, stem)
         return
 
-    from fl_sweeps import experiment
+    from fl_sweeps.workbench import Workbench
 
     base = [
         *data_overrides,
@@ -220,8 +220,8 @@ def main() -> None:
     variants = {**VARIANTS, "c-sweep": args.c.split()}
     names = args.variants.split(",")
     cfgs = {name: compose([*base, *variants[name]]) for name in names}
-    data = experiment._load_data(cfgs[names[0]].data)
-    runs = {name: experiment._build_trial(cfg, data).run(settings(cfg)) for name, cfg in cfgs.items()}
+    data = Workbench.load_data(cfgs[names[0]].data)
+    runs = {name: build(cfg, data).run(settings(cfg)) for name, cfg in cfgs.items()}
     kept = [r for r in read_rows(rows_path) if r["label"] not in names]  # other variants' rows stay
     rows_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
     deadline = time.time() + 60 * args.deadline_minutes if args.deadline_minutes else None

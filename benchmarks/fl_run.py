@@ -33,31 +33,21 @@ def compose(overrides: Sequence[str]) -> Any:
         return hydra_compose(config_name="config", overrides=list(overrides))
 
 
-def build(cfg: Any) -> Any:
-    """Validate ``cfg``, load its data and build its ``FederatedTrial`` (starts our TFF worker)."""
-    from fl_sweeps import experiment
-    from fl_sweeps.validation import check_clients_per_round, validate
+def build(cfg: Any, data: Any = None) -> Any:
+    """Validate ``cfg`` and build its ``FederatedTrial`` on ``data`` (default: load it) with the CLI's workbench
+    (starts our TFF worker)."""
+    from fl_sweeps.experiment import WORKBENCH
+    from fl_sweeps.validation import validate
 
     validate(cfg)
-    data = experiment._load_data(cfg.data)
-    check_clients_per_round(cfg.training.clients_per_round, data.num_clients, f"data set {data.name}")
-    return experiment._build_trial(cfg, data)
+    return WORKBENCH.build_trial(cfg, data)
 
 
 def settings(cfg: Any) -> Any:
     """The ``RunSettings`` of ``cfg``, as ``run_trial`` makes them."""
-    from omegaconf import OmegaConf
+    from fl_sweeps.workbench import Workbench
 
-    from fl_sweeps import experiment
-    from fl_sweeps.trainer import RunSettings, TrainingSettings
-
-    return RunSettings(
-        training=TrainingSettings(**OmegaConf.to_container(cfg.training)),
-        seed=cfg.seed,
-        eval_every=cfg.eval.every,
-        client_hparams=experiment._optimizer_hparams(cfg.client_optimizer),
-        server_hparams=experiment._optimizer_hparams(cfg.server_optimizer),
-    )
+    return Workbench.run_settings(cfg)
 
 
 def train_logged(

@@ -34,7 +34,7 @@ TINY = [
     "training.local_epochs=1",
     "training.batch_size=32",
 ]
-# Six structures, more than the cache of built processes holds (fl_sweeps.experiment.MAX_BUILT), so some trials
+# Six structures, more than the cache of built processes holds (fl_sweeps.workbench.MAX_BUILT), so some trials
 # reuse a built process and others rebuild and evict one.
 SMALL_CNN = ["model.filters=[4,8]", "model.dense_units=16"]
 STRUCTURES = [
@@ -94,9 +94,9 @@ def main() -> None:
 
     from hydra import compose, initialize_config_dir
 
-    from fl_sweeps import experiment, runtime
+    from fl_sweeps import tff_runtime
     from fl_sweeps.cli import config_dir
-    from fl_sweeps.experiment import run_trial
+    from fl_sweeps.experiment import WORKBENCH, run_trial
     from fl_sweeps.schema import register_configs
 
     register_configs()
@@ -115,13 +115,13 @@ def main() -> None:
                 lr = float(np.exp(rng.uniform(np.log(0.02), np.log(0.5))))
                 overrides = [*TINY, *STRUCTURES[structure], f"client_optimizer.lr={lr}"]
                 cfg = compose(config_name="config", overrides=[*overrides, f"mlflow.tracking_uri={tracking_uri}"])
-                built_before = set(map(id, experiment._BUILT.values()))
+                built_before = set(map(id, WORKBENCH.built.values()))
                 started = time.perf_counter()
                 result = run_trial(cfg, show_progress=False)
                 record = {
                     "trial": number,
                     "structure": structure,
-                    "built": any(id(t) not in built_before for t in experiment._BUILT.values()),
+                    "built": any(id(t) not in built_before for t in WORKBENCH.built.values()),
                     "client_lr": lr,
                     "seconds": time.perf_counter() - started,
                     "eval_accuracy": result.eval_accuracy,
@@ -135,7 +135,7 @@ def main() -> None:
                     flush=True,
                 )
         finally:
-            runtime.stop_worker()
+            tff_runtime.stop_worker()
     end = sample()
     warm = records[args.warmup - 1]["rss_mib"]
     window_end = records[min(len(records), args.warmup + args.window) - 1]["rss_mib"]

@@ -6,7 +6,7 @@ noise hits all alike:
 
 - ``plain``: per client, copy the global weights into a Keras model, run the client's ``tf.data`` pipeline through
   a ``tf.function`` SGD loop, and add the example-weighted model delta; then apply the mean delta. Same clients,
-  same pipelines (fl-sweeps' own ``_client_dataset``), same steps as the TFF round.
+  same pipelines (fl-sweeps' own ``BuiltProcess.client_dataset``), same steps as the TFF round.
 - ``tff-none``, ``tff-agg8``, ``tff-both8``: ``FederatedTrial.run`` rounds as fl-sweeps runs them (sampling,
   ``process.next``, the finiteness check, the bit count), uncompressed, 8-bit aggregation (threshold 20,000, TFF's
   tutorial setting), 8-bit both directions. Evaluation is skipped (it is not part of a round being compared).
@@ -50,9 +50,9 @@ ENV_KNOBS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREAD
 
 def worker_cpu_seconds() -> float:
     """CPU seconds (user + system) used so far by our TFF worker process, 0 if none runs."""
-    from fl_sweeps import runtime
+    from fl_sweeps import tff_runtime
 
-    pid = runtime.worker_pid()
+    pid = tff_runtime.worker_pid()
     if pid is None:
         return 0.0
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -65,7 +65,7 @@ class LocalModel:
     def __init__(self, trial: Any, lr: float) -> None:
         import tensorflow as tf
 
-        self.model = trial._model_builder(trial.data.input_shape, trial.data.num_classes)
+        self.model = trial.built.model_builder(trial.data.input_shape, trial.data.num_classes)
         loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         variables = self.model.trainable_variables
 
@@ -113,7 +113,7 @@ class PlainFedAvg:
         for round_num in range(1, rounds + 1):
             chosen = rng.choice(len(data.client_ids), size=settings.training.clients_per_round, replace=False)
             client_ids = [data.client_ids[i] for i in sorted(chosen)]
-            datasets = [self.trial._client_dataset(cid, round_num, settings) for cid in client_ids]
+            datasets = [self.trial.built.client_dataset(cid, round_num, settings) for cid in client_ids]
             groups = [list(range(i, len(client_ids), len(self.replicas))) for i in range(len(self.replicas))]
 
             with ThreadPoolExecutor(len(self.replicas)) as pool:  # one thread per replica, its clients in turn
@@ -130,6 +130,16 @@ class PlainFedAvg:
                     raise RuntimeError("plain FedAvg diverged")
             self.weights = [w + d / total for w, d in zip(self.weights, delta_sum, strict=True)]
             yield round_num
+
+
+class NoEvaluation:
+    """An ``Evaluator`` that does not evaluate, so timed rounds are training alone."""
+
+    def evaluate(self, weights: Any) -> tuple[float, float]:
+        return 0.0, 0.0
+
+    def release(self) -> None:
+        pass
 
 
 def timed_rounds(rounds_iter: Any) -> list[dict[str, float]]:
@@ -159,7 +169,8 @@ def profile_rounds(trial: Any, settings: Any, rounds: int) -> list[dict[str, flo
     for round_num in range(1, rounds + 2):
         t0 = time.perf_counter()
         chosen = rng.choice(len(trial.data.client_ids), size=settings.training.clients_per_round, replace=False)
-        datasets = [trial._client_dataset(trial.data.client_ids[i], round_num, settings) for i in sorted(chosen)]
+        client_ids = [trial.data.client_ids[i] for i in sorted(chosen)]
+        datasets = [trial.built.client_dataset(client_id, round_num, settings) for client_id in client_ids]
         t1, w1 = time.perf_counter(), worker_cpu_seconds()
         state = trial.process.next(state, datasets).state
         t2, w2 = time.perf_counter(), worker_cpu_seconds()
@@ -204,14 +215,14 @@ def main() -> None:
         help="TFF worker's max_concurrent_computation_calls (default: fl-sweeps')",
     )
     args = parser.parse_args()
-    from fl_sweeps import runtime
+    from fl_sweeps import tff_runtime
 
     if args.max_concurrent is not None:
-        runtime.ensure_worker(args.max_concurrent)
+        tff_runtime.ensure_worker(args.max_concurrent)
 
     from fl_run import settings as run_settings
 
-    from fl_sweeps import experiment
+    from fl_sweeps.workbench import Workbench
 
     base = [
         "data=mnist",
@@ -232,16 +243,15 @@ def main() -> None:
     names = args.variants.split(",")
     cfgs = {name: compose([*base, *ENCODERS.get(name, ENCODERS["tff-none"])]) for name in names}
     first = cfgs[names[0]]
-    data = experiment._load_data(first.data)
+    workbench = Workbench()
+    data = workbench.load_data(first.data)
     runners: dict[str, Any] = {}
     for name in names:
         if not name.startswith("plain"):
-            trial = experiment._build_trial(cfgs[name], data)
-            # A round here is training only: the trainer evaluates through `_evaluate_weights` (every round and
-            # after the last); patching `evaluate` alone left the last round's evaluation in since 6983f79.
-            trial._evaluate_weights = lambda weights, mode=None: (0.0, 0.0)
+            trial = workbench.build_trial(cfgs[name], data)
+            trial.evaluator = NoEvaluation()  # a round here is training only (the trainer evaluates every round)
             runners[name] = trial
-    any_trial = next(iter(runners.values()), None) or experiment._build_trial(cfgs["tff-none"], data)
+    any_trial = next(iter(runners.values()), None) or workbench.build_trial(cfgs["tff-none"], data)
     for name in names:
         if name.startswith("plain"):
             threads = int(name.removeprefix("plain-").removesuffix("threads")) if name != "plain" else 1

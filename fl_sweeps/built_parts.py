@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
+
+from cachetools import LRUCache
 
 T = TypeVar("T")
 
@@ -24,23 +24,18 @@ class BuiltParts:
 
     def __init__(self, max_items: int = 32) -> None:
         self.max_items = max_items
-        self._parts: OrderedDict[Hashable, object] = OrderedDict()
+        self._parts: LRUCache[Hashable, Any] = LRUCache(maxsize=max_items)
         self.built = 0
         self.reused = 0
         self._tensor_encoders: BuiltParts | None = None
-        _STORES.add(self)
 
     def get(self, key: Hashable, build: Callable[[], T]) -> T:
         """The part stored under ``key``, built with ``build()`` and stored if absent."""
         if key in self._parts:
-            self._parts.move_to_end(key)
             self.reused += 1
-            return self._parts[key]  # type: ignore[return-value]
-        part = build()
+            return self._parts[key]  # marks it most recently used
+        part = self._parts[key] = build()
         self.built += 1
-        self._parts[key] = part
-        while len(self._parts) > self.max_items:
-            self._parts.popitem(last=False)
         return part
 
     def broadcast(self, encoder: Any, weights_type: Any) -> Any:
@@ -88,16 +83,6 @@ def kept(parts: BuiltParts | None, key: Hashable, model_key: Hashable | None, bu
     if parts is None or model_key is None:
         return build()
     return parts.get((*key, model_key), build)
-
-
-# Every store, so that ``clear_all`` can empty them (``fl_sweeps.experiment.release_built``).
-_STORES: weakref.WeakSet[BuiltParts] = weakref.WeakSet()
-
-
-def clear_all() -> None:
-    """Empty every store of this process."""
-    for store in list(_STORES):
-        store.clear()
 
 
 def optimizer_kind(optimizer: Any) -> tuple[str, tuple[str, ...]]:

@@ -58,7 +58,7 @@ def main() -> None:
     output place that cannot be written) ends in one line naming the setting; other errors keep their traceback.
     ``HYDRA_FULL_ERROR=1`` set by the user shows Hydra's full traceback for everything.
     """
-    from fl_sweeps import runtime
+    from fl_sweeps import tff_runtime as runtime
 
     runtime.install_signal_handlers()
     user_wants_traces = os.environ.get("HYDRA_FULL_ERROR") == "1"

@@ -17,6 +17,10 @@ class DivergedError(RuntimeError):
     """Training produced a non-finite loss, update or weights."""
 
 
+class UnsupportedVersionError(RuntimeError):
+    """TensorFlow, TFF or tensor_encoding is not the version that ``fl_sweeps.tff_runtime`` was written for."""
+
+
 class TooManyFailures(RuntimeError):
     """More trials failed than ``hydra.sweeper.max_failure_rate`` allows."""
 

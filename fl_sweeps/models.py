@@ -1,6 +1,7 @@
 """Keras models for the ``model`` config group; each adapts to the data's input shape and number of classes.
 
-The models output logits; the trainer pairs them with a from-logits cross-entropy.
+The models output logits; the trainer pairs them with a from-logits cross-entropy. Their settings have no defaults
+here: ``conf/model/`` holds them.
 """
 
 from __future__ import annotations
@@ -9,9 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def cnn(
-    input_shape: Sequence[int], num_classes: int, *, filters: Sequence[int] = (32, 64), dense_units: int = 512
-) -> Any:
+def cnn(input_shape: Sequence[int], num_classes: int, *, filters: Sequence[int], dense_units: int) -> Any:
     """The FedAvg paper's CNN (McMahan et al., 2017), adapted to the input size.
 
     For 28x28x1 inputs this is exactly the paper's network (1,663,370 parameters): conv 5x5 with 32 filters, 2x2 max
@@ -41,7 +40,7 @@ def cnn(
     return tf.keras.Model(inputs, outputs, name="cnn")
 
 
-def mlp(input_shape: Sequence[int], num_classes: int, *, hidden_units: Sequence[int] = (200, 200)) -> Any:
+def mlp(input_shape: Sequence[int], num_classes: int, *, hidden_units: Sequence[int]) -> Any:
     """Two hidden ReLU layers (the FedAvg paper's "2NN" has 200 units each)."""
     import tensorflow as tf
 

@@ -1,7 +1,8 @@
 """TFF optimizers for the ``client_optimizer`` and ``server_optimizer`` config groups.
 
 These are ``tff.learning.optimizers`` (not Keras) so the learning rate lives in the process state as a
-hyperparameter and can be changed with ``set_hparams`` without rebuilding the process.
+hyperparameter and can be changed with ``set_hparams`` without rebuilding the process. Their settings have no
+defaults here: ``conf/client_optimizer/`` and ``conf/server_optimizer/`` hold them.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ def sgd(*, lr: float) -> Any:
     return tff.learning.optimizers.build_sgdm(learning_rate=lr)
 
 
-def sgdm(*, lr: float, momentum: float = 0.9) -> Any:
+def sgdm(*, lr: float, momentum: float) -> Any:
     """SGD with heavy-ball momentum."""
     import tensorflow_federated as tff
 
     return tff.learning.optimizers.build_sgdm(learning_rate=lr, momentum=momentum)
 
 
-def adam(*, lr: float, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7) -> Any:
+def adam(*, lr: float, beta_1: float, beta_2: float, epsilon: float) -> Any:
     """Adam."""
     import tensorflow_federated as tff
 

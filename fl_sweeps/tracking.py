@@ -16,7 +16,7 @@ from typing import Any
 
 from fl_sweeps.errors import TrialPruned
 from fl_sweeps.mlflow_store import quiet_client
-from fl_sweeps.trainer import RoundRecord
+from fl_sweeps.records import RoundRecord
 
 ROUND_METRICS = {
     "train/loss": "train_loss",

@@ -73,7 +73,7 @@ def compose_config() -> Callable[..., DictConfig]:
 @pytest.fixture(scope="session")
 def tff_worker():
     """One TFF worker for the whole session (starting one costs ~1 s, importing TFF ~10 s)."""
-    from fl_sweeps import runtime
+    from fl_sweeps import tff_runtime as runtime
 
     runtime.ensure_worker()
     yield runtime.worker_pid()
@@ -81,6 +81,16 @@ def tff_worker():
 
     experiment.release_built()  # kept TF functions freed now, not by the interpreter's teardown (noise at exit)
     runtime.stop_worker()
+
+
+@pytest.fixture(scope="module")
+def workbench(tff_worker):
+    """A ``Workbench`` of the test module's own (built trials, parts, data sets), released after its tests."""
+    from fl_sweeps.workbench import Workbench
+
+    bench = Workbench()
+    yield bench
+    bench.release()
 
 
 @pytest.fixture()
@@ -94,7 +104,7 @@ def no_leaked_workers():
     """Fail the session if it leaves a TFF worker running that was not there before."""
     before = worker_pids()
     yield
-    from fl_sweeps import runtime
+    from fl_sweeps import tff_runtime as runtime
 
     runtime.stop_worker()
     leaked = worker_pids() - before

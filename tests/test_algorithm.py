@@ -29,6 +29,7 @@ from fl_sweeps.errors import ConfigError
 from fl_sweeps.sweep.search_space import parse_search_space
 from fl_sweeps.trainer import FederatedTrial, RunSettings, TrainingSettings
 from fl_sweeps.validation import validate
+from fl_sweeps.workbench import Workbench
 
 ALGORITHMS = {"fedavg": build_compressed_fed_avg, "fedavg_core": build_fedavg_core}
 BASE = [*TINY, "server_optimizer=sgdm"]
@@ -47,14 +48,16 @@ COMPRESSION = {
 # Learning rates other than those the optimizers are built with (sgd 0.1; sgdm 0.02, momentum 0.9), so the runs
 # only match if both processes take them from ``set_hparams``. Server momentum carries optimizer state over rounds.
 SETTINGS = RunSettings(
-    training=TrainingSettings(rounds=3, clients_per_round=3, local_epochs=1, batch_size=32),
+    training=TrainingSettings(rounds=3, clients_per_round=3, local_epochs=1, batch_size=32, shuffle_buffer=100),
     seed=3,
+    eval_every=1,
     client_hparams={"learning_rate": 0.3},
     server_hparams={"learning_rate": 1.0, "momentum": 0.5},
 )
 ONE_ROUND = RunSettings(
-    training=TrainingSettings(rounds=1, clients_per_round=3, local_epochs=1, batch_size=32),
+    training=TrainingSettings(rounds=1, clients_per_round=3, local_epochs=1, batch_size=32, shuffle_buffer=100),
     seed=3,
+    eval_every=1,
     client_hparams={"learning_rate": 0.3},
     server_hparams={"learning_rate": 1.0, "momentum": 0.5},
 )
@@ -68,22 +71,14 @@ CLIP_NORM = 1e-3
 
 
 @pytest.fixture(scope="module")
-def trials(compose_config, tff_worker) -> Callable[[str, str], FederatedTrial]:
-    """Build (once) the trial of an algorithm and a compression, the way ``experiment`` builds it."""
+def trials(compose_config, workbench: Workbench) -> Callable[[str, str], FederatedTrial]:
+    """Build (once, afresh: no part shared) the trial of an algorithm and a compression, as ``experiment`` does."""
 
     @functools.cache
     def build(algorithm: str, compression: str) -> FederatedTrial:
-        cfg = compose_config([*BASE, f"algorithm={algorithm}", *COMPRESSION[compression]])
+        cfg = compose_config([*BASE, f"algorithm={algorithm}", *COMPRESSION[compression], "reuse_built_process=false"])
         validate(cfg)
-        return FederatedTrial(
-            data=instantiate(cfg.data),
-            model_builder=instantiate(cfg.model),
-            client_optimizer=instantiate(cfg.client_optimizer),
-            server_optimizer=instantiate(cfg.server_optimizer),
-            broadcast_encoder=instantiate(cfg.broadcast_encoder),
-            aggregate_encoder=instantiate(cfg.aggregate_encoder),
-            algorithm=instantiate(cfg.algorithm),
-        )
+        return workbench.build_trial(cfg)
 
     return build
 
@@ -158,7 +153,7 @@ def test_same_messages_and_hparams_layout(trials):
 
 
 @pytest.mark.slow
-def test_clipping_bounds_the_update_and_the_run_is_recorded(compose_config, tff_worker, tracking_uri, trials, runs):
+def test_clipping_bounds_the_update_and_the_run_is_recorded(compose_config, workbench, tracking_uri, trials, runs):
     """One round with a tiny clip norm: every local step moves at most lr × clip_norm, so the server's step is at
     most server lr × client lr × steps × clip_norm (server momentum starts at zero), far below the unclipped one."""
     cfg = compose_config(
@@ -175,8 +170,8 @@ def test_clipping_bounds_the_update_and_the_run_is_recorded(compose_config, tff_
         ],
         tracking_uri,
     )
-    run_id = experiment.run_trial(cfg, show_progress=False).run_id
-    trial = experiment._BUILT.pop(experiment._structure_key(cfg))  # built by run_trial; not kept for other tests
+    run_id = experiment.run_trial(cfg, show_progress=False, workbench=workbench).run_id
+    trial = workbench.forget(cfg)  # built by run_trial; not kept for other tests
     start = _trainable(trial, trial.initial_state(ONE_ROUND))
     clipped = _norm([w - s for w, s in zip(_trainable(trial, trial.final_state), start, strict=True)])
     steps = max(math.ceil(len(arrays) / ONE_ROUND.training.batch_size) for arrays in trial.data.train.values())
@@ -268,6 +263,6 @@ def test_algorithm_is_swept_like_any_group(compose_config, sweep):
             cfg = compose_config([f"algorithm={algorithm}", *TINY])
             validate(cfg)
             assert instantiate(cfg.algorithm).func is ALGORITHMS[algorithm]
-            seen[algorithm] = experiment._structure_key(cfg)
+            seen[algorithm] = Workbench.structure_key(cfg)
     assert set(seen) == set(ALGORITHMS)
     assert seen["fedavg"] != seen["fedavg_core"]  # a sweep never reuses one algorithm's process for the other

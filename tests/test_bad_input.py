@@ -23,10 +23,10 @@ from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 from fl_sweeps.cli import config_dir
-from fl_sweeps.experiment import _load_data
 from fl_sweeps.preflight import check_run, user_error
 from fl_sweeps.schema import register_configs
 from fl_sweeps.validation import check_clients_per_round
+from fl_sweeps.workbench import Workbench
 
 FL_SWEEP = str(Path(sys.executable).parent / "fl-sweep")
 KEYS = [
@@ -137,7 +137,7 @@ def cli_outcome(overrides: list[str], *, multirun: bool, tmp: Path) -> str | Non
             )
             sweeper.sweeper.check_search_space(list(cfg.hydra.overrides.task))
         else:
-            data = _load_data(cfg.data)
+            data = Workbench.load_data(cfg.data)
             check_clients_per_round(cfg.training.clients_per_round, data.num_clients, f"data set {data.name}")
     except Exception as error:  # noqa: BLE001 - whatever it is, the CLI must turn it into one line
         message = user_error(error, overrides)

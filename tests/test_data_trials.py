@@ -7,7 +7,6 @@ import pytest
 from conftest import TINY
 from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 from shared_data import shared_data_dir
 
 from fl_sweeps.experiment import run_trial
@@ -73,27 +72,28 @@ def test_eval_mode_is_recorded(compose_config, tff_worker, tracking_uri, mode):
 
 
 @pytest.mark.slow
-def test_federated_eval_equals_centralized_on_the_same_weights(compose_config, tff_worker):
+def test_federated_eval_equals_centralized_on_the_same_weights(compose_config, workbench):
     """Same weights, same held-out examples: the example-weighted mean over clients is the pooled mean.
 
     A Dirichlet partition makes the clients' held-out sets unequal in size, so an unweighted mean would differ.
     """
-    from fl_sweeps.experiment import _build_trial
-    from fl_sweeps.trainer import RunSettings, TrainingSettings
+    from fl_sweeps.trainer import CentralizedEvaluator, FederatedEvaluator
 
     cfg = compose_config([*TINY, "data.partition=dirichlet", "data.alpha=0.3", "eval.mode=federated"])
     data = instantiate(cfg.data)
     sizes = {len(arrays) for arrays in data.test.values()}
     assert len(sizes) > 1
-    trial = _build_trial(cfg, data)
-    settings = RunSettings(training=TrainingSettings(**OmegaConf.to_container(cfg.training)), seed=cfg.seed)
+    trial = workbench.build_trial(cfg, data)
+    assert isinstance(trial.evaluator, FederatedEvaluator)
+    settings = workbench.run_settings(cfg)
     records = list(trial.run(settings))
+    centralized = CentralizedEvaluator(trial.built)
     federated = trial.evaluate(trial.final_state)
-    centralized = trial.evaluate(trial.final_state, mode="centralized")
+    pooled = centralized.evaluate(trial.model_weights(trial.final_state))
 
     assert records[-1].eval_accuracy == pytest.approx(federated[1], abs=1e-6)  # the run used federated eval
-    assert federated[1] == pytest.approx(centralized[1], abs=1e-6)
-    assert federated[0] == pytest.approx(centralized[0], rel=1e-4)
+    assert federated[1] == pytest.approx(pooled[1], abs=1e-6)
+    assert federated[0] == pytest.approx(pooled[0], rel=1e-4)
     # The untrained model too (a different accuracy, so the match is not a coincidence of one number).
     initial = trial.initial_state(settings)
-    assert trial.evaluate(initial)[1] == pytest.approx(trial.evaluate(initial, mode="centralized")[1], abs=1e-6)
+    assert trial.evaluate(initial)[1] == pytest.approx(centralized.evaluate(trial.model_weights(initial))[1], abs=1e-6)

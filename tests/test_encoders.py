@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import fl_sweeps.quiet  # noqa: F401  (before TF)
-from fl_sweeps.compression.autograph_rules import trace_tensor_encoding_without_autograph
 from fl_sweeps.compression.encoders import HadamardQuantization, UniformQuantization
+from fl_sweeps.tff_runtime.autograph_rules import trace_tensor_encoding_without_autograph
 
 
 def _round_trip(encoder: UniformQuantization, x: np.ndarray) -> np.ndarray:

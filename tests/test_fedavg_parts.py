@@ -11,38 +11,34 @@ import pytest
 from hydra.utils import instantiate
 from test_algorithm import BASE, COMPRESSION
 
-from fl_sweeps import experiment
 from fl_sweeps.built_parts import BuiltParts
 from fl_sweeps.compression.aggregation import build_model_aggregator
 from fl_sweeps.compression.broadcast import build_encoded_broadcast
 from fl_sweeps.trainer import FederatedTrial, RunSettings, TrainingSettings
 from fl_sweeps.validation import validate
+from fl_sweeps.workbench import Workbench
 
 pytestmark = pytest.mark.slow
 
 # The tiny CNN with both directions really quantized (as in the algorithm equivalence tests).
 QUANTIZED = [*BASE, *COMPRESSION["quantized"]]
 SETTINGS = RunSettings(
-    training=TrainingSettings(rounds=2, clients_per_round=3, local_epochs=1, batch_size=32),
+    training=TrainingSettings(rounds=2, clients_per_round=3, local_epochs=1, batch_size=32, shuffle_buffer=100),
     seed=5,
+    eval_every=1,
     client_hparams={"learning_rate": 0.3},
     server_hparams={"learning_rate": 1.0, "momentum": 0.5},
 )
 
 
-def _trial(cfg, data, parts: BuiltParts | None) -> FederatedTrial:
+def _trial(cfg, data, workbench: Workbench | None) -> FederatedTrial:
+    """The trial of ``cfg`` built by ``workbench`` with the parts it keeps, or (None) afresh, sharing nothing."""
     validate(cfg)
-    return FederatedTrial(
-        data=data,
-        model_builder=instantiate(cfg.model),
-        client_optimizer=instantiate(cfg.client_optimizer),
-        server_optimizer=instantiate(cfg.server_optimizer),
-        broadcast_encoder=instantiate(cfg.broadcast_encoder),
-        aggregate_encoder=instantiate(cfg.aggregate_encoder),
-        algorithm=instantiate(cfg.algorithm),
-        parts=parts,
-        model_key=experiment._model_key(cfg) if parts is not None else None,
-    )
+    if workbench is None:
+        cfg = cfg.copy()
+        cfg.reuse_built_process = False
+        workbench = Workbench()
+    return workbench.build_trial(cfg, data)
 
 
 def _final_weights(trial: FederatedTrial) -> list[np.ndarray]:
@@ -66,59 +62,67 @@ def test_composed_process_equals_build_weighted_fed_avg(compose_config, tff_work
     import tensorflow_federated as tff
 
     cfg = compose_config(QUANTIZED)
-    trial = _trial(cfg, data, parts=None)
+    trial = _trial(cfg, data, None)
     composed = _final_weights(trial)
     weights_type = trial.process.get_model_weights.type_signature.result
-    reference = tff.learning.algorithms.build_weighted_fed_avg(
-        trial._model_fn,
-        client_optimizer_fn=instantiate(cfg.client_optimizer),
-        server_optimizer_fn=instantiate(cfg.server_optimizer),
-        model_distributor=build_encoded_broadcast(value_type=weights_type, encoder=instantiate(cfg.broadcast_encoder)),
-        model_aggregator=build_model_aggregator(encoder=instantiate(cfg.aggregate_encoder)),
-    )
-    assert reference.next.type_signature == trial.process.next.type_signature
-    trial.process, trial._initial_state = reference, None
-    _assert_same(composed, _final_weights(trial))
+
+    def reference_fed_avg(*, model_fn, client_optimizer, server_optimizer, broadcast_encoder, aggregate_encoder, **_):
+        return tff.learning.algorithms.build_weighted_fed_avg(
+            model_fn,
+            client_optimizer_fn=client_optimizer,
+            server_optimizer_fn=server_optimizer,
+            model_distributor=build_encoded_broadcast(value_type=weights_type, encoder=broadcast_encoder),
+            model_aggregator=build_model_aggregator(encoder=aggregate_encoder),
+        )
+
+    fresh = cfg.copy()
+    fresh.reuse_built_process = False
+    reference = Workbench().build_process(fresh, data, algorithm=reference_fed_avg)
+    assert reference.process.next.type_signature == trial.process.next.type_signature
+    _assert_same(composed, _final_weights(FederatedTrial(reference, trial.evaluator)))
 
 
 def test_a_new_encoder_builds_one_part_and_trains_as_a_fresh_build(compose_config, tff_worker, data):
-    parts = BuiltParts()
-    first = _trial(compose_config(QUANTIZED), data, parts)
+    workbench = Workbench()
+    parts = workbench.parts
+    first = _trial(compose_config(QUANTIZED), data, workbench)
     # eval model, initial model weights, broadcast, client work, aggregation, server update
     assert (parts.built, parts.reused) == (6, 0)
     other_cfg = compose_config([*QUANTIZED, "aggregate_encoder.bits=2"])
-    other = _trial(other_cfg, data, parts)
+    other = _trial(other_cfg, data, workbench)
     assert (parts.built, parts.reused) == (7, 5)
     assert other.process is not first.process
-    _assert_same(_final_weights(other), _final_weights(_trial(other_cfg, data, parts=None)))
+    _assert_same(_final_weights(other), _final_weights(_trial(other_cfg, data, None)))
     assert (parts.built, parts.reused) == (8, 5)  # the seed's initial weights, drawn once
     _final_weights(first)
     assert (parts.built, parts.reused) == (8, 6)  # ... and reused by the other structure
     # The hand-written algorithm shares the eval model, the encoded broadcast and the aggregation.
-    _trial(compose_config([*QUANTIZED, "aggregate_encoder.bits=2", "algorithm=fedavg_core"]), data, parts)
+    _trial(compose_config([*QUANTIZED, "aggregate_encoder.bits=2", "algorithm=fedavg_core"]), data, workbench)
     assert (parts.built, parts.reused) == (8, 9)
 
 
 def test_a_new_broadcast_threshold_makes_only_the_changed_tensors_encoders(compose_config, tff_worker, data):
-    parts = BuiltParts()
+    workbench = Workbench()
+    parts = workbench.parts
     first_cfg = compose_config(QUANTIZED)  # broadcast threshold 100: every tensor above 100 values quantized
-    first = _trial(first_cfg, data, parts)
+    first = _trial(first_cfg, data, workbench)
     built, reused = parts.tensor_encoders.built, parts.tensor_encoders.reused
     other_cfg = compose_config([*QUANTIZED, "broadcast_encoder.threshold=600"])  # the 512-value kernel is not
-    other = _trial(other_cfg, data, parts)
+    other = _trial(other_cfg, data, workbench)
     sizes = [int(np.prod(t.shape)) for t in first.process.get_model_weights.type_signature.result.trainable]
     old, new = instantiate(first_cfg.broadcast_encoder), instantiate(other_cfg.broadcast_encoder)
     changed = sum(old.tensor_settings(n, True) != new.tensor_settings(n, True) for n in sizes)
     assert changed >= 1
     assert parts.tensor_encoders.built == built + changed
     assert parts.tensor_encoders.reused >= reused + len(sizes) - changed
-    _assert_same(_final_weights(other), _final_weights(_trial(other_cfg, data, parts=None)))
+    _assert_same(_final_weights(other), _final_weights(_trial(other_cfg, data, None)))
 
 
 def test_another_model_does_not_reuse_the_client_work(compose_config, tff_worker, data):
-    parts = BuiltParts()
-    _trial(compose_config(QUANTIZED), data, parts)
-    _trial(compose_config([*QUANTIZED, "model.dense_units=8"]), data, parts)
+    workbench = Workbench()
+    _trial(compose_config(QUANTIZED), data, workbench)
+    _trial(compose_config([*QUANTIZED, "model.dense_units=8"]), data, workbench)
+    parts = workbench.parts
     # Other weights: a new eval model, initial model weights, broadcast, client work, aggregation, server update.
     assert (parts.built, parts.reused) == (12, 0)
 

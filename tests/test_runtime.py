@@ -1,7 +1,10 @@
-"""The TFF worker that fl-sweeps owns: kept when nothing is asked of it, restarted for another setting."""
+"""The TFF worker that fl-sweeps owns (kept when nothing is asked of it, restarted for another setting), and the
+version check of the workarounds around it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,49 +17,48 @@ def test_ensure_worker_keeps_or_restarts_by_max_concurrent_calls(tff_worker):
     import tensorflow as tf
     import tensorflow_federated as tff
 
-    from fl_sweeps import runtime
+    from fl_sweeps import tff_runtime
 
     @tff.tensorflow.computation(tff.TensorType(np.float32))
     def double(x):
         return x * tf.constant(2.0)
 
-    runtime.ensure_worker()
-    first = runtime.worker_pid()
-    runtime.ensure_worker()
-    assert runtime.worker_pid() == first
+    tff_runtime.ensure_worker()
+    first = tff_runtime.worker_pid()
+    tff_runtime.ensure_worker()
+    assert tff_runtime.worker_pid() == first
     try:
-        runtime.ensure_worker(2)
-        second = runtime.worker_pid()
+        tff_runtime.ensure_worker(2)
+        second = tff_runtime.worker_pid()
         assert second is not None and second != first
-        runtime.ensure_worker()
-        assert runtime.worker_pid() == second
+        tff_runtime.ensure_worker()
+        assert tff_runtime.worker_pid() == second
         assert double(np.float32(1.5)) == 3.0
     finally:
-        runtime.ensure_worker(-1)  # the session's setting, for the tests that follow
-    assert runtime.worker_pid() not in (None, second)
+        tff_runtime.ensure_worker(-1)  # the session's setting, for the tests that follow
+    assert tff_runtime.worker_pid() not in (None, second)
 
 
-def test_restarted_worker_runs_a_built_trial_and_the_old_one_is_gone(compose_config, tff_worker):
+def test_restarted_worker_runs_a_built_trial_and_the_old_one_is_gone(compose_config, workbench):
     """A sweep restarts a grown worker between trials: the trial built before runs on the new worker."""
     from conftest import TINY, worker_pids
 
-    from fl_sweeps import experiment, runtime
-    from fl_sweeps.trainer import RunSettings, TrainingSettings
+    from fl_sweeps import tff_runtime
 
-    cfg = compose_config(TINY)
-    trial = experiment._build_trial(cfg, experiment._load_data(cfg.data))
-    settings = RunSettings(training=TrainingSettings(rounds=1, clients_per_round=3, local_epochs=1, batch_size=32))
+    cfg = compose_config([*TINY, "training.rounds=1"])
+    trial = workbench.build_trial(cfg)
+    settings = workbench.run_settings(cfg)
     before = [r.train_loss for r in trial.run(settings)]
-    old = runtime.worker_pid()
-    assert runtime.worker_rss_mib() > 10
-    runtime.restart_worker()
-    new = runtime.worker_pid()
+    old = tff_runtime.worker_pid()
+    assert tff_runtime.worker_rss_mib() > 10
+    tff_runtime.restart_worker()
+    new = tff_runtime.worker_pid()
     assert new not in (None, old) and old not in worker_pids()
     assert [r.train_loss for r in trial.run(settings)] == before
 
 
 def test_worker_is_restarted_only_past_the_allowed_growth():
-    from fl_sweeps.runtime import worker_grew
+    from fl_sweeps.tff_runtime import worker_grew
 
     assert not worker_grew(109.0, 100.0, 0.1)
     assert worker_grew(111.0, 100.0, 0.1)
@@ -64,18 +66,18 @@ def test_worker_is_restarted_only_past_the_allowed_growth():
 
 
 def test_recycle_records_a_baseline_then_restarts_when_grown(tff_worker):
-    from fl_sweeps import runtime
+    from fl_sweeps import tff_runtime
 
-    runtime._baseline_rss_mib, runtime._checks = None, 0
-    for _ in range(runtime.WARMUP_TRIALS):  # warm-up; the last of these calls records the baseline
-        assert runtime._baseline_rss_mib is None and not runtime.recycle_worker_if_grown(0.1)
-    baseline = runtime._baseline_rss_mib
+    growth = tff_runtime.WorkerGrowth()
+    for _ in range(tff_runtime.WARMUP_TRIALS):  # warm-up; the last of these calls records the baseline
+        assert growth.baseline_mib is None and not growth.recycle_if_grown(0.1)
+    baseline = growth.baseline_mib
     assert baseline is not None
-    first = runtime.worker_pid()
-    assert not runtime.recycle_worker_if_grown(0.1) and runtime.worker_pid() == first
-    runtime._baseline_rss_mib = baseline / 2  # as if the worker had doubled since
-    assert runtime.recycle_worker_if_grown(0.1) and runtime.worker_pid() not in (None, first)
-    assert not runtime.recycle_worker_if_grown(None)
+    first = tff_runtime.worker_pid()
+    assert not growth.recycle_if_grown(0.1) and tff_runtime.worker_pid() == first
+    growth.baseline_mib = baseline / 2  # as if the worker had doubled since
+    assert growth.recycle_if_grown(0.1) and tff_runtime.worker_pid() not in (None, first)
+    assert not growth.recycle_if_grown(None)
 
 
 @pytest.mark.slow
@@ -85,7 +87,7 @@ def test_restarts_close_the_old_channels_cleanly(tff_worker):
     threads behind."""
     import tensorflow_federated as tff
 
-    from fl_sweeps import runtime
+    from fl_sweeps import tff_runtime
 
     @tff.tensorflow.computation(np.float32)
     def plus_one(x):
@@ -96,7 +98,7 @@ def test_restarts_close_the_old_channels_cleanly(tff_worker):
     try:
         threads = threading.active_count()
         for _ in range(8):
-            runtime.restart_worker()
+            tff_runtime.restart_worker()
             assert plus_one(1.0) == 2.0
         deadline = time.monotonic() + 10
         while threading.active_count() > threads and time.monotonic() < deadline:
@@ -105,3 +107,42 @@ def test_restarts_close_the_old_channels_cleanly(tff_worker):
         threading.excepthook = hook
     assert errors == []
     assert threading.active_count() <= threads
+
+
+def test_the_supported_versions_are_installed():
+    from fl_sweeps.tff_runtime import SUPPORTED, check_versions
+
+    assert set(SUPPORTED) == {"tensorflow", "tensorflow-federated", "tensorflow-model-optimization"}
+    check_versions()  # the environment uv installs from pyproject.toml
+
+
+def test_another_version_fails_in_one_line_naming_what_was_expected():
+    from fl_sweeps.errors import UnsupportedVersionError
+    from fl_sweeps.tff_runtime import SUPPORTED, check_versions
+
+    found = {"tensorflow": "2.15.0", "tensorflow-federated": SUPPORTED["tensorflow-federated"]}
+    with pytest.raises(UnsupportedVersionError) as error:
+        check_versions(installed=found.get)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "found tensorflow 2.15.0, tensorflow-model-optimization missing:" in message
+    assert "tensorflow 2.14.x, tensorflow-federated 0.87.0, tensorflow-model-optimization 0.7.5" in message
+    check_versions(installed={"tensorflow": "2.14.7", **{k: v for k, v in SUPPORTED.items() if k != "tensorflow"}}.get)
+
+
+def test_importing_the_runtime_under_another_tff_fails_before_any_worker_starts():
+    """The check runs when the package is imported, so none of its workarounds can run on an unsupported TFF."""
+    from conftest import worker_pids
+
+    before = worker_pids()
+    fake_tff = (
+        "import importlib.metadata as m; real = m.version; "
+        "m.version = lambda name: '0.88.0' if name == 'tensorflow-federated' else real(name); "
+        "from fl_sweeps import tff_runtime; tff_runtime.ensure_worker()"
+    )
+    process = subprocess.run([sys.executable, "-c", fake_tff], capture_output=True, text=True, timeout=120)
+    assert process.returncode != 0
+    last = process.stderr.strip().splitlines()[-1]
+    assert last.startswith("fl_sweeps.errors.UnsupportedVersionError: fl_sweeps.tff_runtime was written for ")
+    assert "found tensorflow-federated 0.88.0" in last
+    assert worker_pids() <= before

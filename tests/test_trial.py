@@ -109,23 +109,25 @@ def test_diverging_trial_is_recorded_failed(compose_config, tff_worker, tracking
 
 
 def test_reused_process_gives_the_same_result_as_a_fresh_build(compose_config, tff_worker, tracking_uri):
-    from fl_sweeps import experiment
+    from fl_sweeps.workbench import Workbench
 
     client = MlflowClient(tracking_uri=tracking_uri)
+    workbench = Workbench()
 
     def losses(*overrides: str) -> list[float]:
         cfg = compose_config([*TINY, "aggregate_encoder.threshold=100", *overrides], tracking_uri)
-        run_id = run_trial(cfg, show_progress=False).run_id
+        run_id = run_trial(cfg, show_progress=False, workbench=workbench).run_id
         return [v for _, v in _metric_history(client, run_id, "train/loss")]
 
-    experiment._BUILT.clear()
     first = losses("client_optimizer.lr=0.3")
-    (built,) = experiment._BUILT.values()
+    (built,) = workbench.built.values()
     reused = losses("client_optimizer.lr=0.05", "server_optimizer=sgdm", "server_optimizer.lr=0.5")
-    assert len(experiment._BUILT) == 2  # sgdm is another structure; plain sgd one is still there
+    assert len(workbench.built) == 2  # sgdm is another structure; plain sgd one is still there
     again = losses("client_optimizer.lr=0.05")
-    assert built in experiment._BUILT.values() and len(experiment._BUILT) == 2  # reused, not rebuilt
+    assert built in workbench.built.values() and len(workbench.built) == 2  # reused, not rebuilt
     fresh = losses("client_optimizer.lr=0.05", "reuse_built_process=false")
+    assert len(workbench.built) == 2  # a fresh build is not kept
+    workbench.release()
     assert again == fresh
     assert first != again and reused != again
 
@@ -144,3 +146,12 @@ def test_hadamard_trial_repeats_whether_its_process_is_reused_or_built_afresh(co
 
     first, reused, fresh = history(), history(), history("reuse_built_process=false")
     assert first == reused == fresh
+
+
+def test_every_run_starts_with_no_client_state(compose_config, workbench):
+    """Per-client state lives across the rounds of one run only: a reused process starts each trial without it."""
+    cfg = compose_config([*TINY, "training.rounds=1"])
+    trial = workbench.build_trial(cfg)
+    trial.client_states["client 0"] = "left over from an earlier run"
+    list(trial.run(workbench.run_settings(cfg)))
+    assert trial.client_states == {}

@@ -8,12 +8,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from hydra.utils import instantiate
 from test_algorithm import BASE, COMPRESSION
-from test_fedavg_parts import _trial
 
-from fl_sweeps import worker_compiler
-from fl_sweeps.built_parts import BuiltParts
+from fl_sweeps.tff_runtime.compiler import WORKER_COMPILER, WorkerCompiler
+from fl_sweeps.workbench import Workbench
 
 pytestmark = pytest.mark.slow
 
@@ -28,12 +26,10 @@ def _canonical(computation) -> str:
 
 
 @pytest.fixture(scope="module")
-def processes(compose_config, tff_worker):
+def processes(compose_config, workbench: Workbench):
     quantized = compose_config([*BASE, *COMPRESSION["quantized"]])
-    data = instantiate(quantized.data)
-    parts = BuiltParts()
     other = compose_config([*BASE, *COMPRESSION["quantized"], "aggregate_encoder.bits=2"])
-    return _trial(quantized, data, parts).process, _trial(other, data, parts).process
+    return workbench.build_trial(quantized).process, workbench.build_trial(other).process
 
 
 def test_compiles_as_tffs_native_backend(processes):
@@ -41,21 +37,22 @@ def test_compiles_as_tffs_native_backend(processes):
 
     for process in processes:
         for computation in (process.next, process.initialize, process.set_hparams):
-            ours = _canonical(worker_compiler.compile_for_worker(computation))
+            ours = _canonical(WORKER_COMPILER.compile(computation))
             assert ours == _canonical(compiler.desugar_and_transform_to_native(computation))
             assert "cache_key" in ours  # compiled to the end: graphs have their ids
 
 
 def test_a_process_sharing_parts_reuses_their_optimized_graphs(processes):
     first, other = processes
-    worker_compiler._optimized.clear()
-    worker_compiler.compile_for_worker(first.next)
-    optimized = worker_compiler.counts["optimized"]
-    reused = worker_compiler.counts["reused"]
-    worker_compiler.compile_for_worker(first.next)
-    assert worker_compiler.counts["optimized"] == optimized  # the same computation: every graph from the cache
-    assert worker_compiler.counts["reused"] > reused
-    before = dict(worker_compiler.counts)
-    worker_compiler.compile_for_worker(other.next)  # only the aggregation differs
-    new = worker_compiler.counts["optimized"] - before["optimized"]
-    assert 0 < new < worker_compiler.counts["reused"] - before["reused"]
+    compiler = WorkerCompiler()
+    compiler.compile(first.next)
+    optimized = compiler.counts["optimized"]
+    assert optimized > 0
+    reused = compiler.counts["reused"]
+    compiler.compile(first.next)
+    assert compiler.counts["optimized"] == optimized  # the same computation: every graph from the cache
+    assert compiler.counts["reused"] > reused
+    before = dict(compiler.counts)
+    compiler.compile(other.next)  # only the aggregation differs
+    new = compiler.counts["optimized"] - before["optimized"]
+    assert 0 < new < compiler.counts["reused"] - before["reused"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fl_sweeps.compression.autograph_rules import trace_tensor_encoding_without_autograph
 from fl_sweeps.compression.encoders import NoCompression
+from fl_sweeps.tff_runtime.autograph_rules import trace_tensor_encoding_without_autograph
 
 
 def build_model_aggregator(*, encoder: NoCompression) -> Any:

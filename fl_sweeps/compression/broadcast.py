@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fl_sweeps.compression.autograph_rules import trace_tensor_encoding_without_autograph
 from fl_sweeps.compression.encoders import NoCompression
+from fl_sweeps.tff_runtime.autograph_rules import trace_tensor_encoding_without_autograph
 
 
 def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression, tensor_encoders: Any = None) -> Any:

@@ -11,17 +11,15 @@ from __future__ import annotations
 import atexit
 import ctypes
 import importlib.util
-import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 # Re-entrant: the SIGTERM handler stops the worker from the main thread, possibly while that same thread is
@@ -122,7 +120,7 @@ def _connect(worker: _Worker) -> None:
     from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
     from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
 
-    from fl_sweeps import worker_compiler
+    from fl_sweeps.tff_runtime.compiler import WORKER_COMPILER
 
     options = [
         ("grpc.max_message_length", 2_000_000_000),
@@ -135,7 +133,7 @@ def _connect(worker: _Worker) -> None:
         _executors = _make_executors()
         context = sync_execution_context.SyncExecutionContext(
             executor_fn=_executors,
-            compiler_fn=worker_compiler.compile_for_worker,
+            compiler_fn=WORKER_COMPILER.compile,
             transform_args=tensorflow_computation.transform_args,
             transform_result=tensorflow_computation.transform_result,
         )
@@ -267,30 +265,41 @@ def worker_grew(rss_mib: float, baseline_mib: float, max_growth: float | None) -
 
 
 WARMUP_TRIALS = 3  # trials a worker runs before its size is taken as the baseline
-_baseline_rss_mib: float | None = None
-_checks = 0
 
 
-def recycle_worker_if_grown(max_growth: float | None) -> bool:
-    """Restart the worker when it has grown more than ``max_growth`` over its size after ``WARMUP_TRIALS`` trials.
+class WorkerGrowth:
+    """Watches the worker's memory between trials and restarts it when it has grown too much.
 
     TFF's worker keeps what every computation sent to it leaves behind (about 2 MiB a trial, BENCHMARKS.md), so a
-    long sweep in one process would grow without bound. Called between trials, with a worker running: the call after
-    the warm-up trials records the baseline. Returns whether it restarted the worker.
+    long sweep in one process would grow without bound.
+
+    Attributes:
+        baseline_mib: The worker's size after ``WARMUP_TRIALS`` trials (None until then).
+        checks: Calls of ``recycle_if_grown`` so far that saw a running worker.
     """
-    global _baseline_rss_mib, _checks
-    rss = worker_rss_mib()
-    if rss is None or max_growth is None:
-        return False
-    _checks += 1
-    if _baseline_rss_mib is None:
-        if _checks >= WARMUP_TRIALS:
-            _baseline_rss_mib = rss
-        return False
-    if not worker_grew(rss, _baseline_rss_mib, max_growth):
-        return False
-    restart_worker()
-    return True
+
+    def __init__(self) -> None:
+        self.baseline_mib: float | None = None
+        self.checks = 0
+
+    def recycle_if_grown(self, max_growth: float | None) -> bool:
+        """Restart the worker when it has grown more than ``max_growth`` (a fraction) over its baseline.
+
+        Called between trials, with a worker running: the call after the warm-up trials records the baseline.
+        Returns whether it restarted the worker.
+        """
+        rss = worker_rss_mib()
+        if rss is None or max_growth is None:
+            return False
+        self.checks += 1
+        if self.baseline_mib is None:
+            if self.checks >= WARMUP_TRIALS:
+                self.baseline_mib = rss
+            return False
+        if not worker_grew(rss, self.baseline_mib, max_growth):
+            return False
+        restart_worker()
+        return True
 
 
 def worker_pid() -> int | None:
@@ -340,26 +349,6 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     timer.daemon = True
     timer.start()
     raise SystemExit(_terminating_with)
-
-
-def exit_now(code: int = 0) -> NoReturn:
-    """End the process after what a normal exit does for it, without the interpreter's teardown.
-
-    As Python's own exit does: shut thread pools down and wait for non-daemon threads, run the ``atexit``
-    handlers (the worker is stopped, MLflow and Optuna finish), flush logs and standard streams. Then end at
-    once: the teardown that would follow frees TensorFlow's and TFF's modules one by one (2-3 s after a sweep)
-    and prints "Exception ignored in AtomicFunction.__del__" for kept TF functions. Only for the end of a program
-    whose work is all recorded.
-    """
-    threading._shutdown()  # what Python's exit runs first: thread-pool exit hooks (joblib's), then joins threads
-    atexit._run_exitfuncs()
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # closed, or a reader that went away
-            pass
-    os._exit(code)
 
 
 def install_signal_handlers() -> None:

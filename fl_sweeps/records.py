@@ -1,0 +1,23 @@
+"""What one federated round produced: the record the trainer yields and the MLflow tracker logs.
+
+A neutral module so that ``tracking`` takes the record without importing the trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What one round produced. Bits are for this round, all participating clients, exactly as encoded."""
+
+    round: int
+    train_loss: float
+    train_accuracy: float
+    eval_loss: float | None
+    eval_accuracy: float | None
+    broadcast_bits: int
+    aggregate_bits: int
+    cumulative_bits: int
+    seconds: float

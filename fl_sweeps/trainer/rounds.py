@@ -1,0 +1,128 @@
+"""The round loop: sample clients, run a round of the built process, check it, evaluate, count bits, yield records."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from fl_sweeps.compression.bits import BitsPerClient
+from fl_sweeps.data.federated_data import FederatedData
+from fl_sweeps.errors import DivergedError
+from fl_sweeps.records import RoundRecord
+from fl_sweeps.trainer.client_states import ClientStates
+from fl_sweeps.trainer.evaluation import Evaluator
+from fl_sweeps.trainer.process import BuiltProcess
+from fl_sweeps.trainer.settings import RunSettings
+
+
+class FederatedTrial:
+    """A built FedAvg process with its evaluator, ready to run, and to run again with other ``RunSettings``.
+
+    Attributes:
+        built: The built process and what runs it.
+        evaluator: Evaluates the model weights on eval rounds.
+        client_states: What clients keep across the rounds of the current run, by client id (empty at its start).
+        final_state: The process state after the last round of the last run.
+    """
+
+    def __init__(self, built: BuiltProcess, evaluator: Evaluator) -> None:
+        self.built = built
+        self.evaluator = evaluator
+        self.client_states = ClientStates()
+        self.final_state: Any = None
+
+    @property
+    def data(self) -> FederatedData:
+        """The federated data set."""
+        return self.built.data
+
+    @property
+    def process(self) -> Any:
+        """The ``tff.learning.templates.LearningProcess``."""
+        return self.built.process
+
+    @property
+    def bits_per_client(self) -> BitsPerClient:
+        """Bits one participating client costs a round, in each direction."""
+        return self.built.bits_per_client
+
+    @property
+    def num_parameters(self) -> int:
+        """Values in the model's weights."""
+        return self.built.num_parameters
+
+    def initial_state(self, settings: RunSettings) -> Any:
+        """The process state a run with ``settings`` starts from (``BuiltProcess.initial_state``)."""
+        return self.built.initial_state(settings)
+
+    def model_weights(self, state: Any) -> Any:
+        """The model weights of a process state (``BuiltProcess.model_weights``)."""
+        return self.built.model_weights(state)
+
+    def evaluate(self, state: Any) -> tuple[float, float]:
+        """(loss, accuracy) of the state's model on all clients' held-out examples, by this trial's evaluator."""
+        return self.evaluator.evaluate(self.model_weights(state))
+
+    def run(self, settings: RunSettings) -> Iterator[RoundRecord]:
+        """Train for ``settings.training.rounds`` rounds, yielding a record after each.
+
+        Clients are sampled without replacement from a generator seeded with ``settings.seed``; evaluation runs
+        every ``settings.eval_every`` rounds and after the last round. Clients start the run with no state.
+
+        Raises:
+            DivergedError: The loss, the averaged update or the weights stopped being finite.
+        """
+        rng = np.random.default_rng(settings.seed)
+        self.client_states = ClientStates()
+        state = self.built.initial_state(settings)
+        client_ids_all = self.data.client_ids
+        cumulative = 0
+        rounds = settings.training.rounds
+        for round_num in range(1, rounds + 1):
+            started = time.perf_counter()
+            chosen = rng.choice(len(client_ids_all), size=settings.training.clients_per_round, replace=False)
+            client_ids = [client_ids_all[i] for i in sorted(chosen)]
+            output = self.built.next(state, client_ids, round_num, settings, self.client_states)
+            state = output.state
+            train = output.metrics["client_work"]["train"]
+            loss, accuracy = float(train["loss"]), float(train["sparse_categorical_accuracy"])
+            weights = self.built.model_weights(state)
+            check_finite(round_num, loss, weights, output.metrics)
+            eval_loss = eval_accuracy = None
+            if round_num % settings.eval_every == 0 or round_num == rounds:
+                eval_loss, eval_accuracy = self.evaluator.evaluate(weights)
+            bits = self.bits_per_client.for_clients(len(client_ids))
+            cumulative += bits.total
+            yield RoundRecord(
+                round=round_num,
+                train_loss=loss,
+                train_accuracy=accuracy,
+                eval_loss=eval_loss,
+                eval_accuracy=eval_accuracy,
+                broadcast_bits=bits.broadcast,
+                aggregate_bits=bits.aggregate,
+                cumulative_bits=cumulative,
+                seconds=time.perf_counter() - started,
+            )
+        self.final_state = state
+
+
+def check_finite(round_num: int, loss: float, weights: Any, metrics: Any) -> None:
+    """Stop at once when the loss, the averaged update or the weights stop being finite.
+
+    TFF zeroes the weight of a client whose update is not finite and skips a non-finite averaged update
+    (``finalizer/update_non_finite``), so a diverged trial would otherwise train on silently, unchanged.
+
+    Raises:
+        DivergedError: Naming the round and what stopped being finite.
+    """
+    if not math.isfinite(loss):
+        raise DivergedError(f"training diverged at round {round_num}: train loss is {loss}")
+    if int(metrics.get("finalizer", {}).get("update_non_finite", 0)):
+        raise DivergedError(f"training diverged at round {round_num}: the averaged model update is not finite")
+    if not all(np.all(np.isfinite(w)) for w in [*weights.trainable, *weights.non_trainable]):
+        raise DivergedError(f"training diverged at round {round_num}: model weights are not finite")
