@@ -104,6 +104,7 @@ def _options(group: str) -> list[str]:
     return sorted(path.stem for path in (SWEEPER_GROUPS / group).glob("*.yaml"))
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # nsgaiii, qmc: the user's choice
 @pytest.mark.parametrize("option", _options("sampler"))
 def test_every_sampler_option_builds_an_optuna_sampler(option):
     cfg = _sweep_config(f"hydra/sweeper/sampler={option}", "seed=3")
