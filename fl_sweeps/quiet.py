@@ -46,8 +46,7 @@ class _DropBitpackingNotice(logging.Filter):
 logging.getLogger().addFilter(_DropBitpackingNotice())
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(tensorflow|tensorflow_federated|jax|keras)")
 warnings.filterwarnings("ignore", category=UserWarning, module=r"(tensorflow_federated|tensorflow_model_optimization)")
-# hydra-optuna-sweeper builds Optuna 2 distribution classes; the sweeper drives heartbeats itself (not via optimize).
-warnings.filterwarnings("ignore", category=FutureWarning, message=r".*deprecated in v3\.0\.0")
+# The sweeper drives heartbeats itself (not via optimize).
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 

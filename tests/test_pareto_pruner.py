@@ -105,9 +105,9 @@ def test_no_planned_bits_means_no_pruning(storage_url):
 
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="min_gap"):
-        ParetoPruner(min_gap=1.5)
+        ParetoPruner(n_startup_trials=1, n_warmup_steps=3, min_gap=1.5, relative_floor=0.5)
     with pytest.raises(ValueError, match="relative_floor"):
-        ParetoPruner(relative_floor=-0.1)
+        ParetoPruner(n_startup_trials=1, n_warmup_steps=3, min_gap=0.02, relative_floor=-0.1)
 
 
 PARETO = {

@@ -32,10 +32,10 @@ class ParetoPruner(optuna.pruners.BasePruner):
     def __init__(
         self,
         *,
-        n_startup_trials: int = 2,
-        n_warmup_steps: int = 3,
-        min_gap: float = 0.02,
-        relative_floor: float = 0.5,
+        n_startup_trials: int,
+        n_warmup_steps: int,
+        min_gap: float,
+        relative_floor: float,
     ) -> None:
         if n_startup_trials < 0 or n_warmup_steps < 0 or not 0 <= min_gap <= 1 or not 0 <= relative_floor <= 1:
             raise ValueError("n_startup_trials and n_warmup_steps must be >= 0, min_gap and relative_floor in [0, 1]")
