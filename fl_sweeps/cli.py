@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 import fl_sweeps.quiet  # noqa: F401  (silences TF before anything imports it)
 from fl_sweeps.cli_help import register_resolver
-from fl_sweeps.errors import ConfigError, DataError
+from fl_sweeps.errors import ConfigError, DataError, UnsupportedVersionError
 from fl_sweeps.experiment import run_trial
 from fl_sweeps.mlflow_store import redact
 from fl_sweeps.preflight import user_error
@@ -58,8 +58,10 @@ def main() -> None:
     output place that cannot be written) ends in one line naming the setting; other errors keep their traceback.
     ``HYDRA_FULL_ERROR=1`` set by the user shows Hydra's full traceback for everything.
     """
-    from fl_sweeps import tff_runtime as runtime
-
+    try:
+        from fl_sweeps import tff_runtime as runtime
+    except UnsupportedVersionError as error:  # its workarounds do not fit the installed TF/TFF
+        sys.exit(f"fl-sweep: error: {error}")
     runtime.install_signal_handlers()
     user_wants_traces = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own multi-line report

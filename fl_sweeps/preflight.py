@@ -186,9 +186,9 @@ def _user_error(error: BaseException, override_keys: list[str]) -> str | None:
     from hydra.errors import HydraException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
-    from fl_sweeps.errors import DataError, DivergedError, TooManyFailures
+    from fl_sweeps.errors import DataError, DivergedError, TooManyFailures, UnsupportedVersionError
 
-    if isinstance(error, (ConfigError, DataError, DivergedError, TooManyFailures)):
+    if isinstance(error, (ConfigError, DataError, DivergedError, TooManyFailures, UnsupportedVersionError)):
         return _one_line(str(error))
     if isinstance(error, MissingConfigException) and error.options is not None and error.missing_cfg_file:
         group, _, option = error.missing_cfg_file.rpartition("/")

@@ -146,3 +146,16 @@ def test_importing_the_runtime_under_another_tff_fails_before_any_worker_starts(
     assert last.startswith("fl_sweeps.errors.UnsupportedVersionError: fl_sweeps.tff_runtime was written for ")
     assert "found tensorflow-federated 0.88.0" in last
     assert worker_pids() <= before
+
+
+def test_fl_sweep_under_another_tff_stops_with_one_line():
+    """The console entry reports an unsupported TFF in one line, not a traceback."""
+    fake_tff = (
+        "import importlib.metadata as m; real = m.version; "
+        "m.version = lambda name: '0.88.0' if name == 'tensorflow-federated' else real(name); "
+        "from fl_sweeps.cli import main; main()"
+    )
+    process = subprocess.run([sys.executable, "-c", fake_tff], capture_output=True, text=True, timeout=120)
+    assert process.returncode != 0
+    lines = process.stderr.strip().splitlines()
+    assert lines == [lines[-1]] and lines[-1].startswith("fl-sweep: error: fl_sweeps.tff_runtime was written for ")
