@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -69,6 +71,17 @@ def test_exception_exits_nonzero_and_leaves_no_worker(tmp_path):
 
 
 @pytest.mark.slow
+def _has_run(db: Path) -> bool:
+    """Whether the MLflow sqlite store holds a run yet, read without touching its schema (still being created)."""
+    if not db.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
+            return connection.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
 def test_signal_mid_training_leaves_no_worker(tmp_path, signum):
     before = worker_pids()
@@ -78,9 +91,9 @@ def test_signal_mid_training_leaves_no_worker(tmp_path, signum):
         time.sleep(0.2)
     workers = _children_workers(process.pid)
     assert workers, "the CLI never started its TFF worker"
-    while not (tmp_path / "mlflow.db").exists() and time.monotonic() < deadline:
+    while not _has_run(tmp_path / "mlflow.db") and time.monotonic() < deadline:
         time.sleep(0.2)
-    time.sleep(3)  # well into training
+    time.sleep(3)  # well into training (the run exists, so the store's schema is complete)
     os.kill(process.pid, signum)
     process.communicate(timeout=60)
     assert process.returncode != 0
