@@ -205,3 +205,27 @@ def register_configs() -> None:
     for group, options in GROUP_SCHEMAS.items():
         for option, node in options.items():
             store.store(group=group, name=f"{option}_schema", node=node)
+
+
+# ---- Compression options (helper D, issue 18): every option but `none` is a chain of stages. ----
+
+
+@dataclass
+class CompressorConfig:
+    """A compressor option: ``stages`` in encoding order (``fl_sweeps.compression.chain.StageChain``); the numeric
+    keys are the option's settings its stages refer to (null where the option has none)."""
+
+    _target_: str = "fl_sweeps.compression.chain.StageChain"
+    _recursive_: bool = False  # the chain instantiates its stages itself, when the TFF process is built
+    name: str = MISSING
+    stages: list[Any] = field(default_factory=list)
+    threshold: int = 20000
+    bits: int | None = None
+    fraction: float | None = None
+    levels: int | None = None
+    rounding: str | None = None
+
+
+for _group in ("broadcast_encoder", "aggregate_encoder"):
+    GROUP_SCHEMAS[_group]["compressor"] = CompressorConfig
+# ---- end of compression options ----

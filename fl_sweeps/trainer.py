@@ -18,6 +18,7 @@ import numpy as np
 from fl_sweeps.built_parts import BuiltParts, kept
 from fl_sweeps.compression.bits import BitsPerClient, TensorInfo, bits_per_client
 from fl_sweeps.compression.encoders import NoCompression
+from fl_sweeps.compression.measure import round_bits
 from fl_sweeps.data.federated_data import FederatedData
 from fl_sweeps.errors import DivergedError
 
@@ -324,7 +325,7 @@ class FederatedTrial:
             eval_loss = eval_accuracy = None
             if round_num % settings.eval_every == 0 or round_num == rounds:
                 eval_loss, eval_accuracy = self._evaluate_weights(weights)
-            bits = self.bits_per_client.for_clients(len(client_ids))
+            bits = round_bits(output.metrics)  # measured from the round's messages
             cumulative += bits.total
             yield RoundRecord(
                 round=round_num,

@@ -54,10 +54,26 @@ for _side in ("client_optimizer", "server_optimizer"):
     RULES[f"{_side}.beta_1"] = _UNIT_INTERVAL_OPEN
     RULES[f"{_side}.beta_2"] = _UNIT_INTERVAL_OPEN
     RULES[f"{_side}.epsilon"] = _POSITIVE
+# ---- Compression options (helper D, issue 18); null: the option has no such setting. ----
+SPARSIFYING_ENCODERS = ("topk", "randk", "topk_uniform", "rotated_topk")
+RULES["broadcast_encoder.name"] = (
+    lambda v: v not in SPARSIFYING_ENCODERS,
+    "an option that sends every value: a client cannot rebuild the model weights from a sparsified broadcast "
+    f"({', '.join(SPARSIFYING_ENCODERS)} are for aggregate_encoder only)",
+)
 for _side in ("broadcast_encoder", "aggregate_encoder"):
-    RULES[f"{_side}.bits"] = (lambda v: isinstance(v, int) and 1 <= v <= 16, "an integer from 1 to 16")
+    RULES[f"{_side}.bits"] = (lambda v: v is None or (isinstance(v, int) and 1 <= v <= 16), "an integer from 1 to 16")
     RULES[f"{_side}.threshold"] = (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
-    RULES[f"{_side}.rounding"] = (lambda v: v in ("deterministic", "stochastic"), "deterministic or stochastic")
+    RULES[f"{_side}.rounding"] = (
+        lambda v: v is None or v in ("deterministic", "stochastic"),
+        "deterministic or stochastic",
+    )
+    RULES[f"{_side}.fraction"] = (
+        lambda v: v is None or (isinstance(v, (int, float)) and 0 < v <= 1),
+        "a number in (0, 1]",
+    )
+    RULES[f"{_side}.levels"] = (lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer >= 1")
+# ---- end of compression options ----
 
 _MISSING = object()
 _PLACEHOLDERS = {"path": "directory", "cache_dir": "directory"}

@@ -1,0 +1,21 @@
+"""Compressor options as the config files define them, for the compression tests (no hand-built encoders)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+
+from fl_sweeps.cli import config_dir
+
+
+def option_names(group: str) -> list[str]:
+    """Every option of ``group`` (``aggregate_encoder`` or ``broadcast_encoder``) found in ``conf/``."""
+    return sorted(path.stem for path in (Path(config_dir()) / group).glob("*.yaml"))
+
+
+def encoder(compose_config: Any, name: str, group: str = "aggregate_encoder", **settings: Any) -> Any:
+    """The option ``name`` of ``group`` with ``settings`` overridden, instantiated as a run would."""
+    overrides = [f"{group}={name}", *(f"{group}.{key}={value}" for key, value in settings.items())]
+    return instantiate(compose_config(overrides)[group])
