@@ -217,7 +217,9 @@ def test_random_numbers_are_seeded_by_the_values(compose_config, name):
     first = _round_trip(encoder(compose_config, name, **settings), x)
     again = _round_trip(encoder(compose_config, name, **settings), x)
     for a, b in zip(first, again, strict=True):
-        np.testing.assert_array_equal(np.concatenate([np.ravel(t) for t in _leaves(a)]), np.concatenate([np.ravel(t) for t in _leaves(b)]))
+        np.testing.assert_array_equal(
+            np.concatenate([np.ravel(t) for t in _leaves(a)]), np.concatenate([np.ravel(t) for t in _leaves(b)])
+        )
     nudged = _round_trip(encoder(compose_config, name, **settings), x + np.float32(1e-6))[0]
     assert not np.array_equal(np.sign(first[0] - x), np.sign(nudged - x - np.float32(1e-6)))
 
@@ -232,7 +234,10 @@ def _leaves(structure) -> list:
     ("overrides", "message"),
     [
         (["aggregate_encoder=topk", "aggregate_encoder.fraction=0"], "aggregate_encoder.fraction=0.0 is not allowed"),
-        (["aggregate_encoder=randk", "aggregate_encoder.fraction=1.5"], "aggregate_encoder.fraction=1.5 is not allowed"),
+        (
+            ["aggregate_encoder=randk", "aggregate_encoder.fraction=1.5"],
+            "aggregate_encoder.fraction=1.5 is not allowed",
+        ),
         (["aggregate_encoder=qsgd", "aggregate_encoder.levels=0"], "aggregate_encoder.levels=0 is not allowed"),
         (["broadcast_encoder=nonuniform", "broadcast_encoder.bits=17"], "broadcast_encoder.bits=17 is not allowed"),
         (["broadcast_encoder=topk"], "broadcast_encoder.name='topk' is not allowed"),

@@ -16,8 +16,12 @@ from fl_sweeps.validation import SPARSIFYING_ENCODERS
 
 OPTIONS = option_names("aggregate_encoder")
 RANDOM_OPTIONS = {
-    "uniform": ["aggregate_encoder.rounding=stochastic", "broadcast_encoder=uniform",
-                "broadcast_encoder.rounding=stochastic", "broadcast_encoder.threshold=0"],
+    "uniform": [
+        "aggregate_encoder.rounding=stochastic",
+        "broadcast_encoder=uniform",
+        "broadcast_encoder.rounding=stochastic",
+        "broadcast_encoder.threshold=0",
+    ],
     "hadamard": ["aggregate_encoder.rounding=stochastic"],
     "terngrad": ["broadcast_encoder=qsgd", "broadcast_encoder.threshold=0", "broadcast_encoder.levels=64"],
     "qsgd": [],
@@ -69,7 +73,9 @@ def test_measured_bits_equal_the_formula_in_both_directions(compose_config, tff_
     model_sizes, update_sizes = _tensor_sizes(trial, cfg)
     down_encoder = instantiate(cfg.broadcast_encoder)
     up_encoder = instantiate(cfg.aggregate_encoder)
-    down = sum(sum(formula(down_encoder, n)) for n in model_sizes) + sum(formula(up_encoder, n)[1] for n in update_sizes)
+    down = sum(sum(formula(down_encoder, n)) for n in model_sizes) + sum(
+        formula(up_encoder, n)[1] for n in update_sizes
+    )
     up = sum(formula(up_encoder, n)[0] for n in update_sizes) + WEIGHT_BITS
     clients = cfg.training.clients_per_round
     records = list(trial.run(_settings(cfg)))
@@ -80,7 +86,9 @@ def test_measured_bits_equal_the_formula_in_both_directions(compose_config, tff_
 
 
 def _history(trial: FederatedTrial, settings: RunSettings) -> list[tuple]:
-    return [(r.train_loss, r.train_accuracy, r.eval_loss, r.broadcast_bits, r.aggregate_bits) for r in trial.run(settings)]
+    return [
+        (r.train_loss, r.train_accuracy, r.eval_loss, r.broadcast_bits, r.aggregate_bits) for r in trial.run(settings)
+    ]
 
 
 def _final_weights(trial: FederatedTrial) -> list[np.ndarray]:
@@ -90,8 +98,15 @@ def _final_weights(trial: FederatedTrial) -> list[np.ndarray]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(RANDOM_OPTIONS))
 def test_same_seed_same_numbers_reused_or_rebuilt(compose_config, tff_worker, name):
-    cfg = compose_config([*TINY, "training.rounds=3", f"aggregate_encoder={name}", "aggregate_encoder.threshold=0",
-                          *RANDOM_OPTIONS[name]])
+    cfg = compose_config(
+        [
+            *TINY,
+            "training.rounds=3",
+            f"aggregate_encoder={name}",
+            "aggregate_encoder.threshold=0",
+            *RANDOM_OPTIONS[name],
+        ]
+    )
     first = _build(cfg)
     history = _history(first, _settings(cfg))
     weights = _final_weights(first)

@@ -119,7 +119,9 @@ def _build_process(value_type: Any, specs: Any, encoders: list[Any]) -> Any:
 
     def combined(first, second):
         state_update = tuple(
-            tuple(combine[m](a, b) for m, a, b in zip(tensor_modes, tf.nest.flatten(s1), tf.nest.flatten(s2), strict=True))
+            tuple(
+                combine[m](a, b) for m, a, b in zip(tensor_modes, tf.nest.flatten(s1), tf.nest.flatten(s2), strict=True)
+            )
             for tensor_modes, s1, s2 in zip(modes, first["state_update"], second["state_update"], strict=True)
         )
         return accumulator(
@@ -132,7 +134,9 @@ def _build_process(value_type: Any, specs: Any, encoders: list[Any]) -> Any:
 
     def as_accumulator(encoded):
         flat_updates = tuple(tuple(tf.nest.flatten(u)) for u in encoded["state_update"])
-        return accumulator(part_decoded(encoded), flat_updates, tf.constant(1, tf.int32), encoded["up"], encoded["down"])
+        return accumulator(
+            part_decoded(encoded), flat_updates, tf.constant(1, tf.int32), encoded["up"], encoded["down"]
+        )
 
     accumulator_type = tff.tensorflow.computation(as_accumulator, encoded_type).type_signature.result
 
@@ -180,9 +184,7 @@ def _build_process(value_type: Any, specs: Any, encoders: list[Any]) -> Any:
         params = tff.federated_broadcast(tff.federated_zip((encode_params, before_params)))
         encoded = tff.federated_map(encode, (value, params))
         summed = tff.federated_aggregate(encoded, zero(), accumulate, merge, report)
-        measurements = tff.federated_zip(
-            collections.OrderedDict([(DOWN_KEY, summed.down), (UP_KEY, summed.up)])
-        )
+        measurements = tff.federated_zip(collections.OrderedDict([(DOWN_KEY, summed.down), (UP_KEY, summed.up)]))
         return tff.templates.MeasuredProcessOutput(
             state=tff.federated_map(update_state, (state, summed)),
             result=tff.federated_map(decode_after_sum, (summed, after_params)),

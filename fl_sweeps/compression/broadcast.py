@@ -12,8 +12,8 @@ from typing import Any
 
 from fl_sweeps.compression.autograph_rules import trace_tensor_encoding_without_autograph
 from fl_sweeps.compression.encoders import NoCompression
-from fl_sweeps.errors import ConfigError
 from fl_sweeps.compression.measure import DOWN_KEY, UP_KEY, message_bits
+from fl_sweeps.errors import ConfigError
 
 
 def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression, tensor_encoders: Any = None) -> Any:
@@ -80,10 +80,15 @@ def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression, tensor_e
         encoded_and_state = tff.federated_map(encode, (state, value))
         message = tff.federated_broadcast(encoded_and_state[0])
         measurements = collections.OrderedDict(
-            [(DOWN_KEY, tff.federated_sum(tff.federated_map(received_bits, message))), (UP_KEY, tff.federated_value(np.int64(0), tff.SERVER))]
+            [
+                (DOWN_KEY, tff.federated_sum(tff.federated_map(received_bits, message))),
+                (UP_KEY, tff.federated_value(np.int64(0), tff.SERVER)),
+            ]
         )
         return tff.templates.MeasuredProcessOutput(
-            state=encoded_and_state[1], result=tff.federated_map(decode, message), measurements=tff.federated_zip(measurements)
+            state=encoded_and_state[1],
+            result=tff.federated_map(decode, message),
+            measurements=tff.federated_zip(measurements),
         )
 
     return tff.learning.templates.DistributionProcess(init_fn, next_fn)

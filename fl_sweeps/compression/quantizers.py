@@ -169,7 +169,9 @@ class NonUniform(ChainStage):
         num_levels = 2**self.symbol_bits
         ordered = tf.sort(x)
         size = tf.size(x)
-        positions = tf.cast((tf.range(num_levels, dtype=tf.float32) + 0.5) / num_levels * tf.cast(size, tf.float32), tf.int32)
+        positions = tf.cast(
+            (tf.range(num_levels, dtype=tf.float32) + 0.5) / num_levels * tf.cast(size, tf.float32), tf.int32
+        )
         codebook = tf.gather(ordered, tf.minimum(positions, size - 1))
         for _ in range(self._iterations):
             cells = _nearest(codebook, x)

@@ -44,7 +44,10 @@ class ClientRotation(ChainStage):
         seed = input_seed(x, self.STAGE_NAME)
         padded = tf.reshape(tf.pad(tf.reshape(x, [-1]), [[0, rows * block - size]]), [rows, block])
         rotated = self._rotation.encode(padded, {self._rotation.SEED_PARAMS_KEY: seed})
-        return {self.ENCODED_VALUES_KEY: tf.reshape(rotated[self._rotation.ENCODED_VALUES_KEY], [-1]), SEED_KEY: seed[1]}
+        return {
+            self.ENCODED_VALUES_KEY: tf.reshape(rotated[self._rotation.ENCODED_VALUES_KEY], [-1]),
+            SEED_KEY: seed[1],
+        }
 
     def decode(self, encoded_tensors: dict, decode_params: dict, num_summands: Any = None, shape: Any = None) -> Any:
         del decode_params
