@@ -208,24 +208,54 @@ def register_configs() -> None:
 
 
 # ---- Compression options (helper D, issue 18): every option but `none` is a chain of stages. ----
+# Each option's YAML picks the schema with exactly the keys its stages read, so a sweep samples only those.
 
 
 @dataclass
 class CompressorConfig:
-    """A compressor option: ``stages`` in encoding order (``fl_sweeps.compression.chain.StageChain``); the numeric
-    keys are the option's settings its stages refer to (null where the option has none)."""
+    """A compressor option: ``stages`` in encoding order (``fl_sweeps.compression.chain.StageChain``)."""
 
     _target_: str = "fl_sweeps.compression.chain.StageChain"
     _recursive_: bool = False  # the chain instantiates its stages itself, when the TFF process is built
     name: str = MISSING
     stages: list[Any] = field(default_factory=list)
     threshold: int = 20000
-    bits: int | None = None
-    fraction: float | None = None
-    levels: int | None = None
-    rounding: str | None = None
+    entropy_coding: bool = False  # only options whose stages quantize (end in the packing stage) can take true
 
 
+@dataclass
+class BitsCompressorConfig(CompressorConfig):
+    bits: int = 8
+
+
+@dataclass
+class RoundedCompressorConfig(BitsCompressorConfig):
+    rounding: str = "deterministic"
+
+
+@dataclass
+class LevelsCompressorConfig(CompressorConfig):
+    levels: int = 4
+
+
+@dataclass
+class FractionCompressorConfig(CompressorConfig):
+    fraction: float = 0.1
+
+
+@dataclass
+class FractionRoundedCompressorConfig(RoundedCompressorConfig):
+    fraction: float = 0.1
+
+
+COMPRESSOR_SCHEMAS = {
+    "compressor": CompressorConfig,
+    "bits_compressor": BitsCompressorConfig,
+    "rounded_compressor": RoundedCompressorConfig,
+    "levels_compressor": LevelsCompressorConfig,
+    "fraction_compressor": FractionCompressorConfig,
+    "fraction_rounded_compressor": FractionRoundedCompressorConfig,
+}
 for _group in ("broadcast_encoder", "aggregate_encoder"):
-    GROUP_SCHEMAS[_group]["compressor"] = CompressorConfig
+    GROUP_SCHEMAS[_group].update(COMPRESSOR_SCHEMAS)
 # ---- end of compression options ----

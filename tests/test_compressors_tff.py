@@ -3,31 +3,33 @@ formulas, in both directions where the option is allowed; random options repeat 
 
 from __future__ import annotations
 
+import re
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 from compressor_configs import option_names
 from compressor_formulas import formula
 from conftest import TINY
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from fl_sweeps.cli import config_dir
 from fl_sweeps.compression.bits import WEIGHT_BITS
 from fl_sweeps.trainer import FederatedTrial, RunSettings, TrainingSettings
 from fl_sweeps.validation import SPARSIFYING_ENCODERS
 
 OPTIONS = option_names("aggregate_encoder")
-RANDOM_OPTIONS = {
-    "uniform": [
-        "aggregate_encoder.rounding=stochastic",
-        "broadcast_encoder=uniform",
-        "broadcast_encoder.rounding=stochastic",
-        "broadcast_encoder.threshold=0",
-    ],
-    "hadamard": ["aggregate_encoder.rounding=stochastic"],
-    "terngrad": ["broadcast_encoder=qsgd", "broadcast_encoder.threshold=0", "broadcast_encoder.levels=64"],
-    "qsgd": [],
-    "randk": [],
-    "drive": ["broadcast_encoder=drive", "broadcast_encoder.threshold=0"],
-    "rotated_topk": [],
+# Every random option in a trial, each direction where it is allowed (trial name: overrides).
+RANDOM_TRIALS = {
+    "uniform+randk": ["broadcast_encoder=uniform", "broadcast_encoder.rounding=stochastic", "aggregate_encoder=randk"],
+    "qsgd+terngrad": ["broadcast_encoder=qsgd", "broadcast_encoder.levels=64", "aggregate_encoder=terngrad"],
+    "drive+rotated_topk": ["broadcast_encoder=drive", "aggregate_encoder=rotated_topk"],
+    "hadamard+qsgd": ["broadcast_encoder=hadamard", "broadcast_encoder.rounding=stochastic", "aggregate_encoder=qsgd"],
+    "terngrad+uniform": ["broadcast_encoder=terngrad", "aggregate_encoder.rounding=stochastic"],
+    "none+hadamard": ["aggregate_encoder=hadamard", "aggregate_encoder.rounding=stochastic"],
+    "none+drive": ["aggregate_encoder=drive"],
 }
 
 
@@ -56,33 +58,82 @@ def _tensor_sizes(trial: FederatedTrial, cfg) -> tuple[list[int], list[int]]:
     return trainable + [int(np.prod(w.shape)) for w in model.non_trainable_weights], trainable
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", OPTIONS)
-def test_measured_bits_equal_the_formula_in_both_directions(compose_config, tff_worker, name):
-    both = name not in SPARSIFYING_ENCODERS
-    overrides = [*TINY, f"aggregate_encoder={name}"]
-    if name != "none":
-        overrides.append("aggregate_encoder.threshold=0")
-    if both:
+def _overrides(name: str) -> list[str]:
+    """The option on the aggregation, and on the broadcast where allowed, compressing every tensor."""
+    overrides = [f"aggregate_encoder={name}"]
+    if name not in SPARSIFYING_ENCODERS:
         overrides.append(f"broadcast_encoder={name}")
-        overrides += [] if name == "none" else ["broadcast_encoder.threshold=0"]
-    if name == "hadamard":
-        overrides.append("algorithm=fedavg_core")  # the hand-written FedAvg reports the same measurements
-    cfg = compose_config(overrides)
+    if name != "none":
+        overrides += [f"{o.split('=')[0]}.threshold=0" for o in list(overrides)]
+    return overrides
+
+
+def _check_counted(cfg) -> list:
+    """Train two rounds; the measured bits of every round equal the count of the same encoders outside TFF
+    (``bits_per_client``) and the formula where fl-sweeps has one. Returns the round records."""
     trial = _build(cfg)
-    model_sizes, update_sizes = _tensor_sizes(trial, cfg)
-    down_encoder = instantiate(cfg.broadcast_encoder)
-    up_encoder = instantiate(cfg.aggregate_encoder)
-    down = sum(sum(formula(down_encoder, n)) for n in model_sizes) + sum(
-        formula(up_encoder, n)[1] for n in update_sizes
-    )
-    up = sum(formula(up_encoder, n)[0] for n in update_sizes) + WEIGHT_BITS
+    down_encoder, up_encoder = instantiate(cfg.broadcast_encoder), instantiate(cfg.aggregate_encoder)
     clients = cfg.training.clients_per_round
     records = list(trial.run(_settings(cfg)))
-
-    assert [(r.broadcast_bits, r.aggregate_bits) for r in records] == [(down * clients, up * clients)] * len(records)
-    assert (trial.bits_per_client.broadcast, trial.bits_per_client.aggregate) == (down, up)  # planned, eagerly
+    planned = trial.bits_per_client.for_clients(clients)
+    assert [(r.broadcast_bits, r.aggregate_bits) for r in records] == [(planned.broadcast, planned.aggregate)] * len(
+        records
+    )
+    if {down_encoder.name, up_encoder.name} <= set(OPTIONS):  # the built-in options: formula, an independent count
+        model_sizes, update_sizes = _tensor_sizes(trial, cfg)
+        down = sum(sum(formula(down_encoder, n)) for n in model_sizes)
+        down += sum(formula(up_encoder, n)[1] for n in update_sizes)
+        up = sum(formula(up_encoder, n)[0] for n in update_sizes) + WEIGHT_BITS
+        assert (records[0].broadcast_bits, records[0].aggregate_bits) == (down * clients, up * clients)
     assert all(np.isfinite(r.train_loss) for r in records)
+    return records
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", OPTIONS)
+def test_every_option_in_conf_is_counted_from_its_messages(compose_config, tff_worker, name):
+    """Every option found in conf/, in both directions where allowed; ``hadamard`` on the hand-written FedAvg."""
+    algorithm = ["algorithm=fedavg_core"] if name == "hadamard" else []
+    _check_counted(compose_config([*TINY, *_overrides(name), *algorithm]))
+
+
+def _readme_example(tmp_path: Path) -> Path:
+    """The README's worked example written where a user would put it: its Python file in a module on the path
+    (``tmp_path``) and its YAML under a copy of ``conf/``. Returns the config directory."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Write your own compressor", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(?:python|yaml)\n# (\S+)\n(.*?)```", section, flags=re.S)
+    assert [path for path, _ in blocks] == [
+        "my_compressors/log_quantization.py",
+        "conf/aggregate_encoder/log_quantization.yaml",
+    ]
+    shutil.copytree(config_dir(), tmp_path / "conf")
+    for path, text in blocks:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    return tmp_path / "conf"
+
+
+@pytest.mark.slow
+def test_readme_worked_example_is_a_counted_option(tmp_path, monkeypatch, compose_config, tff_worker):
+    """A new option from one Python file and one YAML file, counted by measurement: ``bits`` bits a value (packed
+    into words) and one float32 scale, for every compressed tensor (checked by hand here)."""
+    conf = _readme_example(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                *TINY,
+                "aggregate_encoder=log_quantization",
+                "aggregate_encoder.bits=3",
+                "aggregate_encoder.threshold=0",
+            ],
+        )
+    records = _check_counted(cfg)
+    trial_sizes = _tensor_sizes(_build(cfg), cfg)[1]
+    by_hand = sum(32 * -(-n * 3 // 32) + 32 for n in trial_sizes) + WEIGHT_BITS
+    assert records[0].aggregate_bits == by_hand * cfg.training.clients_per_round
 
 
 def _history(trial: FederatedTrial, settings: RunSettings) -> list[tuple]:
@@ -96,17 +147,15 @@ def _final_weights(trial: FederatedTrial) -> list[np.ndarray]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(RANDOM_OPTIONS))
-def test_same_seed_same_numbers_reused_or_rebuilt(compose_config, tff_worker, name):
-    cfg = compose_config(
-        [
-            *TINY,
-            "training.rounds=3",
-            f"aggregate_encoder={name}",
-            "aggregate_encoder.threshold=0",
-            *RANDOM_OPTIONS[name],
-        ]
-    )
+@pytest.mark.parametrize("trial", sorted(RANDOM_TRIALS))
+def test_same_seed_same_numbers_reused_or_rebuilt(compose_config, tff_worker, trial):
+    overrides = RANDOM_TRIALS[trial]
+    thresholds = [
+        f"{group}.threshold=0"
+        for group in ("broadcast_encoder", "aggregate_encoder")
+        if f"{group}=none" not in overrides and any(o.startswith(f"{group}=") for o in overrides)
+    ]
+    cfg = compose_config([*TINY, "training.rounds=3", *overrides, *thresholds])
     first = _build(cfg)
     history = _history(first, _settings(cfg))
     weights = _final_weights(first)

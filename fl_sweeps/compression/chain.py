@@ -52,7 +52,8 @@ class StageChain(NoCompression):
         name: The option's name (for tables and messages).
         stages: The stage configs, in encoding order.
         threshold: Tensors with at most this many elements are sent unencoded.
-        bits, fraction, levels, rounding: The option's settings (null where it has none), read by its stages.
+        bits, fraction, levels, rounding, entropy_coding: The option's settings (null where it has none), read by
+            its stages.
     """
 
     name: str = "chain"
@@ -62,6 +63,7 @@ class StageChain(NoCompression):
     fraction: float | None = None
     levels: int | None = None
     rounding: str | None = None
+    entropy_coding: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", freeze_stages(self.stages))

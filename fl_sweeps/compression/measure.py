@@ -19,13 +19,31 @@ UP_KEY = "bits_clients_to_server"
 
 
 def message_bits(structure: Any) -> Any:
-    """Bits of a structure of tensors as sent: the sum of each tensor's elements times its dtype's width (int64)."""
+    """Bits of a structure of tensors as sent: the sum of each tensor's elements times its dtype's width (int64).
+
+    An entropy-coded part of a message (a stage output with a ``coded_bits`` key, beside the packed symbols that
+    stand in for the coded stream; ``fl_sweeps.compression.bit_packing``) counts as its ``coded_bits``.
+    """
     import tensorflow as tf
 
+    from fl_sweeps.compression.bit_packing import CODED_BITS_KEY
+
     total = tf.constant(0, tf.int64)
-    for tensor in tf.nest.flatten(structure):
-        width = 1 if tensor.dtype == tf.bool else tensor.dtype.size * 8
-        total += tf.cast(tf.size(tensor, out_type=tf.int64), tf.int64) * width
+    stack = [structure]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            coded = [key for key in node if str(key).split("/")[-1] == CODED_BITS_KEY]
+            stand_ins = {
+                key for key in node for c in coded if key != c and str(key).startswith(str(c)[: -len(CODED_BITS_KEY)])
+            }
+            total += sum((tf.cast(node[c], tf.int64) for c in coded), tf.constant(0, tf.int64))
+            stack.extend(value for key, value in node.items() if key not in stand_ins and key not in coded)
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+        else:
+            width = 1 if node.dtype == tf.bool else node.dtype.size * 8
+            total += tf.cast(tf.size(node, out_type=tf.int64), tf.int64) * width
     return total
 
 
