@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from compressor_configs import encoder
+from compressor_configs import build_trial, encoder, run_settings
 from conftest import TINY
 
 import fl_sweeps.quiet  # noqa: F401  (before TF)
@@ -95,9 +95,6 @@ def test_entropy_coding_on_an_option_that_does_not_quantize_fails_in_one_line(co
 @pytest.mark.slow
 def test_entropy_coding_on_a_real_process(compose_config, tff_worker):
     """Both directions coded on a real TFF process: the same training, fewer bits measured each round."""
-    from hydra.utils import instantiate
-
-    from fl_sweeps.trainer import FederatedTrial, RunSettings, TrainingSettings
 
     def run(entropy_coding: bool) -> list:
         cfg = compose_config(
@@ -112,16 +109,8 @@ def test_entropy_coding_on_a_real_process(compose_config, tff_worker):
                 f"aggregate_encoder.entropy_coding={entropy_coding}",
             ]
         )
-        trial = FederatedTrial(
-            data=instantiate(cfg.data),
-            model_builder=instantiate(cfg.model),
-            client_optimizer=instantiate(cfg.client_optimizer),
-            server_optimizer=instantiate(cfg.server_optimizer),
-            broadcast_encoder=instantiate(cfg.broadcast_encoder),
-            aggregate_encoder=instantiate(cfg.aggregate_encoder),
-            algorithm=instantiate(cfg.algorithm),
-        )
-        return list(trial.run(RunSettings(training=TrainingSettings(**cfg.training), seed=cfg.seed)))
+        trial = build_trial(cfg)
+        return list(trial.run(run_settings(cfg)))
 
     coded, fixed = run(True), run(False)
     assert [r.train_loss for r in coded] == [r.train_loss for r in fixed]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from compressor_configs import option_names
+from compressor_configs import build_trial, option_names, run_settings
 from compressor_formulas import formula
 from conftest import TINY
 from hydra import compose, initialize_config_dir
@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 
 from fl_sweeps.cli import config_dir
 from fl_sweeps.compression.bits import WEIGHT_BITS
-from fl_sweeps.trainer import FederatedTrial, RunSettings, TrainingSettings
+from fl_sweeps.trainer import FederatedTrial, RunSettings
 from fl_sweeps.validation import SPARSIFYING_ENCODERS
 
 OPTIONS = option_names("aggregate_encoder")
@@ -31,24 +31,6 @@ RANDOM_TRIALS = {
     "none+hadamard": ["aggregate_encoder=hadamard", "aggregate_encoder.rounding=stochastic"],
     "none+drive": ["aggregate_encoder=drive"],
 }
-
-
-def _build(cfg, *, fresh: bool = True) -> FederatedTrial:
-    """A trial built from the config as a run builds it (every part traced anew)."""
-    data = instantiate(cfg.data)
-    return FederatedTrial(
-        data=data,
-        model_builder=instantiate(cfg.model),
-        client_optimizer=instantiate(cfg.client_optimizer),
-        server_optimizer=instantiate(cfg.server_optimizer),
-        broadcast_encoder=instantiate(cfg.broadcast_encoder),
-        aggregate_encoder=instantiate(cfg.aggregate_encoder),
-        algorithm=instantiate(cfg.algorithm),
-    )
-
-
-def _settings(cfg, seed: int | None = None) -> RunSettings:
-    return RunSettings(training=TrainingSettings(**cfg.training), seed=cfg.seed if seed is None else seed)
 
 
 def _tensor_sizes(trial: FederatedTrial, cfg) -> tuple[list[int], list[int]]:
@@ -71,10 +53,10 @@ def _overrides(name: str) -> list[str]:
 def _check_counted(cfg) -> list:
     """Train two rounds; the measured bits of every round equal the count of the same encoders outside TFF
     (``bits_per_client``) and the formula where fl-sweeps has one. Returns the round records."""
-    trial = _build(cfg)
+    trial = build_trial(cfg)
     down_encoder, up_encoder = instantiate(cfg.broadcast_encoder), instantiate(cfg.aggregate_encoder)
     clients = cfg.training.clients_per_round
-    records = list(trial.run(_settings(cfg)))
+    records = list(trial.run(run_settings(cfg)))
     planned = trial.bits_per_client.for_clients(clients)
     assert [(r.broadcast_bits, r.aggregate_bits) for r in records] == [(planned.broadcast, planned.aggregate)] * len(
         records
@@ -131,7 +113,7 @@ def test_readme_worked_example_is_a_counted_option(tmp_path, monkeypatch, compos
             ],
         )
     records = _check_counted(cfg)
-    trial_sizes = _tensor_sizes(_build(cfg), cfg)[1]
+    trial_sizes = _tensor_sizes(build_trial(cfg), cfg)[1]
     by_hand = sum(32 * -(-n * 3 // 32) + 32 for n in trial_sizes) + WEIGHT_BITS
     assert records[0].aggregate_bits == by_hand * cfg.training.clients_per_round
 
@@ -156,17 +138,64 @@ def test_same_seed_same_numbers_reused_or_rebuilt(compose_config, tff_worker, tr
         if f"{group}=none" not in overrides and any(o.startswith(f"{group}=") for o in overrides)
     ]
     cfg = compose_config([*TINY, "training.rounds=3", *overrides, *thresholds])
-    first = _build(cfg)
-    history = _history(first, _settings(cfg))
+    first = build_trial(cfg)
+    history = _history(first, run_settings(cfg))
     weights = _final_weights(first)
-    other_seed = _history(first, _settings(cfg, seed=cfg.seed + 1))
-    reused = _history(first, _settings(cfg))
+    other_seed = _history(first, run_settings(cfg, seed=cfg.seed + 1))
+    reused = _history(first, run_settings(cfg))
     reused_weights = _final_weights(first)
-    rebuilt_trial = _build(cfg)
-    rebuilt = _history(rebuilt_trial, _settings(cfg))
+    rebuilt_trial = build_trial(cfg)
+    rebuilt = _history(rebuilt_trial, run_settings(cfg))
 
     assert reused == history and rebuilt == history
     for a, b, c in zip(weights, reused_weights, _final_weights(rebuilt_trial), strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
     assert other_seed != history
+
+
+@pytest.mark.slow
+def test_readme_worked_example_runs_in_a_sweep(tmp_path):
+    """``fl-sweep --multirun`` over the example's ``bits``, with its files where a user would put them."""
+    import os
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    conf = _readme_example(tmp_path)
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [
+        str(Path(sys.executable).parent / "fl-sweep"),
+        "--multirun",
+        "--config-dir",
+        str(conf),
+        f"mlflow.tracking_uri={mlflow_uri}",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}",
+        "hydra.sweeper.study_name=own-compressor",
+        "hydra.sweeper.params={aggregate_encoder.bits: 'choice(2, 5)'}",
+        "hydra.sweeper.pruner.type=none",
+        "hydra.sweeper.n_trials=2",
+        "aggregate_encoder=log_quantization",
+        "aggregate_encoder.threshold=0",
+        *TINY,
+    ]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("fl-sweeps").experiment_id])
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
+    assert {r.data.params["aggregate_encoder.name"] for r in trials} == {"log_quantization"}
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=TINY)
+    data = instantiate(cfg.data)
+    sizes = [
+        int(np.prod(w.shape)) for w in instantiate(cfg.model)(data.input_shape, data.num_classes).trainable_weights
+    ]
+    for run in trials:  # each trial's last round counted as the example's wire format says, at its sampled bits
+        bits = int(run.data.params["aggregate_encoder.bits"])
+        by_hand = sum(32 * -(-n * bits // 32) + 32 for n in sizes) + WEIGHT_BITS
+        assert run.data.metrics["comm/aggregate_bits"] == by_hand * cfg.training.clients_per_round

@@ -74,8 +74,10 @@ def _stage_class() -> type:
     import tensorflow as tf
     from tensorflow_model_optimization.python.core.internal.tensor_encoding.core import encoding_stage
 
+    from fl_sweeps.compression.stage_base import ChainStage
+
     @encoding_stage.tf_style_encoding_stage
-    class DenseBitpackingEncodingStage(encoding_stage.EncodingStageInterface):
+    class DenseBitpackingEncodingStage(ChainStage):
         """Packs integer-valued floats of ``bits`` bits into int32 words, 32 bits per word, and back."""
 
         ENCODED_VALUES_KEY = "bitpacked_values"
@@ -85,24 +87,11 @@ def _stage_class() -> type:
             self._bits = int(bits)
             self._entropy_coding = entropy_coding
 
-        @property
-        def name(self) -> str:
-            return "dense_bitpacking"
+        STAGE_NAME = "dense_bitpacking"
 
         @property
         def compressible_tensors_keys(self) -> list[str]:
             return []  # packed words are final
-
-        @property
-        def commutes_with_sum(self) -> bool:
-            return False
-
-        @property
-        def decode_needs_input_shape(self) -> bool:
-            return True
-
-        def get_params(self) -> tuple[dict, dict]:
-            return {}, {}
 
         def encode(self, x: Any, encode_params: dict) -> dict:
             del encode_params
