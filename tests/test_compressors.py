@@ -248,3 +248,17 @@ def test_bad_settings_fail_in_one_line_before_any_work(compose_config, overrides
     with pytest.raises(ConfigError) as error:
         validate(compose_config(overrides))
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_a_sparsifying_stage_is_refused_for_the_broadcast_when_built():
+    """Also an option of the user's own (not in the validation's list of built-in sparsifiers)."""
+    import tensorflow_federated as tff
+
+    from fl_sweeps.compression.broadcast import build_encoded_broadcast
+    from fl_sweeps.compression.chain import StageChain
+
+    own = StageChain(
+        name="my_sparsifier", stages=({"_target_": "fl_sweeps.compression.sparsifiers.RandK", "fraction": 0.5},)
+    )
+    with pytest.raises(ConfigError, match="broadcast_encoder=my_sparsifier sparsifies"):
+        build_encoded_broadcast(value_type=tff.TensorType(np.float32, [100]), encoder=own)
