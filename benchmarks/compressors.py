@@ -29,26 +29,25 @@ from typing import Any
 
 from fl_run import DEFAULT_DATA, RESULTS, build, compose, settings
 
-from fl_sweeps.validation import SPARSIFYING_ENCODERS
-
 MNIST = ["data=mnist", "data.partition=shards", "data.num_clients=100", "model=cnn", "training.clients_per_round=10"]
 SMOKE = ["data.num_clients=6", "training.clients_per_round=3", "model.filters=[4,8]", "model.dense_units=16"]
 
 
-def options() -> list[str]:
-    """Every option of ``aggregate_encoder`` in ``conf/``."""
+def options(group: str = "aggregate_encoder") -> list[str]:
+    """Every option of ``group`` in ``conf/``."""
     from fl_sweeps.cli import config_dir
 
-    return sorted(p.stem for p in (Path(config_dir()) / "aggregate_encoder").glob("*.yaml"))
+    return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
 
 
 def variants(names: list[str], threshold: int | None = None) -> dict[str, list[str]]:
     """Row label → overrides: each option on the aggregation, and in both directions where allowed (``threshold``:
     the options' threshold, None for their default)."""
     rows = {}
+    broadcast_options = options("broadcast_encoder")
     for name in names:
         rows[f"{name} (aggregation)"] = ["broadcast_encoder=none", f"aggregate_encoder={name}"]
-        if name != "none" and name not in SPARSIFYING_ENCODERS:
+        if name != "none" and name in broadcast_options:
             rows[f"{name} (both)"] = [f"broadcast_encoder={name}", f"aggregate_encoder={name}"]
     if threshold is not None:
         for overrides in rows.values():

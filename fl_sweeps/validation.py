@@ -55,12 +55,6 @@ for _side in ("client_optimizer", "server_optimizer"):
     RULES[f"{_side}.beta_2"] = _UNIT_INTERVAL_OPEN
     RULES[f"{_side}.epsilon"] = _POSITIVE
 # ---- Compression options (helper D, issue 18). ----
-SPARSIFYING_ENCODERS = ("topk", "randk", "topk_uniform", "rotated_topk")
-RULES["broadcast_encoder.name"] = (
-    lambda v: v not in SPARSIFYING_ENCODERS,
-    "an option that sends every value: a client cannot rebuild the model weights from a sparsified broadcast "
-    f"({', '.join(SPARSIFYING_ENCODERS)} are for aggregate_encoder only)",
-)
 for _side in ("broadcast_encoder", "aggregate_encoder"):
     RULES[f"{_side}.bits"] = (lambda v: isinstance(v, int) and 1 <= v <= 16, "an integer from 1 to 16")
     RULES[f"{_side}.threshold"] = (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")

@@ -15,6 +15,11 @@ def option_names(group: str) -> list[str]:
     return sorted(path.stem for path in (Path(config_dir()) / group).glob("*.yaml"))
 
 
+def aggregation_only() -> list[str]:
+    """Options of ``aggregate_encoder`` that ``broadcast_encoder`` does not have (the sparsifiers)."""
+    return sorted(set(option_names("aggregate_encoder")) - set(option_names("broadcast_encoder")))
+
+
 def encoder(compose_config: Any, name: str, group: str = "aggregate_encoder", **settings: Any) -> Any:
     """The option ``name`` of ``group`` with ``settings`` overridden, instantiated as a run would."""
     overrides = [f"{group}={name}", *(f"{group}.{key}={value}" for key, value in settings.items())]

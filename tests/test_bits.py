@@ -57,12 +57,13 @@ def test_rotation_blocks_pad_little(n):
         assert rows == 1 and block < 2 * n
 
 
-def _crossing_bits(computation, *, aggregator: bool) -> tuple[int, int]:
+def _crossing_bits(computation, *, aggregator: bool = False) -> tuple[int, int]:
     """(server→client, client→server) bits per client, read off the intrinsics in a TFF computation.
 
     Counted: what is broadcast (of an aggregator: its encode parameters, the first of the two it broadcasts; the
     second, parameters for decoding before the sum, only makes a round trip) and the ``message`` of what
-    clients aggregate (not the bit counts and parameters riding along); sums of the measurements are not traffic.
+    clients aggregate (not the bit counts and parameters riding along); sums of the measurements (int64) are not
+    traffic.
     """
     import tensorflow_federated as tff
     from tensorflow_federated.python.core.impl.compiler import building_blocks
@@ -83,8 +84,9 @@ def _crossing_bits(computation, *, aggregator: bool) -> tuple[int, int]:
                 down += type_bits(argument.member[0] if aggregator else argument.member)
             elif node.function.uri == "federated_aggregate":
                 up += type_bits(argument[0].member.message)
-            elif node.function.uri == "federated_sum":
-                assert argument.member == tff.TensorType(np.int64), argument  # a measurement
+            elif node.function.uri in ("federated_sum", "federated_mean"):
+                if argument.member != tff.TensorType(np.int64):  # int64 sums are the bit measurements
+                    up += type_bits(argument.member)
             elif node.function.uri.startswith("federated_weighted_mean") or "secure" in node.function.uri:
                 raise AssertionError(f"unexpected intrinsic {node.function.uri}")
     return down, up

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from compressor_configs import build_trial, option_names, run_settings
+from compressor_configs import aggregation_only, build_trial, option_names, run_settings
 from compressor_formulas import formula
 from conftest import TINY
 from hydra import compose, initialize_config_dir
@@ -18,7 +18,6 @@ from hydra.utils import instantiate
 from fl_sweeps.cli import config_dir
 from fl_sweeps.compression.bits import WEIGHT_BITS
 from fl_sweeps.trainer import FederatedTrial, RunSettings
-from fl_sweeps.validation import SPARSIFYING_ENCODERS
 
 OPTIONS = option_names("aggregate_encoder")
 # Every random option in a trial, each direction where it is allowed (trial name: overrides).
@@ -43,7 +42,7 @@ def _tensor_sizes(trial: FederatedTrial, cfg) -> tuple[list[int], list[int]]:
 def _overrides(name: str) -> list[str]:
     """The option on the aggregation, and on the broadcast where allowed, compressing every tensor."""
     overrides = [f"aggregate_encoder={name}"]
-    if name not in SPARSIFYING_ENCODERS:
+    if name not in aggregation_only():
         overrides.append(f"broadcast_encoder={name}")
     if name != "none":
         overrides += [f"{o.split('=')[0]}.threshold=0" for o in list(overrides)]

@@ -7,7 +7,8 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
 from fl_sweeps.cli import config_dir
-from fl_sweeps.compression.encoders import HadamardQuantization, NoCompression, UniformQuantization
+from fl_sweeps.compression.chain import StageChain
+from fl_sweeps.compression.encoders import NoCompression
 from fl_sweeps.errors import ConfigError
 from fl_sweeps.validation import validate
 
@@ -39,13 +40,13 @@ def test_every_option_composes_and_validates(compose_config, group, option):
 
 
 @pytest.mark.parametrize(
-    ("option", "cls"), [("none", NoCompression), ("uniform", UniformQuantization), ("hadamard", HadamardQuantization)]
+    ("option", "cls"), [("none", NoCompression), ("uniform", StageChain), ("hadamard", StageChain)]
 )
 def test_encoders_instantiate(compose_config, option, cls):
     cfg = compose_config([f"broadcast_encoder={option}", f"aggregate_encoder={option}"])
     for side in ("broadcast_encoder", "aggregate_encoder"):
         encoder = instantiate(cfg[side])
-        assert type(encoder) is cls
+        assert type(encoder) is cls and encoder.name == option
     if option != "none":
         assert instantiate(cfg.aggregate_encoder).bits == cfg.aggregate_encoder.bits
 
