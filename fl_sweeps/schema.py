@@ -48,16 +48,7 @@ class NoCompressionConfig:
     """``none``: tensors travel unencoded."""
 
     _target_: str = MISSING
-
-
-@dataclass
-class QuantizationConfig:
-    """``uniform`` and ``hadamard``: quantize tensors with more than ``threshold`` elements to ``bits`` bits."""
-
-    _target_: str = MISSING
-    bits: int = MISSING
-    threshold: int = MISSING
-    rounding: Rounding = MISSING
+    name: str = MISSING  # every encoder option records its name (MLflow params, analysis)
 
 
 @dataclass
@@ -223,6 +214,57 @@ class Config:
 # Sections whose values the sweeper sets for each job (not the user): the one place where the schema holds values.
 SWEEPER_SET_SECTIONS: tuple[type, ...] = (TrialLinkConfig,)
 
+# Compression options (issue 18): every option but `none` is a chain of stages (fl_sweeps.compression.chain).
+# Each option's YAML picks the schema with exactly the keys its stages read, so a sweep samples only those.
+
+
+@dataclass
+class CompressorConfig:
+    """A compressor option: ``stages`` in encoding order (``fl_sweeps.compression.chain.StageChain``)."""
+
+    _target_: str = MISSING
+    _recursive_: bool = MISSING  # false: the chain instantiates its stages itself, when the TFF process is built
+    name: str = MISSING
+    stages: list[Any] = MISSING
+    threshold: int = MISSING
+    entropy_coding: bool = MISSING  # only options whose stages quantize (end in the packing stage) can take true
+
+
+@dataclass
+class BitsCompressorConfig(CompressorConfig):
+    bits: int = MISSING
+
+
+@dataclass
+class RoundedCompressorConfig(BitsCompressorConfig):
+    rounding: Rounding = MISSING
+
+
+@dataclass
+class LevelsCompressorConfig(CompressorConfig):
+    levels: int = MISSING
+
+
+@dataclass
+class FractionCompressorConfig(CompressorConfig):
+    fraction: float = MISSING
+
+
+@dataclass
+class FractionRoundedCompressorConfig(RoundedCompressorConfig):
+    fraction: float = MISSING
+
+
+COMPRESSOR_SCHEMAS: dict[str, type] = {
+    "compressor": CompressorConfig,
+    "bits_compressor": BitsCompressorConfig,
+    "rounded_compressor": RoundedCompressorConfig,
+    "levels_compressor": LevelsCompressorConfig,
+    "fraction_compressor": FractionCompressorConfig,
+    "fraction_rounded_compressor": FractionRoundedCompressorConfig,
+}
+
+
 # The schema of each option, by group: ``conf/<group>/<option>.yaml`` opens with ``/schema/<group>/<name>@_here_``.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"digits": DigitsConfig, "mnist": MnistConfig, "femnist": FemnistConfig, "emnist": EmnistConfig},
@@ -230,8 +272,8 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "client_optimizer": {"sgd": SgdConfig, "sgdm": SgdmConfig, "adam": AdamConfig},
     "server_optimizer": {"sgd": SgdConfig, "sgdm": SgdmConfig, "adam": AdamConfig},
     "algorithm": {"fedavg": FedAvgConfig, "fedavg_core": FedAvgCoreConfig},
-    "broadcast_encoder": {"none": NoCompressionConfig, "quantization": QuantizationConfig},
-    "aggregate_encoder": {"none": NoCompressionConfig, "quantization": QuantizationConfig},
+    "broadcast_encoder": {"none": NoCompressionConfig, **COMPRESSOR_SCHEMAS},
+    "aggregate_encoder": {"none": NoCompressionConfig, **COMPRESSOR_SCHEMAS},
 }
 
 

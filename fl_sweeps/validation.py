@@ -53,9 +53,30 @@ for _side in ("client_optimizer", "server_optimizer"):
     RULES[f"{_side}.beta_1"] = _UNIT_INTERVAL_OPEN
     RULES[f"{_side}.beta_2"] = _UNIT_INTERVAL_OPEN
     RULES[f"{_side}.epsilon"] = _POSITIVE
+# ---- Compression options (helper D, issue 18). ----
 for _side in ("broadcast_encoder", "aggregate_encoder"):
     RULES[f"{_side}.bits"] = (lambda v: isinstance(v, int) and 1 <= v <= 16, "an integer from 1 to 16")
     RULES[f"{_side}.threshold"] = (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
+    RULES[f"{_side}.fraction"] = (
+        lambda v: isinstance(v, (int, float)) and 0 < v <= 1,
+        "a number in (0, 1]",
+    )
+    RULES[f"{_side}.levels"] = (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+
+
+def check_entropy_coding(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` if ``entropy_coding`` is on for an option whose stages do not quantize (no stage of it
+    takes ``entropy_coding``: the symbol-packing stage does)."""
+    for side in ("broadcast_encoder", "aggregate_encoder"):
+        if OmegaConf.select(cfg, f"{side}.entropy_coding", default=False) is True:
+            stages = OmegaConf.select(cfg, f"{side}.stages", default=[]) or []
+            if not any("entropy_coding" in stage for stage in stages):
+                raise ConfigError(
+                    f"{side}.entropy_coding=true is not allowed for {side}={cfg[side].get('name')}: it does not "
+                    "quantize; use entropy_coding with uniform, hadamard, sign, terngrad, qsgd, drive, nonuniform "
+                    "or topk_uniform"
+                )
+
 
 _MISSING = object()
 _PLACEHOLDERS = {"path": "directory", "cache_dir": "directory"}
@@ -79,6 +100,7 @@ def validate(cfg: DictConfig) -> None:
             continue
         if isinstance(value, DictConfig) or not _safe(ok, value):
             raise ConfigError(f"{key}={_show(value)} is not allowed: use {allowed}")
+    check_entropy_coding(cfg)
     num_clients = OmegaConf.select(cfg, "data.num_clients", default=None)
     check_clients_per_round(cfg.training.clients_per_round, num_clients, "data.num_clients")
 

@@ -4,55 +4,47 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from compressor_configs import encoder
 
-from fl_sweeps.compression.bits import WEIGHT_BITS, TensorInfo, bits_per_client
-from fl_sweeps.compression.encoders import HadamardQuantization, NoCompression, UniformQuantization
+from fl_sweeps.compression.bits import WEIGHT_BITS, TensorInfo, bits_per_client, tensor_message_bits
+from fl_sweeps.compression.encoders import NoCompression
 from fl_sweeps.compression.seeded_hadamard import rotation_layout
 
-SIZES = [1, 10, 100, 1000, 1023, 1024, 5000, 20001, 51200]
-ENCODERS = [
-    NoCompression(),
-    *(UniformQuantization(bits=b, threshold=t) for b in (1, 3, 6, 7, 8, 12, 16) for t in (0, 1000)),
-    *(HadamardQuantization(bits=b, threshold=t, rounding="stochastic") for b in (2, 5, 8) for t in (0, 1000)),
-]
+
+def _quantization_options(compose_config) -> list:
+    """Options of the crossing-types test: ``(broadcast, aggregate)`` built from their config files."""
+    return [
+        (encoder(compose_config, "none"), encoder(compose_config, "none")),
+        (
+            encoder(compose_config, "uniform", bits=8, threshold=100),
+            encoder(compose_config, "uniform", bits=3, threshold=100),
+        ),
+        (
+            encoder(compose_config, "uniform", bits=12, threshold=5000),
+            encoder(compose_config, "hadamard", bits=8, threshold=100),
+        ),
+        (
+            encoder(compose_config, "hadamard", bits=2, threshold=0),
+            encoder(compose_config, "uniform", bits=16, threshold=0),
+        ),
+        (encoder(compose_config, "drive", threshold=0), encoder(compose_config, "topk_uniform", threshold=0)),
+    ]
 
 
-def _encoded_bits(structure) -> int:
-    import tensorflow as tf
-
-    return sum(int(np.prod(t.shape)) * t.dtype.size * 8 for t in tf.nest.flatten(structure))
-
-
-@pytest.mark.parametrize("encoder", ENCODERS, ids=repr)
-def test_formula_matches_actually_encoded_tensors(encoder):
-    """Broadcast message (SimpleEncoder output) and aggregation message/params (GatherEncoder) by formula."""
-    import tensorflow as tf
-    from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
-
-    for n in SIZES:
-        spec = tf.TensorSpec([n], tf.float32)
-        x = tf.random.normal([n])
-        simple = te.encoders.as_simple_encoder(encoder.tensor_encoder(n, True), spec)
-        message, _ = simple.encode(x, simple.initial_state())
-        assert _encoded_bits(message) == encoder.payload_bits(n, 32) + encoder.seed_bits(n), n
-
-        gather = te.encoders.as_gather_encoder(encoder.tensor_encoder(n, True), spec)
-        encode_params, _, _ = gather.get_params(gather.initial_state())
-        encoded, _ = gather.encode(x, encode_params)
-        assert _encoded_bits(encoded) == encoder.payload_bits(n, 32), n
-        assert _encoded_bits(encode_params) == encoder.seed_bits(n), n
-
-
-def test_quantized_size_by_hand():
+def test_quantized_size_by_hand(compose_config):
     """Cases worked by hand: 51,200 values at 8 bits are 409,600 bits = 12,800 words, plus min and max."""
-    encoder = UniformQuantization(bits=8, threshold=20000)
-    assert encoder.payload_bits(51200, 32) == 12800 * 32 + 64
-    assert encoder.payload_bits(20000, 32) == 20000 * 32  # at the threshold: unencoded
-    assert UniformQuantization(bits=3, threshold=0).payload_bits(11, 32) == 2 * 32 + 64  # 33 bits straddle 2 words
-    assert HadamardQuantization(bits=4, threshold=0).payload_bits(1000, 32) == 128 * 32 + 64  # padded to 1024
+
+    def bits(name: str, n: int, **settings) -> int:
+        return tensor_message_bits(encoder(compose_config, name, **settings), TensorInfo(n), gather=True)[0]
+
+    assert bits("uniform", 51200, bits=8, threshold=20000) == 12800 * 32 + 64
+    assert bits("uniform", 20000, bits=8, threshold=20000) == 20000 * 32  # at the threshold: unencoded
+    assert bits("uniform", 11, bits=3, threshold=0) == 2 * 32 + 64  # 33 bits straddle 2 words
+    assert bits("hadamard", 1000, bits=4, threshold=0) == 128 * 32 + 64  # padded to 1024
     # The FedAvg CNN's dense kernel (3136 x 512 = 392 x 4096) is rotated without padding: 8 bits per value.
-    assert HadamardQuantization(bits=8, threshold=0).payload_bits(3136 * 512, 32) == 3136 * 512 * 8 + 64
-    assert HadamardQuantization(bits=2, threshold=0).payload_bits(51200, 32) == 51200 * 2 + 64  # 25 rows of 2048
+    assert bits("hadamard", 3136 * 512, bits=8, threshold=0) == 3136 * 512 * 8 + 64
+    assert bits("hadamard", 51200, bits=2, threshold=0) == 51200 * 2 + 64  # 25 rows of 2048
+    assert bits("topk", 1000, fraction=0.01, threshold=0) == 10 * (32 + 32)  # 10 values and their int32 indices
 
 
 @pytest.mark.parametrize("n", [1, 2, 255, 256, 257, 1000, 4097, 20001, 51200, 3136 * 512, 1_000_003])
@@ -65,8 +57,14 @@ def test_rotation_blocks_pad_little(n):
         assert rows == 1 and block < 2 * n
 
 
-def _crossing_bits(computation) -> tuple[int, int]:
-    """(server→client, client→server) bits per client, read off the intrinsics in a TFF computation."""
+def _crossing_bits(computation, *, aggregator: bool = False) -> tuple[int, int]:
+    """(server→client, client→server) bits per client, read off the intrinsics in a TFF computation.
+
+    Counted: what is broadcast (of an aggregator: its encode parameters, the first of the two it broadcasts; the
+    second, parameters for decoding before the sum, only makes a round trip) and the ``message`` of what
+    clients aggregate (not the bit counts and parameters riding along); sums of the measurements (int64) are not
+    traffic.
+    """
     import tensorflow_federated as tff
     from tensorflow_federated.python.core.impl.compiler import building_blocks
 
@@ -83,28 +81,21 @@ def _crossing_bits(computation) -> tuple[int, int]:
         if isinstance(node, building_blocks.Call) and isinstance(node.function, building_blocks.Intrinsic):
             argument = node.argument.type_signature
             if node.function.uri == "federated_broadcast":
-                down += type_bits(argument.member)
+                down += type_bits(argument.member[0] if aggregator else argument.member)
             elif node.function.uri == "federated_aggregate":
-                up += type_bits(argument[0].member)
+                up += type_bits(argument[0].member.message)
             elif node.function.uri in ("federated_sum", "federated_mean"):
-                up += type_bits(argument.member)
+                if argument.member != tff.TensorType(np.int64):  # int64 sums are the bit measurements
+                    up += type_bits(argument.member)
             elif node.function.uri.startswith("federated_weighted_mean") or "secure" in node.function.uri:
                 raise AssertionError(f"unexpected intrinsic {node.function.uri}")
     return down, up
 
 
-@pytest.mark.parametrize(
-    ("broadcast", "aggregate"),
-    [
-        (NoCompression(), NoCompression()),
-        (UniformQuantization(bits=8, threshold=100), UniformQuantization(bits=3, threshold=100)),
-        (UniformQuantization(bits=12, threshold=5000), HadamardQuantization(bits=8, threshold=100)),
-        (HadamardQuantization(bits=2, threshold=0), UniformQuantization(bits=16, threshold=0)),
-    ],
-    ids=repr,
-)
-def test_formula_matches_types_of_built_processes(broadcast, aggregate):
-    """What crosses placements in the built distributor and aggregator equals the formula's count."""
+@pytest.mark.parametrize("case", range(5))
+def test_count_matches_types_of_built_processes(compose_config, case):
+    """What crosses placements in the built distributor and aggregator equals the measured count."""
+    broadcast, aggregate = _quantization_options(compose_config)[case]
     import tensorflow as tf
     import tensorflow_federated as tff
 
@@ -125,8 +116,8 @@ def test_formula_matches_types_of_built_processes(broadcast, aggregate):
     weights_type = tff.learning.models.weights_type_from_model(model_fn)
     distributor = build_encoded_broadcast(value_type=weights_type, encoder=broadcast)
     aggregator = build_model_aggregator(encoder=aggregate).create(weights_type.trainable, tff.TensorType(np.float32))
-    broadcast_down, broadcast_up = _crossing_bits(distributor.next)
-    aggregate_down, aggregate_up = _crossing_bits(aggregator.next)
+    broadcast_down, broadcast_up = _crossing_bits(distributor.next, aggregator=False)
+    aggregate_down, aggregate_up = _crossing_bits(aggregator.next, aggregator=True)
 
     tensors = [TensorInfo(int(np.prod(v.shape))) for v in keras_model.trainable_weights]
     expected = bits_per_client(

@@ -1,9 +1,17 @@
-"""Exact number of bits on the wire per round, from the encoder settings and the model's tensor shapes."""
+"""Bits exchanged with one client in one round, measured by encoding tensors of the model's shapes.
+
+The trainer records each round's bits from the process's own measurements (``fl_sweeps.compression.measure``);
+this gives the same count ahead of a run (for planning a sweep's budget), by encoding normally distributed tensors
+of the model's shapes with the same encoders and measuring the messages with the same function. For every option
+whose message size does not depend on the values (all built-in ones), it is the exact count of every round.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from fl_sweeps.compression.encoders import NoCompression
 
@@ -12,17 +20,19 @@ WEIGHT_BITS = 32  # each client's aggregation weight (its example count) as floa
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """Size and kind of one model tensor, as the bit count needs them.
+    """Shape and kind of one model tensor.
 
     Attributes:
         num_elements: Number of elements.
         dtype_bits: Width of one element in bits.
-        is_float: Whether the dtype is floating point (only those are quantized).
+        is_float: Whether the dtype is floating point (only those are encoded).
+        dtype: The dtype's name.
     """
 
     num_elements: int
     dtype_bits: int = 32
     is_float: bool = True
+    dtype: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -30,7 +40,7 @@ class BitsPerClient:
     """Bits exchanged with one participating client in one round.
 
     Attributes:
-        broadcast: Server to client: the (encoded) model, plus seeds the aggregation's encoders need.
+        broadcast: Server to client: the (encoded) model, plus the aggregation encoders' parameters (seeds).
         aggregate: Client to server: the (encoded) weighted model update plus the client's weight.
     """
 
@@ -54,11 +64,7 @@ def bits_per_client(
     broadcast_encoder: NoCompression,
     aggregate_encoder: NoCompression,
 ) -> BitsPerClient:
-    """Bits exchanged with one client in one FedAvg round.
-
-    Counts the model channel: the broadcast of the model weights and the aggregation of the client updates, with
-    all side information (quantization ranges, rotation seeds, unencoded small tensors, the client weight).
-    Training metrics that clients report for logging are not part of the algorithm's traffic and are not counted.
+    """Bits exchanged with one client in one FedAvg round, measured on encoded random tensors.
 
     Args:
         model_tensors: The model weights the server broadcasts (trainable then non-trainable).
@@ -66,10 +72,34 @@ def bits_per_client(
         broadcast_encoder: Encoder of the server→client model broadcast.
         aggregate_encoder: Encoder of the client→server update aggregation.
     """
-    down = sum(
-        broadcast_encoder.payload_bits(t.num_elements, t.dtype_bits, t.is_float)
-        + broadcast_encoder.seed_bits(t.num_elements, t.is_float)
-        for t in model_tensors
-    ) + sum(aggregate_encoder.seed_bits(t.num_elements, t.is_float) for t in update_tensors)
-    up = sum(aggregate_encoder.payload_bits(t.num_elements, t.dtype_bits, t.is_float) for t in update_tensors)
+    down = sum(tensor_message_bits(broadcast_encoder, t, gather=False)[0] for t in model_tensors)
+    up = 0
+    for t in update_tensors:
+        message, params = tensor_message_bits(aggregate_encoder, t, gather=True)
+        up += message
+        down += params
     return BitsPerClient(broadcast=down, aggregate=up + WEIGHT_BITS)
+
+
+def tensor_message_bits(encoder: NoCompression, tensor: TensorInfo, *, gather: bool, seed: int = 0) -> tuple[int, int]:
+    """``(message bits, encode-parameter bits)`` of one tensor encoded by ``encoder``, measured eagerly.
+
+    ``gather=False`` encodes as a broadcast does (one ``SimpleEncoder``: its parameters travel in the message),
+    ``gather=True`` as the aggregation does (a ``GatherEncoder``: the parameters go from server to clients).
+    """
+    import tensorflow as tf
+    from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
+
+    from fl_sweeps.compression.measure import message_bits
+
+    spec = tf.TensorSpec([tensor.num_elements], tensor.dtype)
+    values = tf.cast(np.random.default_rng(seed).normal(size=tensor.num_elements), tensor.dtype)
+    tensor_encoder = encoder.tensor_encoder(tensor.num_elements, tensor.is_float)
+    if not gather:
+        simple = te.encoders.as_simple_encoder(tensor_encoder, spec)
+        message, _ = simple.encode(values, simple.initial_state())
+        return int(message_bits(message)), 0
+    gather_encoder = te.encoders.as_gather_encoder(tensor_encoder, spec)
+    encode_params, _, _ = gather_encoder.get_params(gather_encoder.initial_state())
+    message, _ = gather_encoder.encode(values, encode_params)
+    return int(message_bits(message)), int(message_bits(encode_params))

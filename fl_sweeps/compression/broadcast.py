@@ -1,14 +1,18 @@
 """Encoded model broadcast: a ``DistributionProcess`` that encodes on the server and decodes on each client.
 
 TFF 0.87's ``build_weighted_fed_avg`` accepts a ``model_distributor`` but ships only the plain broadcast; this
-process is the server→client counterpart of ``tff.aggregators.EncodedSumFactory``.
+process is the server→client counterpart of ``tff.aggregators.EncodedSumFactory``. Each client measures the message
+it receives (``fl_sweeps.compression.measure``); the round's measurements carry the sum over clients.
 """
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 from fl_sweeps.compression.encoders import NoCompression
+from fl_sweeps.compression.measure import DOWN_KEY, UP_KEY, message_bits
+from fl_sweeps.errors import ConfigError
 from fl_sweeps.tff_runtime.autograph_rules import trace_tensor_encoding_without_autograph
 
 
@@ -20,17 +24,17 @@ def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression, tensor_e
 
     Args:
         value_type: Non-federated TFF type of the broadcast value (the model weights).
-        encoder: Encoder settings; ``NoCompression`` gives TFF's plain broadcast.
+        encoder: Encoder settings (``NoCompression``: every tensor as it is).
         tensor_encoders: A ``BuiltParts`` keeping each tensor's ``SimpleEncoder`` (which traces three functions when
             made) by its settings and type, for broadcasts that share them; None makes them all.
     """
+    import numpy as np
     import tensorflow as tf
     import tensorflow_federated as tff
     from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
-    if type(encoder) is NoCompression:
-        return tff.learning.templates.build_broadcast_process(value_type)
-
+    if encoder.sparsifies():
+        raise ConfigError(f"broadcast_encoder={encoder.name} sparsifies: a client cannot rebuild the model from it")
     trace_tensor_encoding_without_autograph()
     specs = tff.types.type_to_tf_tensor_specs(value_type)
     flat_specs = tf.nest.flatten(specs)
@@ -63,6 +67,10 @@ def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression, tensor_e
     def decode(encoded):
         return tf.nest.pack_sequence_as(specs, [e.decode(x) for e, x in zip(encoders, encoded, strict=True)])
 
+    @tff.tensorflow.computation(encode.type_signature.result[0])
+    def received_bits(encoded):
+        return message_bits(encoded)
+
     @tff.federated_computation
     def init_fn():
         return tff.federated_eval(initial_state, tff.SERVER)
@@ -70,9 +78,17 @@ def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression, tensor_e
     @tff.federated_computation(init_fn.type_signature.result, tff.FederatedType(value_type, tff.SERVER))
     def next_fn(state, value):
         encoded_and_state = tff.federated_map(encode, (state, value))
-        at_clients = tff.federated_map(decode, tff.federated_broadcast(encoded_and_state[0]))
+        message = tff.federated_broadcast(encoded_and_state[0])
+        measurements = collections.OrderedDict(
+            [
+                (DOWN_KEY, tff.federated_sum(tff.federated_map(received_bits, message))),
+                (UP_KEY, tff.federated_value(np.int64(0), tff.SERVER)),
+            ]
+        )
         return tff.templates.MeasuredProcessOutput(
-            state=encoded_and_state[1], result=at_clients, measurements=tff.federated_value((), tff.SERVER)
+            state=encoded_and_state[1],
+            result=tff.federated_map(decode, message),
+            measurements=tff.federated_zip(measurements),
         )
 
     return tff.learning.templates.DistributionProcess(init_fn, next_fn)

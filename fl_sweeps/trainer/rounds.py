@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from fl_sweeps.compression.bits import BitsPerClient
+from fl_sweeps.compression.measure import round_bits
 from fl_sweeps.data.federated_data import FederatedData
 from fl_sweeps.errors import DivergedError
 from fl_sweeps.records import RoundRecord
@@ -95,7 +96,7 @@ class FederatedTrial:
             eval_loss = eval_accuracy = None
             if round_num % settings.eval_every == 0 or round_num == rounds:
                 eval_loss, eval_accuracy = self.evaluator.evaluate(weights)
-            bits = self.bits_per_client.for_clients(len(client_ids))
+            bits = round_bits(output.metrics)  # measured from the round's messages
             cumulative += bits.total
             yield RoundRecord(
                 round=round_num,

@@ -1,0 +1,85 @@
+"""Sparsifying stages: send ``k = ceil(fraction * d)`` of a flat tensor's ``d`` values (at least one).
+
+``TopK`` sends the ``k`` largest magnitudes with their indices (int32 each); ties are broken by position, and the
+message always has ``k`` values and ``k`` indices. ``RandK`` sends ``k`` values chosen at random, scaled by
+``d / k`` so the estimate is unbiased, and the 64-bit seed from which the receiver draws the same indices.
+Sparsifiers are not allowed for the broadcast of model weights (a client cannot rebuild the model from a subset).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import tensorflow as tf
+from tensorflow_model_optimization.python.core.internal.tensor_encoding.core import encoding_stage
+
+from fl_sweeps.compression.stage_base import SEED_KEY, ChainStage, input_seed, num_elements, salt_value
+
+
+def kept_count(size: int, fraction: float) -> int:
+    """Values a sparsifier sends for a tensor of ``size`` elements: ``ceil(fraction * size)``, at least 1 (the
+    product rounded to 9 decimals first, so that 0.1 * 30 is 3, not 3.0000000000000004 rounded up to 4)."""
+    return max(1, min(size, math.ceil(round(fraction * size, 9))))
+
+
+class _Sparsifier(ChainStage):
+    SPARSIFIES = True
+
+    def __init__(self, fraction: float) -> None:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        self._fraction = float(fraction)
+
+    def _count(self, x: Any) -> int:
+        size = x.shape.num_elements()
+        if size is None:
+            raise ValueError(f"{self.STAGE_NAME} needs a static shape, got {x.shape}")
+        return kept_count(size, self._fraction)
+
+
+@encoding_stage.tf_style_encoding_stage
+class TopK(_Sparsifier):
+    """The ``k`` largest-magnitude values and their int32 indices (``fraction`` in (0, 1])."""
+
+    STAGE_NAME = "topk"
+    INDICES_KEY = "indices"
+
+    def encode(self, x: Any, encode_params: dict) -> dict:
+        del encode_params
+        _, indices = tf.math.top_k(tf.abs(x), k=self._count(x), sorted=False)
+        return {self.ENCODED_VALUES_KEY: tf.gather(x, indices), self.INDICES_KEY: indices}
+
+    def decode(self, encoded_tensors: dict, decode_params: dict, num_summands: Any = None, shape: Any = None) -> Any:
+        del decode_params, num_summands
+        indices = tf.expand_dims(encoded_tensors[self.INDICES_KEY], 1)
+        return tf.scatter_nd(indices, encoded_tensors[self.ENCODED_VALUES_KEY], [num_elements(shape)])
+
+
+@encoding_stage.tf_style_encoding_stage
+class RandK(_Sparsifier):
+    """``k`` values at indices drawn from a seed, scaled by ``d / k`` (unbiased); the int64 seed is sent."""
+
+    STAGE_NAME = "randk"
+
+    def encode(self, x: Any, encode_params: dict) -> dict:
+        del encode_params
+        seed = input_seed(x, self.STAGE_NAME)
+        count = self._count(x)
+        indices = self._indices(seed, x.shape.num_elements(), count)
+        scale = x.shape.num_elements() / count
+        return {self.ENCODED_VALUES_KEY: tf.gather(x, indices) * scale, SEED_KEY: seed[1]}
+
+    def decode(self, encoded_tensors: dict, decode_params: dict, num_summands: Any = None, shape: Any = None) -> Any:
+        del decode_params, num_summands
+        size = num_elements(shape)
+        values = encoded_tensors[self.ENCODED_VALUES_KEY]
+        seed = tf.stack([salt_value(self.STAGE_NAME), encoded_tensors[SEED_KEY]])
+        indices = self._indices(seed, size, values.shape.num_elements())
+        return tf.scatter_nd(tf.expand_dims(indices, 1), values, [size])
+
+    @staticmethod
+    def _indices(seed: tf.Tensor, size: int, count: int) -> tf.Tensor:
+        """``count`` distinct indices below ``size``, a uniformly random subset given ``seed``."""
+        _, indices = tf.math.top_k(tf.random.stateless_uniform([size], seed), k=count, sorted=False)
+        return indices

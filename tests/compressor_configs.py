@@ -1,0 +1,48 @@
+"""Compressor options as the config files define them, for the compression tests (no hand-built encoders)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+
+from fl_sweeps.cli import config_dir
+
+
+def option_names(group: str) -> list[str]:
+    """Every option of ``group`` (``aggregate_encoder`` or ``broadcast_encoder``) found in ``conf/``."""
+    return sorted(path.stem for path in (Path(config_dir()) / group).glob("*.yaml"))
+
+
+def aggregation_only() -> list[str]:
+    """Options of ``aggregate_encoder`` that ``broadcast_encoder`` does not have (the sparsifiers)."""
+    return sorted(set(option_names("aggregate_encoder")) - set(option_names("broadcast_encoder")))
+
+
+def encoder(compose_config: Any, name: str, group: str = "aggregate_encoder", **settings: Any) -> Any:
+    """The option ``name`` of ``group`` with ``settings`` overridden, instantiated as a run would."""
+    overrides = [f"{group}={name}", *(f"{group}.{key}={value}" for key, value in settings.items())]
+    return instantiate(compose_config(overrides)[group])
+
+
+def build_trial(cfg: Any) -> Any:
+    """A ``FederatedTrial`` built from ``cfg`` as a run builds it, every part traced anew (nothing kept)."""
+    from fl_sweeps.trainer import FederatedTrial
+
+    return FederatedTrial(
+        data=instantiate(cfg.data),
+        model_builder=instantiate(cfg.model),
+        client_optimizer=instantiate(cfg.client_optimizer),
+        server_optimizer=instantiate(cfg.server_optimizer),
+        broadcast_encoder=instantiate(cfg.broadcast_encoder),
+        aggregate_encoder=instantiate(cfg.aggregate_encoder),
+        algorithm=instantiate(cfg.algorithm),
+    )
+
+
+def run_settings(cfg: Any, seed: int | None = None) -> Any:
+    """The trial's ``RunSettings``: ``cfg``'s training settings and seed (or ``seed``)."""
+    from fl_sweeps.trainer import RunSettings, TrainingSettings
+
+    return RunSettings(training=TrainingSettings(**cfg.training), seed=cfg.seed if seed is None else seed)

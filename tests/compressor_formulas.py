@@ -1,0 +1,62 @@
+"""Hand-written wire sizes of the built-in compressor options: the independent check of the measured bits.
+
+Each formula gives the bits of one float32 tensor of ``n`` elements above the option's threshold, as
+``(message bits, server→client parameter bits on aggregation)``, from the wire format the README documents.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from fl_sweeps.compression.seeded_hadamard import rotation_layout
+
+WORD = 32
+FLOAT = 32
+SEED64 = 64
+
+
+def words(values: int, bits: int) -> int:
+    """Bits of ``values`` values of ``bits`` bits packed end to end into 32-bit words."""
+    return math.ceil(values * bits / WORD) * WORD
+
+
+def kept(n: int, fraction: float) -> int:
+    return max(1, min(n, math.ceil(round(fraction * n, 9))))
+
+
+def rotated(n: int) -> int:
+    rows, block = rotation_layout(n)
+    return rows * block
+
+
+def formula(encoder: Any, n: int) -> tuple[int, int]:
+    """(message, encode-parameter) bits of one compressed float32 tensor of ``n`` elements."""
+    name = encoder.name
+    bits, fraction, levels = (getattr(encoder, key, None) for key in ("bits", "fraction", "levels"))
+    if name == "none":
+        return n * FLOAT, 0
+    if name == "uniform":
+        return words(n, bits) + 2 * FLOAT, 0
+    if name == "hadamard":
+        return words(rotated(n), bits) + 2 * FLOAT, 2 * 64  # the shared seed: two int64
+    if name == "sign":
+        return words(n, 1) + FLOAT, 0
+    if name == "terngrad":
+        return words(n, 2) + FLOAT, 0
+    if name == "qsgd":
+        return words(n, math.ceil(math.log2(2 * levels + 1))) + FLOAT, 0
+    if name == "drive":
+        return words(rotated(n), 1) + FLOAT + SEED64, 0
+    if name == "nonuniform":
+        return words(n, bits) + 2**bits * FLOAT, 0
+    if name == "topk":
+        return kept(n, fraction) * (FLOAT + 32), 0
+    if name == "randk":
+        return kept(n, fraction) * FLOAT + SEED64, 0
+    if name == "topk_uniform":
+        k = kept(n, fraction)
+        return k * 32 + words(k, bits) + 2 * FLOAT, 0
+    if name == "rotated_topk":
+        return kept(rotated(n), fraction) * (FLOAT + 32) + SEED64, 0
+    raise KeyError(f"no formula for option {name}")
