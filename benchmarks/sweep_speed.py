@@ -8,6 +8,10 @@ same start-up; the variants alternate so machine noise hits all alike. Wall and 
 worker) are both reported: CPU seconds suffer less from other load on the machine. Prints naive/defaults last.
 
     uv run python benchmarks/sweep_speed.py [--repeats 3] [--trials N] [--variants naive,defaults]
+    uv run python benchmarks/sweep_speed.py --baseline ../base --variants defaults   # against another checkout
+
+``--baseline DIR`` adds the variant ``baseline``: the default sweep of the checkout in DIR (another commit, with its
+own ``uv sync``-ed ``.venv``), run alternately with this checkout's, and prints this/baseline last.
 """
 
 from __future__ import annotations
@@ -49,11 +53,12 @@ def default_sweep_trials() -> int:
     return int(OmegaConf.load(DEFAULT_SWEEP).hydra.sweeper.n_trials)
 
 
-def run_sweep(extra: list[str], trials: int) -> tuple[float, float, int]:
+def run_sweep(extra: list[str], trials: int, fl_sweep: str = FL_SWEEP) -> tuple[float, float, int]:
     """Wall seconds and CPU seconds (the sweep with its TFF worker and joblib workers) of one sweep in a fresh
-    directory, and how many trials it completed or pruned. CPU seconds suffer less from other load on the machine."""
+    directory, and how many trials it completed or pruned. CPU seconds suffer less from other load on the machine.
+    ``fl_sweep``: the command to run (another checkout's, for ``--baseline``)."""
     with tempfile.TemporaryDirectory(prefix="fl-sweep-bench-") as tmp:
-        args = [FL_SWEEP, "--multirun", f"hydra.sweeper.n_trials={trials}", *extra]
+        args = [fl_sweep, "--multirun", f"hydra.sweeper.n_trials={trials}", *extra]
         cpu_before = _children_cpu_seconds()
         started = time.perf_counter()
         result = subprocess.run(args, cwd=tmp, capture_output=True, text=True)
@@ -70,14 +75,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="sweeps per variant (alternating)")
     parser.add_argument("--trials", type=int, help="trials per sweep (default: the default sweep's n_trials)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants")
+    parser.add_argument("--baseline", type=Path, help="another checkout whose default sweep runs as 'baseline'")
     args = parser.parse_args()
     if args.trials is None:
         args.trials = default_sweep_trials()
     names = args.variants.split(",")
+    commands = {name: FL_SWEEP for name in names}
+    if args.baseline is not None:
+        names.append("baseline")
+        commands["baseline"] = str(args.baseline.resolve() / ".venv" / "bin" / "fl-sweep")
+        VARIANTS["baseline"] = []
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for repeat in range(args.repeats):
         for name in names:
-            seconds, cpu, done = run_sweep(VARIANTS[name], args.trials)
+            seconds, cpu, done = run_sweep(VARIANTS[name], args.trials, commands[name])
             runs[name].append({"wall_s": seconds, "cpu_s": cpu, "trials_done": done})
             print(
                 f"repeat {repeat + 1}/{args.repeats} {name:>14}: {seconds:7.1f} s wall, {cpu:7.1f} s CPU "
@@ -85,13 +96,26 @@ def main() -> None:
                 flush=True,
             )
     summary = {name: _summary(r) for name, r in runs.items()}
+    reference = "naive" if "naive" in summary else None
     ratios = {
-        name: {k: summary["naive"][k]["median"] / s[k]["median"] for k in ("wall_s", "cpu_s")}
+        name: {k: summary[reference][k]["median"] / s[k]["median"] for k in ("wall_s", "cpu_s")}
         for name, s in summary.items()
-        if name != "naive"
+        if reference is not None and name != reference
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"trials": args.trials, "variants": summary, "naive_over": ratios}, indent=2) + "\n")
+    baseline_over = {}
+    if "baseline" in summary and "defaults" in summary:
+        baseline_over = {
+            k: summary["baseline"][k]["median"] / summary["defaults"][k]["median"] for k in ("wall_s", "cpu_s")
+        }
+    results = RESULTS.with_name("sweep_speed_baseline.json") if args.baseline else RESULTS
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(
+        json.dumps(
+            {"trials": args.trials, "variants": summary, "naive_over": ratios, "baseline_over_defaults": baseline_over},
+            indent=2,
+        )
+        + "\n"
+    )
     for name, s in summary.items():
         wall, cpu = s["wall_s"], s["cpu_s"]
         print(
@@ -100,6 +124,11 @@ def main() -> None:
         )
     for name, r in sorted(ratios.items(), key=lambda item: item[0] == "defaults"):
         print(f"sweep speed-up naive/{name}: {r['wall_s']:.2f}x wall, {r['cpu_s']:.2f}x CPU")
+    if baseline_over:
+        print(
+            f"baseline/defaults: {baseline_over['wall_s']:.2f}x wall, {baseline_over['cpu_s']:.2f}x CPU "
+            "(above 1: this checkout is faster)"
+        )
 
 
 def _summary(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
