@@ -15,9 +15,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import fl_sweeps.quiet  # noqa: F401  (silences TF before anything imports it)
+from fl_sweeps.centralized import train_centralized
 from fl_sweeps.cli_help import register_resolver
 from fl_sweeps.errors import ConfigError, DataError
-from fl_sweeps.centralized import train_centralized
 from fl_sweeps.experiment import WORKBENCH, run_trial
 from fl_sweeps.mlflow_store import redact
 from fl_sweeps.preflight import user_error
