@@ -400,7 +400,7 @@ class ParetoSweep:
                     parent_run_id=parent_run_id,
                     study_name=study.study_name,
                     trial_number=t.number,
-                    params=t.params,
+                    repeats=self.repeats,
                 )
                 for t in trials
             }

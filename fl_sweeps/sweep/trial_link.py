@@ -134,9 +134,11 @@ class OptunaTrialLink:
         if isinstance(self.pruner, ParetoPruner):
             reason = self.pruner.reason(self.study, trial)
         else:
-            reason = f"{type(self.pruner).__name__} at round {round_num}" if self.pruner.prune(
-                _FirstObjective(self.study), trial
-            ) else None
+            reason = (
+                f"{type(self.pruner).__name__} at round {round_num}"
+                if self.pruner.prune(_FirstObjective(self.study), trial)
+                else None
+            )
         if reason is not None:
             self.storage.set_trial_user_attr(self.trial_id, PRUNED_BECAUSE_ATTR, reason)
             raise TrialPruned(round_num)
