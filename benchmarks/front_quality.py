@@ -200,10 +200,11 @@ def _timed(trials: pd.DataFrame, start: float, meter: CpuMeter) -> pd.DataFrame:
 
 
 def hypervolume_curve(trials: pd.DataFrame, reference: tuple[float, float]) -> pd.DataFrame:
-    """The hypervolume of the trials finished so far, at each trial's end."""
+    """The hypervolume of the trials finished so far, at the start and at each trial's end."""
     curve = trials[["wall_s", "cpu_s"]].copy()
     curve["hypervolume"] = [hypervolume(trials.iloc[: i + 1], reference) for i in range(len(trials))]
-    return curve
+    start = pd.DataFrame({"wall_s": [0.0], "cpu_s": [0.0], "hypervolume": [0.0]})  # the sweep's start: no front
+    return pd.concat([start, curve], ignore_index=True)
 
 
 def time_to_reach(curve: pd.DataFrame, target: float, column: str) -> float | None:
