@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import pareto, plots
+from analysis import pareto, plots, repeats
 from analysis.runs import ENCODERS, LoadError, SweepRuns, load_runs, mlflow_client, redact_uri
 
 ARTIFACT_DIR = "report"
@@ -86,7 +86,10 @@ def _write(
     runs.curves.to_csv(out_dir / "curves.csv", index=False)
     front.to_csv(out_dir / "front.csv", index=False)
     title = runs.title
-    plots.plot_front(trials, front, knee=knee, title=f"{title}: accuracy against bits", path=out_dir / "front.png")
+    figure = plots.plot_front(trials, front, knee=knee, title=f"{title}: accuracy against bits")
+    spread = repeats.load_spread(tracking_uri, trials["run_id"])
+    ceiling = repeats.centralized_ceiling(tracking_uri, runs.parent_run_id)
+    plots.save(repeats.annotate_front(figure, trials, front, spread, ceiling), out_dir / "front.png")
     plots.plot_curves(
         runs.curves, trials, front, title=f"{title}: accuracy as bits accumulate", path=out_dir / "curves.png"
     )
@@ -94,7 +97,7 @@ def _write(
         trials, runs.swept, front=front, title=f"{title}: swept parameters", path=out_dir / "parameters.png"
     )
     summary = out_dir / SUMMARY
-    summary.write_text(summary_markdown(runs, numbers))
+    summary.write_text(summary_markdown(runs, numbers) + repeats.summary_lines(front, spread, ceiling))
 
     if not (log_to_parent and runs.parent_run_id):
         return summary, None

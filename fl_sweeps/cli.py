@@ -15,9 +15,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import fl_sweeps.quiet  # noqa: F401  (silences TF before anything imports it)
+from fl_sweeps.centralized import train_centralized
 from fl_sweeps.cli_help import register_resolver
 from fl_sweeps.errors import ConfigError, DataError, UnsupportedVersionError
-from fl_sweeps.experiment import run_trial
+from fl_sweeps.experiment import WORKBENCH, run_trial
 from fl_sweeps.mlflow_store import redact
 from fl_sweeps.preflight import user_error
 from fl_sweeps.schema import register_configs
@@ -34,8 +35,11 @@ register_resolver()
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
-def _app(cfg: DictConfig) -> tuple[float, float]:
-    """Hydra task: one trial; returns the objectives ``(final eval accuracy, total bits)``."""
+def _app(cfg: DictConfig) -> tuple[float, float] | float:
+    """Hydra task: one trial; returns the objectives ``(final eval accuracy, total bits)`` (the sweep's centralized
+    reference job returns its eval accuracy)."""
+    if cfg.trial.centralized_reference:
+        return train_centralized(cfg, WORKBENCH)
     try:
         result = run_trial(cfg)
     except (ConfigError, DataError) as error:

@@ -50,11 +50,18 @@ def run_trial(
     settings = workbench.run_settings(cfg)
     link = OptunaTrialLink.from_config(cfg.trial)
     if link is not None:
-        link.plan(trial.bits_per_client.for_clients(cfg.training.clients_per_round).total * cfg.training.rounds)
+        link.plan(
+            trial.bits_per_client.for_clients(cfg.training.clients_per_round).total * cfg.training.rounds,
+            rounds=cfg.training.rounds,
+        )
     public = _public_config(cfg)
     tags = {"data": data.name, "data.description": data.description, "eval.mode": cfg.eval.mode}
     if link is not None:
-        tags |= {"optuna.study_name": cfg.trial.study_name, "optuna.trial_number": str(cfg.trial.number)}
+        tags |= {
+            "optuna.study_name": cfg.trial.study_name,
+            "optuna.trial_number": str(cfg.trial.number),
+            "fl_sweeps.repeat": str(cfg.trial.repeat),
+        }
     recorder = TrialRun(
         tracking_uri=cfg.mlflow.tracking_uri,
         experiment=cfg.mlflow.experiment,

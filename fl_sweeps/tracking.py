@@ -3,7 +3,8 @@
 Metric names are an interface (the analysis and notebooks read them):
 ``train/loss``, ``train/accuracy``, ``eval/loss``, ``eval/accuracy``, ``comm/broadcast_bits``,
 ``comm/aggregate_bits``, ``comm/cumulative_bits`` with ``step`` = round (from 1); ``final/eval_accuracy`` and
-``final/total_bits`` at the end.
+``final/total_bits`` at the end; a pruned trial instead gets ``last/eval_accuracy`` and ``last/total_bits``, its
+last round's.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class TrialRun:
         self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
         self._params = dict(params or {})
         self._config_yaml = config_yaml
+        self._last_record: RoundRecord | None = None
 
     def __enter__(self) -> TrialRun:
         from mlflow.entities import Param
@@ -99,11 +101,21 @@ class TrialRun:
             if getattr(record, field) is not None
         ]
         self.client.log_batch(self.run_id, metrics=metrics)
+        self._last_record = record
 
     def log_final(self, *, eval_accuracy: float, total_bits: int) -> None:
         """Log the trial's objectives."""
         self.client.log_metric(self.run_id, "final/eval_accuracy", eval_accuracy)
         self.client.log_metric(self.run_id, "final/total_bits", float(total_bits))
+
+    def _log_last(self) -> None:
+        """Log the last round's eval accuracy and cumulative bits as ``last/*`` (a pruned trial has no ``final/*``)."""
+        record = self._last_record
+        if record is None:
+            return
+        if record.eval_accuracy is not None:
+            self.client.log_metric(self.run_id, "last/eval_accuracy", float(record.eval_accuracy))
+        self.client.log_metric(self.run_id, "last/total_bits", float(record.cumulative_bits))
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -115,6 +127,7 @@ class TrialRun:
         if isinstance(exc, TrialPruned):
             self.client.set_tag(self.run_id, "trial_state", "pruned")
             self.client.set_tag(self.run_id, "pruned_at_round", str(exc.round))
+            self._log_last()
             self.client.set_terminated(self.run_id, "KILLED")
             return
         message = f"{type(exc).__name__}: {exc}"

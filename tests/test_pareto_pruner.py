@@ -12,7 +12,7 @@ from optuna.trial import TrialState, create_trial
 from fl_sweeps.errors import ConfigError, TrialPruned
 from fl_sweeps.schema import TrialLinkConfig
 from fl_sweeps.sweep.pareto_pruner import PLANNED_BITS_ATTR, ParetoPruner
-from fl_sweeps.sweep.trial_link import PRUNER_ATTR, OptunaTrialLink, build_pruner
+from fl_sweeps.sweep.trial_link import PRUNED_BECAUSE_ATTR, PRUNER_ATTR, OptunaTrialLink, build_pruner
 
 STUDY = "pruner-study"
 
@@ -171,3 +171,50 @@ def test_a_pruner_config_that_builds_nothing_is_one_line():
     assert "\n" not in str(error.value)
     with pytest.raises(ConfigError, match="is not an Optuna pruner"):
         build_pruner({"_target_": "optuna.samplers.RandomSampler"})
+
+
+def test_the_reason_names_the_dominating_trial_round_and_gap(storage_url):
+    pruner = ParetoPruner(n_startup_trials=2, n_warmup_steps=3, min_gap=0.02, relative_floor=0.5)
+    study = optuna.load_study(study_name=STUDY, storage=storage_url)
+    dominated = _running(storage_url, 2_000, {3: 0.70})  # trial 0 (1,000 bits) had 0.80 at round 3
+    assert (
+        pruner.reason(study, dominated)
+        == "trial 0 (0.001 <= 0.002 Mbit) was 0.100 more accurate at round 3 (0.800 vs 0.700)"
+    )
+    far_below = _running(storage_url, 500, {3: 0.30})  # below half of trial 1's 0.90
+    assert pruner.reason(study, far_below) == "accuracy 0.300 at round 3 is below relative_floor=0.5 x 0.900 of trial 1"
+    assert pruner.reason(study, _running(storage_url, 500, {3: 0.60})) is None
+
+
+def test_a_trial_is_never_pruned_at_its_last_round(storage_url):
+    """The link does not ask the pruner at the round ``plan`` names as the last: a hopeless trial that got there
+    keeps its end point; the same trial is pruned one round earlier, with the reason recorded in the trial."""
+    study = optuna.load_study(study_name=STUDY, storage=storage_url)
+    study.set_user_attr(PRUNER_ATTR, PARETO)
+    last_round = OptunaTrialLink.from_config(_link_config(storage_url, study.ask().number))
+    last_round.plan(2_000, rounds=3)
+    last_round.report(3, 0.1)  # does not raise
+    longer = OptunaTrialLink.from_config(_link_config(storage_url, study.ask().number))
+    longer.plan(2_000, rounds=4)
+    with pytest.raises(TrialPruned):
+        longer.report(3, 0.1)
+    reason = optuna.storages.RDBStorage(storage_url).get_trial(longer.trial_id).user_attrs[PRUNED_BECAUSE_ATTR]
+    assert reason.startswith("accuracy 0.100 at round 3 is below relative_floor=0.5")
+
+
+def test_repeats_report_the_mean_so_far(storage_url):
+    """The second repeat of a configuration writes the mean of both repeats, which is what the pruner judges."""
+    study = optuna.load_study(study_name=STUDY, storage=storage_url)
+    study.set_user_attr(PRUNER_ATTR, PARETO)
+    number = study.ask().number
+    first = OptunaTrialLink.from_config(_link_config(storage_url, number))
+    first.plan(2_000, rounds=5)
+    first.report(3, 0.84)  # above trial 0's 0.80: kept
+    first.report(4, 0.9)  # the first repeat ran on: the second is still judged at the round it reports
+    second = OptunaTrialLink.from_config(OmegaConf.merge(_link_config(storage_url, number), {"repeat": 1}))
+    second.plan(2_000, rounds=5)
+    with pytest.raises(TrialPruned):
+        second.report(3, 0.56)  # mean 0.70: 0.10 behind trial 0, which sends fewer bits
+    frozen = optuna.storages.RDBStorage(storage_url).get_trial(second.trial_id)
+    assert frozen.intermediate_values[3] == pytest.approx(0.70)
+    assert "more accurate at round 3 (0.800 vs 0.700)" in frozen.user_attrs[PRUNED_BECAUSE_ATTR]

@@ -32,6 +32,10 @@ class ParetoSweeperConf:
             ``tag(log, ...)``).
         heartbeat_interval: Seconds between the heartbeats of running trials in the Optuna storage.
         grace_period: Seconds without heartbeat after which a RUNNING trial counts as dead and is marked failed.
+        repeats: Seeds each sampled configuration runs with; Optuna is told the means.
+        reference_trials: A new study first runs the uncompressed configuration and one compressing each
+            direction, where the search space allows them.
+        centralized_reference: A new study first trains the model on the pooled data (the accuracy ceiling).
     """
 
     _target_: str = "hydra_plugins.fl_sweeps_sweeper.pareto_sweeper.ParetoSweeper"
@@ -49,6 +53,9 @@ class ParetoSweeperConf:
     params: dict[str, Any] | None = None
     heartbeat_interval: int = 10
     grace_period: int = 30
+    repeats: int = 1
+    reference_trials: bool = True
+    centralized_reference: bool = True
 
 
 def register_sweeper_config() -> None:

@@ -113,6 +113,8 @@ def close_orphan_runs(*, tracking_uri: str, parent_run_id: str, running_trials: 
         number = run.data.tags.get("optuna.trial_number")
         if number is None or int(number) in running_trials:
             continue
+        if run.data.tags.get(ROLE_TAG) == "configuration":  # the repeats of a configuration hang under it
+            ended += close_orphan_runs(tracking_uri=tracking_uri, parent_run_id=run.info.run_id, running_trials=())
         client.set_tag(run.info.run_id, "trial_state", "killed")
         client.set_tag(
             run.info.run_id, "error", "the worker running this trial died; its Optuna trial was marked failed"
@@ -120,3 +122,55 @@ def close_orphan_runs(*, tracking_uri: str, parent_run_id: str, running_trials: 
         client.set_terminated(run.info.run_id, "KILLED")
         ended.append(run.info.run_id)
     return ended
+
+
+def open_configuration_run(
+    *, tracking_uri: str, parent_run_id: str, study_name: str, trial_number: int, repeats: int
+) -> str:
+    """A child run of the sweep's run for one configuration (trial) run with several seeds; the repeats' runs
+    hang under it."""
+    client = quiet_client(tracking_uri)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    run = client.create_run(
+        experiment_id,
+        run_name=f"trial {trial_number}",
+        tags={
+            "mlflow.parentRunId": parent_run_id,
+            ROLE_TAG: "configuration",
+            "optuna.study_name": study_name,
+            "optuna.trial_number": str(trial_number),
+        },
+    )
+    client.log_param(run.info.run_id, "repeats", repeats)
+    return run.info.run_id
+
+
+def end_configuration_run(
+    *, tracking_uri: str, run_id: str, summary: dict[str, float], trial_state: str, status: str
+) -> None:
+    """Log the repeats' summary (``final/*`` means, ``repeats/*`` spread) and end the configuration's run.
+
+    The run also gets the params of its first repeat but those a repeat sets (``seed``, ``trial.*``), so it reads
+    like a trial run of the configuration (the analysis finds its encoders and learning rates there).
+    """
+    from mlflow.entities import Metric, Param
+
+    client = quiet_client(tracking_uri)
+    experiment_id = client.get_run(run_id).info.experiment_id
+    repeats = client.search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=1000
+    )
+    if repeats:
+        first = min(repeats, key=lambda run: int(run.data.tags.get("fl_sweeps.repeat", "0")))
+        logged = set(client.get_run(run_id).data.params)
+        params = [
+            Param(key, value)
+            for key, value in sorted(first.data.params.items())
+            if key not in logged and key != "seed" and not key.startswith("trial.")
+        ]
+        for start in range(0, len(params), 100):
+            client.log_batch(run_id, params=params[start : start + 100])
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(name, value, now, 0) for name, value in sorted(summary.items())])
+    client.set_tag(run_id, "trial_state", trial_state)
+    client.set_terminated(run_id, status)

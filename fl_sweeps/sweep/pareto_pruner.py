@@ -46,19 +46,37 @@ class ParetoPruner(optuna.pruners.BasePruner):
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         """Whether ``trial`` is dominated at its last reported round (accuracy is the first objective)."""
+        return self.reason(study, trial) is not None
+
+    def reason(self, study: optuna.Study, trial: FrozenTrial) -> str | None:
+        """Why ``trial`` should stop at its last reported round, in one line; None if it should go on."""
         step = trial.last_step
         bits = trial.user_attrs.get(PLANNED_BITS_ATTR)
         if step is None or step < self.n_warmup_steps or bits is None:
-            return False
+            return None
         accuracy = trial.intermediate_values[step]
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if len(finished) < self.n_startup_trials:
-            return False
-        at_step = [(other.intermediate_values.get(step), other.values) for other in finished]
-        at_step = [(other_accuracy, values) for other_accuracy, values in at_step if other_accuracy is not None]
-        if any(accuracy < self.relative_floor * other_accuracy for other_accuracy, _ in at_step):
-            return True
-        return any(
-            values is not None and values[1] <= bits and other_accuracy >= accuracy + self.min_gap
-            for other_accuracy, values in at_step
+            return None
+        at_step = [(other, other.intermediate_values.get(step)) for other in finished]
+        at_step = [(other, other_accuracy) for other, other_accuracy in at_step if other_accuracy is not None]
+        if not at_step:
+            return None
+        best, best_accuracy = max(at_step, key=lambda pair: pair[1])
+        if accuracy < self.relative_floor * best_accuracy:
+            return (
+                f"accuracy {accuracy:.3f} at round {step} is below relative_floor={self.relative_floor} x "
+                f"{best_accuracy:.3f} of trial {best.number}"
+            )
+        dominating = [
+            (other, other_accuracy)
+            for other, other_accuracy in at_step
+            if other.values is not None and other.values[1] <= bits and other_accuracy >= accuracy + self.min_gap
+        ]
+        if not dominating:
+            return None
+        other, other_accuracy = max(dominating, key=lambda pair: pair[1])
+        return (
+            f"trial {other.number} ({other.values[1] / 1e6:.3g} <= {bits / 1e6:.3g} Mbit) was "
+            f"{other_accuracy - accuracy:.3f} more accurate at round {step} ({other_accuracy:.3f} vs {accuracy:.3f})"
         )

@@ -18,6 +18,11 @@ ask/tell, ``suggest_*`` and RDB storage API.
 - Failed trials do not stop the sweep until more than ``max_failure_rate`` of the trials this run set out to
   do have failed.
 - On an interrupt, this sweep's unfinished trials are marked failed, so none is left RUNNING.
+- A new study first runs its reference trials (``fl_sweeps.sweep.references``) and one job that trains the
+  centralized reference (the model trained on the pooled data: the accuracy ceiling, a metric of the parent run).
+- With ``repeats`` > 1 each trial's configuration runs once per seed, one repeat after another, under an MLflow run
+  of its own; Optuna is told the means (``fl_sweeps.sweep.repeats``).
+- Each pruned trial gets one line saying why (the reason the job's pruner recorded in the trial).
 """
 
 from __future__ import annotations
@@ -46,16 +51,27 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from fl_sweeps.errors import ConfigError, TooManyFailures, first_line
-from fl_sweeps.mlflow_store import redact
-from fl_sweeps.sweep.parent_run import attach_parent_run, close_orphan_runs, end_parent_run
+from fl_sweeps.mlflow_store import quiet_client, redact
+from fl_sweeps.sweep.parent_run import (
+    attach_parent_run,
+    close_orphan_runs,
+    end_configuration_run,
+    end_parent_run,
+    open_configuration_run,
+)
 from fl_sweeps.sweep.pareto_table import write_pareto_front
+from fl_sweeps.sweep.references import enqueue_reference_trials
+from fl_sweeps.sweep.repeats import repeat_overrides, summarize
 from fl_sweeps.sweep.search_space import SearchSpace, check_search_space
-from fl_sweeps.sweep.trial_link import PRUNER_ATTR, build_pruner
+from fl_sweeps.sweep.trial_link import PRUNED_BECAUSE_ATTR, PRUNER_ATTR, build_pruner
 
 log = logging.getLogger(__name__)
 FAILURE_ATTR = "failure"  # a trial that failed on its own (counts toward n_trials)
 INTERRUPTED_ATTR = "interrupted"  # a trial cut short by stopping the sweep (does not count; it runs again)
 SURPLUS_ATTR = "surplus"  # asked after other workers had reached n_trials: never run, does not count
+REPEATS_ATTR = "fl_sweeps.repeat_values"  # trial user attr: the objectives of each repeat, in seed order
+CENTRALIZED_ATTR = "fl_sweeps.centralized_eval_accuracy"  # study user attr: the centralized reference's accuracy
+CENTRALIZED_METRIC = "reference/centralized_eval_accuracy"  # the same, on the sweep's MLflow parent run
 # The jobs read the storage URL from this variable (set by the sweeper), so the URL and its password stay out of
 # the job overrides that Hydra logs and saves; launchers on other hosts need it set in the job's environment.
 STORAGE_ENV = "FL_SWEEPS_OPTUNA_STORAGE"
@@ -119,6 +135,9 @@ class ParetoSweep:
         params: DictConfig | None,
         heartbeat_interval: int,
         grace_period: int,
+        repeats: int = 1,
+        reference_trials: bool = True,
+        centralized_reference: bool = True,
     ) -> None:
         self.sampler_config, self.pruner_config = sampler, pruner
         self.directions, self.metric_names = list(direction), list(metric_names)
@@ -126,6 +145,8 @@ class ParetoSweep:
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
         self.params = params
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self.repeats, self.reference_trials = repeats, reference_trials
+        self.centralized_reference = centralized_reference
         self.job_idx = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -147,6 +168,8 @@ class ParetoSweep:
             raise ConfigError(f"hydra.sweeper.max_failure_rate={self.max_failure_rate} is not allowed: use 0 to 1")
         if self.n_trials < 1 or self.n_jobs < 1:
             raise ConfigError(f"hydra.sweeper.n_trials={self.n_trials}, n_jobs={self.n_jobs}: both must be >= 1")
+        if not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ConfigError(f"hydra.sweeper.repeats={self.repeats} is not allowed: use an integer >= 1")
         if len(self.directions) != len(self.metric_names):
             raise ConfigError(
                 f"hydra.sweeper.direction={self.directions} and metric_names={self.metric_names} must be as long"
@@ -246,6 +269,9 @@ class ParetoSweep:
             experiment=mlflow_cfg.experiment,
             storage_url=self.storage_url,
         )
+        if opened.created:
+            self._start_study(study, space, parent_run_id)
+        self._warn_if_pruning_cannot_start()
         self._fail_dead_trials(study, mlflow_cfg.tracking_uri, parent_run_id)
         _say(
             f"study {study.study_name!r} in {redact(self.storage_url)}: {self._trials_counted(study)} of "
@@ -273,25 +299,8 @@ class ParetoSweep:
                 open_trials = self._drop_surplus(study, asked)
                 if not open_trials:
                     continue
-                overrides = [
-                    (
-                        *(f"{key}={value}" for key, value in space.suggest(trial).items()),
-                        *self._link_overrides(study.study_name, trial.number, parent_run_id),
-                    )
-                    for trial in open_trials
-                ]
-                heartbeat = _Heartbeat(
-                    opened.storage, [opened.trial_id(t) for t in open_trials], self.heartbeat_interval
-                )
-                try:
-                    returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
-                finally:
-                    heartbeat.stop()
-                self.job_idx += len(returns)
-                for trial, ret in zip(open_trials, returns, strict=True):
-                    failed += not self._tell(study, trial, ret)
-                    finished += 1
-                open_trials = []
+                finished += len(open_trials)
+                failed += self._run_batch(opened, space, open_trials, parent_run_id)
                 _say(f"{self._trials_counted(study)}/{self.n_trials} trials done ({failed} failed in this run)")
                 if failed > allowed_failures:
                     raise TooManyFailures(
@@ -334,29 +343,145 @@ class ParetoSweep:
             f"trial.parallel_jobs={self._parallel_jobs()}",
         )
 
-    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> bool:
-        """Tell Optuna how the job ended; return False if it failed."""
+    def _start_study(self, study: optuna.Study, space: SearchSpace, parent_run_id: str) -> None:
+        """A new study's first work: enqueue its reference trials and train its centralized reference."""
+        if self.reference_trials:
+            names = enqueue_reference_trials(study, space, self.config)
+            if names:
+                _say(f"reference trials first: {', '.join(names)} (hydra.sweeper.reference_trials=false: none)")
+        if self.centralized_reference:
+            self._run_centralized_reference(study, parent_run_id)
+
+    def _run_centralized_reference(self, study: optuna.Study, parent_run_id: str) -> None:
+        """Launch the job that trains the model on the pooled data and record its accuracy, the ceiling of the
+        front, in the study and as a metric of the parent run; the sweep goes on without it if it fails."""
+        overrides = [
+            (
+                "trial.centralized_reference=true",
+                f"trial.parent_run_id={parent_run_id}",
+                f"trial.parallel_jobs={self._parallel_jobs()}",
+                "hydra.sweep.subdir=centralized_reference",
+            )
+        ]
+        (ret,) = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+        self.job_idx += 1
+        try:
+            accuracy = float(ret.return_value)
+        except Exception as error:  # noqa: BLE001 - the reference is worth having, not worth stopping the sweep
+            _say(f"centralized reference failed ({first_line(error)}); the sweep goes on without it")
+            return
+        study.set_user_attr(CENTRALIZED_ATTR, accuracy)
+        quiet_client(self.config.mlflow.tracking_uri).log_metric(parent_run_id, CENTRALIZED_METRIC, accuracy)
+        _say(f"centralized reference (the same model trained on the pooled data): eval accuracy {accuracy:.4f}")
+
+    def _warn_if_pruning_cannot_start(self) -> None:
+        """One line when ``training.rounds`` ends before the pruner's warm-up does (no trial can be pruned)."""
+        warmup = (self.pruner_config or {}).get("n_warmup_steps")
+        rounds = self.config.training.rounds
+        if isinstance(warmup, int) and isinstance(rounds, int) and rounds <= warmup:
+            _say(
+                f"warning: training.rounds={rounds} is too short for hydra.sweeper.pruner.n_warmup_steps={warmup}: "
+                "no trial will be pruned (a trial is never pruned at its last round)"
+            )
+
+    def _run_batch(
+        self, opened: _OpenedStudy, space: SearchSpace, trials: list[optuna.Trial], parent_run_id: str
+    ) -> int:
+        """Run one batch of trials, each ``repeats`` times (one repeat after another, the trials of a repeat
+        together), and tell Optuna how each ended. A trial leaves ``trials`` once told, so what is left there
+        after an interrupt is this sweep's to mark failed. Returns how many failed."""
+        study, tracking_uri = opened.study, self.config.mlflow.tracking_uri
+        suggested = {t.number: tuple(f"{key}={value}" for key, value in space.suggest(t).items()) for t in trials}
+        runs_under = {t.number: parent_run_id for t in trials}
+        if self.repeats > 1:
+            runs_under = {
+                t.number: open_configuration_run(
+                    tracking_uri=tracking_uri,
+                    parent_run_id=parent_run_id,
+                    study_name=study.study_name,
+                    trial_number=t.number,
+                    repeats=self.repeats,
+                )
+                for t in trials
+            }
+        values: dict[int, list[list[float]]] = {t.number: [] for t in trials}
+        failed = 0
+        heartbeat = _Heartbeat(opened.storage, [opened.trial_id(t) for t in trials], self.heartbeat_interval)
+        try:
+            for repeat in range(self.repeats):
+                batch = list(trials)
+                overrides = [
+                    (
+                        *suggested[t.number],
+                        *self._link_overrides(study.study_name, t.number, runs_under[t.number]),
+                        *(repeat_overrides(self.config, repeat) if self.repeats > 1 else ()),
+                    )
+                    for t in batch
+                ]
+                returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+                self.job_idx += len(returns)
+                for trial, ret in zip(batch, returns, strict=True):
+                    outcome = self._outcome(ret)
+                    if isinstance(outcome, list):
+                        values[trial.number].append(outcome)
+                        if repeat < self.repeats - 1:
+                            continue
+                    ended = self._tell(opened, trial, values[trial.number] if isinstance(outcome, list) else outcome)
+                    failed += ended == "failed"
+                    trials.remove(trial)
+                    if self.repeats > 1:
+                        self._end_configuration_run(runs_under[trial.number], values[trial.number], ended)
+        finally:
+            heartbeat.stop()
+        return failed
+
+    def _outcome(self, ret: JobReturn) -> list[float] | BaseException:
+        """A job's objective values, or what it raised (``TrialPruned`` when pruned)."""
         said = io.StringIO()
         try:
             with contextlib.redirect_stderr(said):  # Hydra says which job failed; not worth saying for a pruned one
                 returned = ret.return_value  # re-raises the job's exception when it failed
         except Exception as raised:  # noqa: BLE001 - whatever the job raised, the trial is told
-            error: BaseException = raised
-            if not isinstance(error, optuna.TrialPruned):
+            if not isinstance(raised, optuna.TrialPruned):
                 sys.stderr.write(said.getvalue())
-        else:
-            values = _objective_values(returned) if ret.status == JobStatus.COMPLETED else None
-            if values is not None and len(values) == len(self.directions):
-                study.tell(trial, values=values)
-                return True
-            error = ValueError(f"trial returned {returned!r}, not {len(self.directions)} finite numbers")
-        if isinstance(error, optuna.TrialPruned):
+            return raised
+        values = _objective_values(returned) if ret.status == JobStatus.COMPLETED else None
+        if values is not None and len(values) == len(self.directions):
+            return values
+        return ValueError(f"trial returned {returned!r}, not {len(self.directions)} finite numbers")
+
+    def _tell(self, opened: _OpenedStudy, trial: optuna.Trial, outcome: list[list[float]] | BaseException) -> str:
+        """Tell Optuna how a trial ended: the means of its repeats' values, pruned (saying why), or failed.
+
+        Returns:
+            ``complete``, ``pruned`` or ``failed``.
+        """
+        study = opened.study
+        if isinstance(outcome, optuna.TrialPruned):
+            attrs = opened.storage.get_trial(opened.trial_id(trial)).user_attrs
+            round_num = getattr(outcome, "round", None)
+            _say(f"trial {trial.number} pruned at round {round_num}: {attrs.get(PRUNED_BECAUSE_ATTR, 'by the pruner')}")
             study.tell(trial, state=TrialState.PRUNED)
-            return True
-        trial.set_user_attr(FAILURE_ATTR, f"{type(error).__name__}: {error}"[:1000])
-        study.tell(trial, state=TrialState.FAIL)
-        log.warning(f"trial {trial.number} failed: {type(error).__name__}: {error}")
-        return False
+            return "pruned"
+        if isinstance(outcome, BaseException):
+            trial.set_user_attr(FAILURE_ATTR, f"{type(outcome).__name__}: {outcome}"[:1000])
+            study.tell(trial, state=TrialState.FAIL)
+            log.warning(f"trial {trial.number} failed: {type(outcome).__name__}: {outcome}")
+            return "failed"
+        means, _ = summarize(outcome, self.metric_names)
+        if self.repeats > 1:
+            trial.set_user_attr(REPEATS_ATTR, outcome)
+        study.tell(trial, values=means)
+        return "complete"
+
+    def _end_configuration_run(self, run_id: str, values: list[list[float]], ended: str) -> None:
+        """End the MLflow run of a configuration with its repeats' summary (when they all completed)."""
+        summary = summarize(values, self.metric_names)[1] if ended == "complete" else {}
+        status = {"complete": "FINISHED", "pruned": "KILLED"}.get(ended, "FAILED")
+        tracking_uri = self.config.mlflow.tracking_uri
+        end_configuration_run(
+            tracking_uri=tracking_uri, run_id=run_id, summary=summary, trial_state=ended, status=status
+        )
 
 
 def _objective_values(returned: Any) -> list[float] | None:

@@ -5,6 +5,10 @@ parent run, parallel jobs) and records its pruner's ``_target_`` config in the s
 pruner from the study it loads and never reads the sweeper's config. Optuna's ``Trial.report`` refuses
 multi-objective studies, so the job writes intermediate values through the storage's public API and runs the
 pruner on the first objective (accuracy); this works across processes and hosts that share the storage.
+
+With repeats (``hydra.sweeper.repeats``), the repeats of one trial run one after another and each writes the mean
+accuracy of the repeats so far, so the pruner judges the configuration, not one seed. No trial is pruned at its
+last round: it has paid for every round, and its end point may sit on the front.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from fl_sweeps.errors import ConfigError, TrialPruned, first_line
 from fl_sweeps.sweep.pareto_pruner import PLANNED_BITS_ATTR, ParetoPruner
 
 PRUNER_ATTR = "fl_sweeps.pruner"  # study user attr: the ``_target_`` config of the pruner the jobs consult
+PRUNED_BECAUSE_ATTR = "fl_sweeps.pruned_because"  # trial user attr: one line on why the pruner stopped it
 
 
 def build_pruner(config: Mapping[str, Any], setting: str = "hydra.sweeper.pruner") -> optuna.pruners.BasePruner:
@@ -67,10 +72,17 @@ class OptunaTrialLink:
         study_name: The study.
         trial_number: This job's trial number in the study.
         pruner: Pruner deciding on the first objective; None disables pruning.
+        repeat: Which repeat of the trial's configuration this job runs (0 first); repeats run one after another.
     """
 
     def __init__(
-        self, *, storage_url: str, study_name: str, trial_number: int, pruner: optuna.pruners.BasePruner | None
+        self,
+        *,
+        storage_url: str,
+        study_name: str,
+        trial_number: int,
+        pruner: optuna.pruners.BasePruner | None,
+        repeat: int = 0,
     ) -> None:
         self.storage = _storage(storage_url)
         self.study = optuna.load_study(study_name=study_name, storage=self.storage)
@@ -78,6 +90,8 @@ class OptunaTrialLink:
         self.trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, trial_number)
         self.trial_number = trial_number
         self.pruner = pruner
+        self.repeat = repeat
+        self.last_round: int | None = None
 
     @classmethod
     def from_config(cls, trial: DictConfig) -> OptunaTrialLink | None:
@@ -87,22 +101,44 @@ class OptunaTrialLink:
         """
         if trial.get("number") is None:
             return None
-        link = cls(storage_url=trial.storage, study_name=trial.study_name, trial_number=trial.number, pruner=None)
+        link = cls(
+            storage_url=trial.storage,
+            study_name=trial.study_name,
+            trial_number=trial.number,
+            pruner=None,
+            repeat=trial.get("repeat") or 0,
+        )
         pruner_config = link.study.user_attrs.get(PRUNER_ATTR)
         if pruner_config is not None:
             link.pruner = build_pruner(pruner_config, setting=f"study {trial.study_name!r}: pruner")
         return link
 
-    def plan(self, total_bits: int) -> None:
-        """Record the bits the trial will communicate if it runs to the end (for ``ParetoPruner``)."""
+    def plan(self, total_bits: int, rounds: int | None = None) -> None:
+        """Record the bits the trial will communicate if it runs to the end (for ``ParetoPruner``) and its last
+        round (``rounds``), at which it is never pruned."""
+        self.last_round = rounds
         self.storage.set_trial_user_attr(self.trial_id, PLANNED_BITS_ATTR, int(total_bits))
 
     def report(self, round_num: int, accuracy: float) -> None:
-        """Record the eval accuracy of a round; raise ``TrialPruned`` if the pruner says stop."""
+        """Record the eval accuracy of a round (the mean over the repeats so far); raise ``TrialPruned`` if the
+        pruner says stop, with its reason recorded in the trial (user attr ``fl_sweeps.pruned_because``)."""
+        if self.repeat:
+            earlier = self.storage.get_trial(self.trial_id).intermediate_values.get(round_num, accuracy)
+            accuracy = (earlier * self.repeat + accuracy) / (self.repeat + 1)
         self.storage.set_trial_intermediate_value(self.trial_id, round_num, accuracy)
-        if self.pruner is None:
+        if self.pruner is None or (self.last_round is not None and round_num >= self.last_round):
             return
         trial = self.storage.get_trial(self.trial_id)
-        study = self.study if isinstance(self.pruner, ParetoPruner) else _FirstObjective(self.study)
-        if self.pruner.prune(study, trial):
+        # Pruners judge the last reported step; earlier repeats reported the later rounds already.
+        trial.intermediate_values = {step: v for step, v in trial.intermediate_values.items() if step <= round_num}
+        if isinstance(self.pruner, ParetoPruner):
+            reason = self.pruner.reason(self.study, trial)
+        else:
+            reason = (
+                f"{type(self.pruner).__name__} at round {round_num}"
+                if self.pruner.prune(_FirstObjective(self.study), trial)
+                else None
+            )
+        if reason is not None:
+            self.storage.set_trial_user_attr(self.trial_id, PRUNED_BECAUSE_ATTR, reason)
             raise TrialPruned(round_num)
