@@ -230,7 +230,7 @@ def _describe(row: pd.Series) -> str:
 
 
 def _front_table(front: pd.DataFrame, swept: Sequence[str]) -> str:
-    shown = [p for p in swept if not (p.endswith("._target_") and p.split(".", 1)[0] in ENCODERS)]
+    shown = [p for p in swept if p.removesuffix("._target_") not in ENCODERS]  # in "compression"
     header = ["trial", "eval accuracy", "total Mbit", "compression", "bit reduction", "accuracy change", *shown]
     rows = []
     for _, row in front.iterrows():

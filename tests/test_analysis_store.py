@@ -67,7 +67,7 @@ def test_one_row_per_trial_with_status_objectives_and_totals(sweep, analysis_sto
         2: "FINISHED",
         3: "FINISHED",
         4: "FINISHED",
-        5: "KILLED",
+        5: "FINISHED",  # pruned on purpose: not a failure
     }
     assert (trials["study"] == analysis_store.study).all()
     assert (trials["parent_run_id"] == analysis_store.parent_run_id).all()
@@ -120,9 +120,9 @@ def test_swept_parameters_are_the_params_that_vary(sweep):
     expected = {
         "client_optimizer.lr",
         "server_optimizer.lr",
-        "aggregate_encoder._target_",
+        "aggregate_encoder",
         "aggregate_encoder.bits",
-        "broadcast_encoder._target_",
+        "broadcast_encoder",
     }
     assert expected <= set(sweep.swept)
     for fixed in (
@@ -133,7 +133,7 @@ def test_swept_parameters_are_the_params_that_vary(sweep):
         "seed",
         "training.rounds",
         "aggregate_encoder.rounding",
-        "data._target_",
+        "data",
     ):
         assert fixed not in sweep.swept and fixed in sweep.params.columns
     assert set(sweep.swept) <= set(sweep.trials.columns)
