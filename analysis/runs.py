@@ -407,6 +407,7 @@ def _compression(broadcast: str | None, b_bits: Any, aggregate: str | None, a_bi
 
 
 def _trials_table(runs: list[Any], curves: pd.DataFrame, params: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
+    swept = [name for name in swept if name not in TRIAL_COLUMNS]  # the encoder options have their own columns
     by_run = {run_id: group for run_id, group in curves.groupby("run_id")}
     rows = []
     for run in runs:

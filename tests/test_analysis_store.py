@@ -276,6 +276,23 @@ def test_report_command_writes_the_files_and_logs_them_to_the_parent_run(sweep, 
     assert Path(copy).read_text() == summary
 
 
+def test_html_report_is_self_contained_says_how_to_load_front_models_and_is_logged(sweep, analysis_store, tmp_path):
+    out = tmp_path / "report"
+    write_report(analysis_store.tracking_uri, study=analysis_store.study, out_dir=out)
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<table>" in page and "Pareto front</h2>" in page
+    assert page.count("Plotly.newPlot") >= 3  # front, curves, one per swept parameter
+    assert "<script src=" not in page  # plotly's JS is inline: the page works offline, from any folder
+    assert "mlflow.tensorflow.load_model(&quot;runs:/&lt;run id&gt;/model&quot;)" in page
+    front = pd.read_csv(out / "front.csv")
+    client = MlflowClient(tracking_uri=analysis_store.tracking_uri)
+    for run_id in front["run_id"]:
+        assert run_id in page
+        assert "model" in {a.path for a in client.list_artifacts(run_id)}  # the model the page says to load
+    logged = client.download_artifacts(analysis_store.parent_run_id, f"{ARTIFACT_DIR}/report.html", str(tmp_path))
+    assert Path(logged).read_text() == page
+
+
 def _artifact_times(client: MlflowClient, run_id: str) -> dict[str, int]:
     root = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://"))
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
