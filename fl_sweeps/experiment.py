@@ -5,6 +5,7 @@ This is what the Hydra task function calls; it returns the two objectives the sw
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from fl_sweeps.sweep.trial_link import OptunaTrialLink
 from fl_sweeps.tracking import TrialRun, flatten
 from fl_sweeps.validation import validate
 from fl_sweeps.workbench import Workbench
+
+rounds_log = logging.getLogger("fl_sweeps.rounds")  # DEBUG: one line per round, for the trial's log file
 
 # What the trials of this process share (built trials, parts, data sets, eval models): the CLI's trials use it.
 WORKBENCH = Workbench()
@@ -85,6 +88,7 @@ def run_trial(
         parent_run_id=cfg.trial.parent_run_id,
         description=describe(public, options, data_description=data.description),
     )
+    rounds_log.debug(f"MLflow run {recorder.run_id}: {compression}; {data.description}")
     with recorder:
         recorder.log_dataset(
             name=options.get("data", data.name),
@@ -160,4 +164,5 @@ def _progress(records: Any, *, total: int, enabled: bool) -> Any:
                 postfix["eval_acc"] = f"{record.eval_accuracy:.3f}"
             bar.set_postfix(postfix, refresh=False)
             bar.update(1)
+            rounds_log.debug(f"round {record.round}/{total}: " + " ".join(f"{k} {v}" for k, v in postfix.items()))
             yield record

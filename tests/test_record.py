@@ -1,9 +1,11 @@
-"""What a trial records for people, on a real MLflow store: option names, the compression tag, Mbit metrics,
-accuracy against bits, the description, the data set, and the final model that loads back."""
+"""What a trial shows people, from a real one-trial sweep: in MLflow option names, the compression tag, Mbit
+metrics, accuracy against bits, the description, the data set and the final model that loads back; on the console
+one compact line per trial without the sweeper's overrides; in the trial's cli.log its rounds."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,25 +17,58 @@ from mlflow.tracking import MlflowClient
 FL_SWEEP = str(Path(sys.executable).parent / "fl-sweep")
 
 
+STUDY = "record"
+
+
 @pytest.fixture(scope="module")
-def cli_run(tmp_path_factory) -> tuple[MlflowClient, object, Path]:
-    """One trial through the console script (so Hydra's choices name the options), with its MLflow run."""
+def sweep_run(tmp_path_factory) -> tuple[MlflowClient, object, Path, str]:
+    """A one-trial sweep through the console script (so Hydra's choices name the options): the MLflow client, the
+    trial's run, the folder and the console output."""
     folder = tmp_path_factory.mktemp("record")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     args = [
         FL_SWEEP,
+        "--multirun",
         *TINY,
         f"mlflow.tracking_uri={uri}",
-        "hydra.run.dir=hydra",
+        f"hydra.sweeper.study_name={STUDY}",
+        "hydra.sweeper.n_trials=1",
+        "hydra/sweeper/pruner=none",
         "aggregate_encoder=uniform",
         "aggregate_encoder.bits=2",
         "aggregate_encoder.threshold=100",
+        "broadcast_encoder=none",
     ]
-    done = subprocess.run(args, cwd=folder, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    done = subprocess.run(args, cwd=folder, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(tracking_uri=uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("fl-sweeps").experiment_id])
-    return client, run, folder
+    runs = client.search_runs(
+        [client.get_experiment_by_name("fl-sweeps").experiment_id], "tags.trial_state = 'complete'"
+    )
+    (run,) = runs
+    return client, run, folder, done.stdout
+
+
+@pytest.fixture(scope="module")
+def cli_run(sweep_run) -> tuple[MlflowClient, object, Path]:
+    return sweep_run[:3]
+
+
+@pytest.mark.slow
+def test_console_has_one_compact_line_per_trial_and_cli_log_the_rounds(sweep_run):
+    _, run, folder, out = sweep_run
+    line = re.search(r"^trial 0 \| complete \| acc (\S+) \| (\S+) Mbit \| (\S+) s \| (.*)$", out, re.MULTILINE)
+    assert line, out
+    accuracy, mbit, _, options = line.groups()
+    assert float(accuracy) == float(f"{run.data.metrics['final/eval_accuracy']:.3g}")
+    assert float(mbit) == float(f"{run.data.metrics['final/total_mbit']:.3g}")
+    assert "aggregate_encoder=uniform" in options and "aggregate_encoder.bits=2" in options
+    assert "trial." not in out and "oc.env" not in out and "Launching" not in out  # no sweeper internals
+    log = (folder / "multirun" / STUDY / "trial_0" / "cli.log").read_text()
+    assert "trial 0 | complete" in log and "round 1/2:" in log and "round 2/2:" in log
+    assert f"MLflow run {run.info.run_id}" in log
+    assert "round 1/2:" not in out  # rounds go to the log file; the console has the progress bar
+    assert (folder / "multirun" / STUDY / "report" / "report.html").is_file()
 
 
 @pytest.mark.slow
