@@ -34,12 +34,15 @@ WINDOW = "1500,950"
 
 
 def run_sweep(folder: Path, trials: int) -> None:
-    """A small real sweep (tiny model, 6 rounds) into ``folder``'s MLflow and Optuna stores."""
+    """A small real sweep (tiny model, 8 rounds, every tensor compressed) into ``folder``'s MLflow and Optuna
+    stores."""
     args = [
         str(BIN / "fl-sweep"),
         "--multirun",
         "debug=tiny",
-        "training.rounds=6",
+        "training.rounds=8",
+        "aggregate_encoder.threshold=0",  # every tensor compressed: the trials differ in bits
+        "broadcast_encoder.threshold=0",
         f"hydra.sweeper.n_trials={trials}",
         "hydra.sweeper.study_name=screenshots",
         "hydra/sweeper/pruner=none",
@@ -139,7 +142,15 @@ def main() -> None:
         runs = client.search_runs([experiment_id], "tags.trial_state = 'complete'")
         with mlflow_ui(store, free_port()) as url:
             profile = Path(scratch) / "chromium"
-            screenshot(browser, f"{url}/#/experiments/{experiment_id}", DOCS / "mlflow_runs.png", profile)
+            table = f"{url}/#/experiments/{experiment_id}?" + "&".join(
+                f"{key}={quote(value)}"
+                for key, value in {
+                    "searchFilter": "tags.trial_state = 'complete'",  # the trials, not collapsed under the sweep
+                    "orderByKey": "metrics.`final/eval_accuracy`",
+                    "orderByAsc": "false",
+                }.items()
+            )
+            screenshot(browser, table, DOCS / "mlflow_runs.png", profile)
             page = metric_page(url, experiment_id, [run.info.run_id for run in runs])
             screenshot(browser, page, DOCS / "mlflow_accuracy_by_kbit.png", profile)
     print(f"screenshots: wrote {DOCS / 'mlflow_runs.png'} and {DOCS / 'mlflow_accuracy_by_kbit.png'}")

@@ -42,6 +42,7 @@ ROUND_MBIT_METRICS = {
 }
 ACCURACY_BY_KBIT = "eval/accuracy_by_kbit"  # eval accuracy with step = cumulative kbit
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"  # MLflow UI's own tag
 MODEL_ARTIFACT = "model"  # the final global model: mlflow.tensorflow.load_model("runs:/<run id>/model")
 
 
@@ -82,6 +83,9 @@ class TrialRun:
         self.client = quiet_client(tracking_uri)
         existing = self.client.get_experiment_by_name(experiment)
         experiment_id = existing.experiment_id if existing else self.client.create_experiment(experiment)
+        if existing is None or EXPERIMENT_KIND_TAG not in existing.tags:
+            # What MLflow's UI asks about on first view ("We've detected the experiment type..."): say it.
+            self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id

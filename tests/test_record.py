@@ -134,3 +134,12 @@ def test_log_model_false_logs_no_model(tracking_uri, compose_config, workbench):
     params = client.get_run(run_id).data.params
     # Without Hydra's runtime the option is named by its target; Hydra's keys are still left out.
     assert params["aggregate_encoder"] == "UniformQuantization" and "aggregate_encoder._target_" not in params
+
+
+@pytest.mark.slow
+def test_study_names_its_objectives_for_optuna_dashboard(sweep_run):
+    import optuna
+
+    _, _, folder, _ = sweep_run
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{folder / 'optuna.db'}")
+    assert study.metric_names == ["eval_accuracy", "total_bits"]  # Optuna Dashboard's axis and column names
