@@ -41,8 +41,11 @@ def run_sweep(folder: Path, trials: int) -> None:
         "--multirun",
         "debug=tiny",
         "training.rounds=8",
-        "aggregate_encoder.threshold=0",  # every tensor compressed: the trials differ in bits
-        "broadcast_encoder.threshold=0",
+        # Thresholds 0: every tensor is compressed, so the trials differ in bits.
+        "hydra.sweeper.params={client_optimizer.lr: 'tag(log, interval(0.05, 0.5))', "
+        "aggregate_encoder: 'choice(none, uniform, hadamard)', aggregate_encoder.bits: 'choice(1, 2, 4, 8)', "
+        "aggregate_encoder.threshold: 'choice(0)', broadcast_encoder: 'choice(none, uniform)', "
+        "broadcast_encoder.bits: 'choice(4, 8)', broadcast_encoder.threshold: 'choice(0)'}",
         f"hydra.sweeper.n_trials={trials}",
         "hydra.sweeper.study_name=screenshots",
         "hydra/sweeper/pruner=none",
