@@ -12,6 +12,7 @@ starts is stopped before it returns, however it ends::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -103,7 +104,16 @@ def screenshot(browser: str, url: str, path: Path, profile: Path) -> None:
         f"--screenshot={path}",
         url,
     ]
-    subprocess.run(args, check=True, timeout=180, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    browser_process = subprocess.Popen(
+        args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        if browser_process.wait(timeout=180) != 0:
+            raise RuntimeError(f"chromium failed on {url}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # its helper processes too (the same process group)
+            os.killpg(browser_process.pid, signal.SIGKILL)
+        browser_process.wait()
 
 
 def metric_page(url: str, experiment_id: str, run_ids: list[str]) -> str:
@@ -145,7 +155,7 @@ def main() -> None:
         runs = client.search_runs([experiment_id], "tags.trial_state = 'complete'")
         with mlflow_ui(store, free_port()) as url:
             profile = Path(scratch) / "chromium"
-            table = f"{url}/#/experiments/{experiment_id}?" + "&".join(
+            table = f"{url}/#/experiments/{experiment_id}/runs?" + "&".join(
                 f"{key}={quote(value)}"
                 for key, value in {
                     "searchFilter": "tags.trial_state = 'complete'",  # the trials, not collapsed under the sweep
