@@ -142,7 +142,7 @@ def main() -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         sys.exit("screenshots: no chromium on PATH (Debian: apt-get install chromium)")
-    from mlflow.tracking import MlflowClient
+    from fl_sweeps.mlflow_store import quiet_client
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.keep or Path(scratch) / "sweep"
@@ -150,7 +150,7 @@ def main() -> None:
         store = f"sqlite:///{folder / 'mlflow.db'}"
         if not (folder / "mlflow.db").exists():
             run_sweep(folder, args.trials)
-        client = MlflowClient(tracking_uri=store)
+        client = quiet_client(store)  # without the store's schema-check chatter
         experiment_id = client.get_experiment_by_name("fl-sweeps").experiment_id
         runs = client.search_runs([experiment_id], "tags.trial_state = 'complete'")
         with mlflow_ui(store, free_port()) as url:
