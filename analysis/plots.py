@@ -18,11 +18,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from analysis.pareto import ACCURACY, BITS, finished
 
 DPI = 120
+COLORBAR_TICKS = 5
 FRONT_COLOR = "tab:red"
 STATUS_STYLE = {  # status -> (marker, color, label)
     "pruned": ("x", "tab:gray", "pruned (where it stopped)"),
@@ -266,7 +267,11 @@ def plot_parameters(
                 edgecolors="0.2",
                 linewidths=0.3,
             )
-            figure.colorbar(scatter, ax=ax, label=_display(name))
+            bar = figure.colorbar(scatter, ax=ax, label=_display(name))
+            spaced = np.geomspace if log else np.linspace
+            ticks = spaced(float(norm.vmin), float(norm.vmax), COLORBAR_TICKS)
+            bar.set_ticks(ticks, labels=[f"{tick:.2g}" for tick in ticks])
+            bar.minorticks_off()
             if (~shown).any():
                 ax.legend(loc="lower right", fontsize=7)
         else:
@@ -308,27 +313,52 @@ def _display(name: str) -> str:
 
 
 def _short(value: object) -> object:
-    """Class paths (``a.b.UniformQuantization``) -> class name; other values unchanged."""
+    """Class paths (``a.b.UniformQuantization``) -> class name, numbers -> 3 significant digits; others unchanged."""
+    if isinstance(value, float) or (isinstance(value, str) and _is_float(value)):
+        return f"{float(value):.3g}"
     if isinstance(value, str) and "." in value and value.replace(".", "").replace("_", "").isalnum():
         name = value.rsplit(".", 1)[-1]
         return name if name[:1].isalpha() else value
     return value
 
 
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _bits_axis(ax: Axes, label: str) -> None:
-    """Log-scale bits axis with engineering labels (``300 kbit``, ``1 Mbit``); minor ticks labelled when the data
-    span less than two decades, so short ranges still get several labels."""
+    """Log-scale bits axis fitted to the plotted points, labelled in Mbit with 3 significant digits.
+
+    A range under a decade gets a few evenly spaced ticks (a log locator would label crowded minor ticks); a wider
+    one gets ticks at 1, 2 and 5 times powers of ten.
+    """
+    xs = np.concatenate([np.asarray(c.get_offsets())[:, 0] for c in ax.collections if len(c.get_offsets())] or [[]])
+    xs = np.concatenate([xs, *(np.asarray(line.get_xdata(), float) for line in ax.get_lines())])
+    xs = xs[np.isfinite(xs) & (xs > 0)]
     ax.set_xscale("log")
-    ax.margins(x=0.08)
+    if len(xs):
+        low, high = xs.min(), xs.max()
+        pad = (high / low) ** 0.06 if high > low else 1.2
+        ax.set_xlim(low / pad, high * pad)
     low, high = ax.get_xlim()
-    ax.xaxis.set_major_formatter(EngFormatter(unit="bit"))
-    if high / low < 100:
-        ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 3.0, 5.0)))
-        ax.xaxis.set_minor_formatter(EngFormatter(unit="bit"))
-        ax.tick_params(axis="x", which="both", labelsize=8)
+    decades = np.log10(high / low)
+    if decades < 1:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, min_n_ticks=2))
     else:
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades < 2 else (1.0,), numticks=8))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda bits, _: f"{_significant(bits / 1e6)} Mbit"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(axis="x", labelsize=8)
     ax.set_xlabel(f"{label} (log scale)")
+
+
+def _significant(value: float, digits: int = 3) -> str:
+    """``value`` rounded to ``digits`` significant digits, without exponent (``2000``, ``0.0153``)."""
+    return np.format_float_positional(value, precision=digits, unique=False, fractional=False, trim="-")
 
 
 def _staircase(bits: np.ndarray, accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,8 @@
 """``fl-sweep-report``: the Pareto analysis of a sweep or an experiment, written to a folder and logged to MLflow.
 
-Writes ``summary.md``, ``trials.csv``, ``curves.csv``, ``front.csv``, ``front.png``, ``curves.png`` and
-``parameters.png`` into the output folder and logs them under ``report/`` to the sweep's parent run::
+Writes ``report.html`` (the summary with interactive figures, self-contained), ``summary.md``, ``trials.csv``,
+``curves.csv``, ``front.csv``, ``front.png``, ``curves.png`` and ``parameters.png`` into the output folder and logs
+them under ``report/`` to the sweep's parent run::
 
     fl-sweep-report --tracking-uri sqlite:///mlflow.db --study digits-default --out report
 """
@@ -17,12 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import pareto, plots, repeats
+from analysis import interactive, pareto, plots, repeats
+from analysis.html_page import report_html
 from analysis.runs import ENCODERS, LoadError, SweepRuns, load_runs, mlflow_client, redact_uri
 
 ARTIFACT_DIR = "report"
 SUMMARY = "summary.md"
-FILES = (SUMMARY, "trials.csv", "curves.csv", "front.csv", "front.png", "curves.png", "parameters.png")
+HTML = "report.html"
+FILES = (HTML, SUMMARY, "trials.csv", "curves.csv", "front.csv", "front.png", "curves.png", "parameters.png")
 
 
 def write_report(
@@ -97,7 +100,14 @@ def _write(
         trials, runs.swept, front=front, title=f"{title}: swept parameters", path=out_dir / "parameters.png"
     )
     summary = out_dir / SUMMARY
-    summary.write_text(summary_markdown(runs, numbers) + repeats.summary_lines(front, spread, ceiling))
+    markdown_text = summary_markdown(runs, numbers) + repeats.summary_lines(front, spread, ceiling)
+    summary.write_text(markdown_text)
+    figures = [
+        interactive.front_figure(trials, front, title=f"{title}: accuracy against bits"),
+        interactive.curves_figure(runs.curves, trials, front, title=f"{title}: accuracy as bits accumulate"),
+        *interactive.parameter_figures(trials, runs.swept, title=f"{title}: swept parameters"),
+    ]
+    (out_dir / HTML).write_text(report_html(markdown_text, figures, title=f"Pareto report: {title}"))
 
     if not (log_to_parent and runs.parent_run_id):
         return summary, None
@@ -204,6 +214,7 @@ def summary_markdown(runs: SweepRuns, numbers: dict) -> str:
                 f"{compressed['bit_reduction'].max():.3g}x fewer bits, at an accuracy change of "
                 f"{compressed['accuracy_change'].min():+.4f} to {compressed['accuracy_change'].max():+.4f}."
             )
+    lines += ["", *_load_model_section(runs, front)]
     lines += [
         "",
         "## Figures",
@@ -225,6 +236,32 @@ def summary_markdown(runs: SweepRuns, numbers: dict) -> str:
     return "\n".join(lines)
 
 
+def _load_model_section(runs: SweepRuns, front: pd.DataFrame) -> list[str]:
+    """How to load the final model of a trial, with the run ids of the front's trials."""
+    lines = [
+        "## Load a trial's model",
+        "",
+        "Each finished trial's final global model is the MLflow model `model` of its run (unless the sweep ran "
+        "with `mlflow.log_model=false`); it loads as a Keras model, and `model.evaluate(x, y)` gives the eval loss "
+        "and accuracy:",
+        "",
+        "```python",
+        "import mlflow.tensorflow",
+        f'mlflow.set_tracking_uri("{redact_uri(runs.tracking_uri)}")',
+        'model = mlflow.tensorflow.load_model("runs:/<run id>/model")',
+        "```",
+        "",
+    ]
+    if len(front):
+        lines += ["| trial | run id | eval accuracy | total Mbit |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"| {plots.trial_label(row)} | `{row['run_id']}` | {row['eval_accuracy']:.4f} | "
+            f"{row['total_bits'] / 1e6:.3g} |"
+            for _, row in front.sort_values("total_bits").iterrows()
+        ]
+    return lines
+
+
 def _describe(row: pd.Series) -> str:
     text = f"trial {plots.trial_label(row)}, accuracy {row['eval_accuracy']:.4f}, {row['total_bits'] / 1e6:.3f} Mbit"
     if isinstance(row.get("compression"), str):
@@ -233,7 +270,7 @@ def _describe(row: pd.Series) -> str:
 
 
 def _front_table(front: pd.DataFrame, swept: Sequence[str]) -> str:
-    shown = [p for p in swept if not (p.endswith("._target_") and p.split(".", 1)[0] in ENCODERS)]
+    shown = [p for p in swept if p.removesuffix("._target_") not in ENCODERS]  # in "compression"
     header = ["trial", "eval accuracy", "total Mbit", "compression", "bit reduction", "accuracy change", *shown]
     rows = []
     for _, row in front.iterrows():

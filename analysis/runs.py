@@ -268,7 +268,8 @@ def swept_parameters(params: pd.DataFrame) -> list[str]:
 
 
 def encoder_kind(target: Any) -> str | None:
-    """Short name of an encoder from its ``_target_`` class path (``...UniformQuantization`` -> ``uniform``)."""
+    """Short name of an encoder from its option name (``uniform``), or, in older runs, its ``_target_`` class path
+    (``...UniformQuantization`` -> ``uniform``)."""
     if not isinstance(target, str) or not target:
         return None
     name = target.rsplit(".", 1)[-1]
@@ -406,6 +407,7 @@ def _compression(broadcast: str | None, b_bits: Any, aggregate: str | None, a_bi
 
 
 def _trials_table(runs: list[Any], curves: pd.DataFrame, params: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
+    swept = [name for name in swept if name not in TRIAL_COLUMNS]  # the encoder options have their own columns
     by_run = {run_id: group for run_id, group in curves.groupby("run_id")}
     rows = []
     for run in runs:
@@ -413,7 +415,7 @@ def _trials_table(runs: list[Any], curves: pd.DataFrame, params: pd.DataFrame, s
         p = params.loc[run_id]
         curve = by_run.get(run_id, curves.iloc[0:0])
         metrics, tags = run.data.metrics, run.data.tags
-        kinds = {enc: encoder_kind(p.get(f"{enc}._target_")) for enc in ENCODERS}
+        kinds = {enc: encoder_kind(p.get(enc) or p.get(f"{enc}._target_")) for enc in ENCODERS}
         evals = curve["eval_accuracy"].dropna()
         pruned_at = tags.get("pruned_at_round")
         end = run.info.end_time

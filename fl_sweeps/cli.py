@@ -5,8 +5,10 @@ Kept thin: compose config → ``run_trial`` → return ``(final eval accuracy, t
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -17,11 +19,14 @@ from omegaconf import DictConfig
 import fl_sweeps.quiet  # noqa: F401  (silences TF before anything imports it)
 from fl_sweeps.centralized import train_centralized
 from fl_sweeps.cli_help import register_resolver
-from fl_sweeps.errors import ConfigError, DataError, UnsupportedVersionError
+from fl_sweeps.errors import ConfigError, DataError, TrialPruned, UnsupportedVersionError
 from fl_sweeps.experiment import WORKBENCH, run_trial
 from fl_sweeps.mlflow_store import redact
 from fl_sweeps.preflight import user_error
 from fl_sweeps.schema import register_configs
+from fl_sweeps.trial_line import trial_line
+
+log = logging.getLogger("fl_sweeps.cli")
 
 
 def config_dir() -> Path:
@@ -37,19 +42,44 @@ register_resolver()
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _app(cfg: DictConfig) -> tuple[float, float] | float:
     """Hydra task: one trial; returns the objectives ``(final eval accuracy, total bits)`` (the sweep's centralized
-    reference job returns its eval accuracy)."""
+    reference job returns its eval accuracy).
+
+    Logs one compact line when the trial ends (console and the trial's ``cli.log``), however it ends.
+    """
     if cfg.trial.centralized_reference:
         return train_centralized(cfg, WORKBENCH)
+    hydra = HydraConfig.get()
+    started = time.monotonic()
+
+    def say(state: str, **objectives: float) -> None:
+        line = trial_line(
+            number=cfg.trial.number,
+            overrides=hydra.overrides.task,
+            state=state,
+            seconds=time.monotonic() - started,
+            **objectives,
+        )
+        log.info(line)
+
     try:
         result = run_trial(cfg)
     except (ConfigError, DataError) as error:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if hydra.mode == RunMode.MULTIRUN:
+            say("failed")
             raise
         sys.exit(f"fl-sweep: error: {error}")
-    print(
-        f"eval accuracy {result.eval_accuracy:.4f} | {result.total_bits / 1e6:,.2f} Mbit communicated | "
-        f"MLflow run {result.run_id} in {redact(cfg.mlflow.tracking_uri)} (experiment {cfg.mlflow.experiment!r})"
-    )
+    except TrialPruned as pruned:
+        say(f"pruned at round {pruned.round}")
+        raise
+    except Exception:
+        say("failed")
+        raise
+    say("complete", eval_accuracy=result.eval_accuracy, total_bits=result.total_bits)
+    if hydra.mode != RunMode.MULTIRUN:
+        log.info(
+            f"eval accuracy {result.eval_accuracy:.4f} | {result.total_bits / 1e6:,.2f} Mbit communicated | "
+            f"MLflow run {result.run_id} in {redact(cfg.mlflow.tracking_uri)} (experiment {cfg.mlflow.experiment!r})"
+        )
     return result.eval_accuracy, float(result.total_bits)
 
 

@@ -5,17 +5,22 @@ This is what the Hydra task function calls; it returns the two objectives the sw
 
 from __future__ import annotations
 
+import logging
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from fl_sweeps.mlflow_store import redact
+from fl_sweeps.readable import compression_text, describe, option_names, readable_params
 from fl_sweeps.sweep.trial_link import OptunaTrialLink
 from fl_sweeps.tracking import TrialRun, flatten
 from fl_sweeps.validation import validate
 from fl_sweeps.workbench import Workbench
+
+rounds_log = logging.getLogger("fl_sweeps.rounds")  # DEBUG: one line per round, for the trial's log file
 
 # What the trials of this process share (built trials, parts, data sets, eval models): the CLI's trials use it.
 WORKBENCH = Workbench()
@@ -31,12 +36,19 @@ class TrialResult:
 
 
 def run_trial(
-    cfg: DictConfig, *, run_name: str | None = None, show_progress: bool = True, workbench: Workbench | None = None
+    cfg: DictConfig,
+    *,
+    run_name: str | None = None,
+    show_progress: bool = True,
+    workbench: Workbench | None = None,
+    choices: Mapping[str, str | None] | None = None,
 ) -> TrialResult:
     """Validate ``cfg``, train the federated trial it describes and record it in MLflow.
 
     Bad settings and bad data fail here with a one-line error before TensorFlow is imported or a run is created.
-    The trial is built by ``workbench`` (default ``WORKBENCH``), reusing what it kept from earlier trials.
+    The trial is built by ``workbench`` (default ``WORKBENCH``), reusing what it kept from earlier trials. The run
+    names each config group's option by ``choices`` (group -> option; default: Hydra's runtime choices when Hydra
+    runs the app), and holds the final global model unless ``mlflow.log_model`` is false.
 
     Raises:
         ConfigError: A setting is out of range.
@@ -55,7 +67,14 @@ def run_trial(
             rounds=cfg.training.rounds,
         )
     public = _public_config(cfg)
-    tags = {"data": data.name, "data.description": data.description, "eval.mode": cfg.eval.mode}
+    options = option_names(public, _hydra_choices() if choices is None else choices)
+    compression = compression_text(public, options)
+    tags = {
+        "data": data.name,
+        "data.description": data.description,
+        "eval.mode": cfg.eval.mode,
+        "compression": compression,
+    }
     if link is not None:
         tags |= {
             "optuna.study_name": cfg.trial.study_name,
@@ -67,15 +86,23 @@ def run_trial(
         experiment=cfg.mlflow.experiment,
         run_name=run_name or (f"trial {cfg.trial.number}" if link else None),
         params={
-            **flatten(public),
+            **readable_params(flatten(public), options),
             "model.num_parameters": trial.num_parameters,
             "data.num_clients": data.num_clients,
         },
         config_yaml=OmegaConf.to_yaml(OmegaConf.create(public)),
         tags=tags,
         parent_run_id=cfg.trial.parent_run_id,
+        description=describe(public, options, data_description=data.description),
     )
+    rounds_log.debug(f"MLflow run {recorder.run_id}: {compression}; {data.description}")
     with recorder:
+        recorder.log_dataset(
+            name=options.get("data", data.name),
+            config=public["data"],
+            description=data.description,
+            profile={"num_clients": data.num_clients, "num_classes": data.num_classes, "input_shape": data.input_shape},
+        )
         record = None
         for record in _progress(trial.run(settings), total=cfg.training.rounds, enabled=show_progress):
             recorder.log_round(record)
@@ -83,12 +110,43 @@ def run_trial(
                 link.report(record.round, record.eval_accuracy)
         accuracy = float(record.eval_accuracy)
         recorder.log_final(eval_accuracy=accuracy, total_bits=record.cumulative_bits)
+        if cfg.mlflow.log_model:
+            recorder.log_model(_keras_model(trial))
     return TrialResult(eval_accuracy=accuracy, total_bits=record.cumulative_bits, run_id=recorder.run_id)
 
 
 def release_built() -> None:
     """Drop everything ``WORKBENCH`` keeps (``Workbench.release``); only when no computation is running."""
     WORKBENCH.release()
+
+
+def _hydra_choices() -> Mapping[str, str | None]:
+    """The option Hydra chose for each config group, when Hydra runs the app; else none."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+
+
+def _keras_model(trial: Any) -> Any:
+    """A fresh Keras model of the trial's architecture holding its final global weights, compiled to evaluate.
+
+    ``model.evaluate(x, y)`` gives the loss and accuracy the trial's centralized evaluation computes.
+    """
+    import tensorflow as tf
+
+    model = trial.built.model_builder(trial.data.input_shape, trial.data.num_classes)
+    weights = trial.model_weights(trial.final_state)
+    for variables, values in (
+        (model.trainable_weights, weights.trainable),
+        (model.non_trainable_weights, weights.non_trainable),
+    ):
+        for variable, value in zip(variables, values, strict=True):
+            variable.assign(value)
+    model.compile(
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
 
 
 def _public_config(cfg: DictConfig) -> dict[str, Any]:
@@ -113,4 +171,5 @@ def _progress(records: Any, *, total: int, enabled: bool) -> Any:
                 postfix["eval_acc"] = f"{record.eval_accuracy:.3f}"
             bar.set_postfix(postfix, refresh=False)
             bar.update(1)
+            rounds_log.debug(f"round {record.round}/{total}: " + " ".join(f"{k} {v}" for k, v in postfix.items()))
             yield record

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fl_sweeps.quiet import info_logs_off
@@ -23,10 +26,30 @@ def redact(url: str) -> str:
 
 def quiet_client(tracking_uri: str) -> Any:
     """An ``MlflowClient`` on ``tracking_uri`` whose store exists: a new store's schema migration is made now,
-    without the INFO flood MLflow logs for it."""
+    without the INFO flood MLflow logs for it, and without its logging config replacing the process's."""
     from mlflow.tracking import MlflowClient
 
-    with info_logs_off():
+    with info_logs_off(), logging_config_kept():
         client = MlflowClient(tracking_uri=tracking_uri)
         client.search_experiments(max_results=1)
     return client
+
+
+@contextmanager
+def logging_config_kept() -> Iterator[None]:
+    """Put back the root logger's handlers and level and every logger's ``disabled`` flag after the block.
+
+    Creating a sqlite store runs alembic, whose ``fileConfig`` (MLflow's alembic.ini) replaces the root handlers
+    and disables every existing logger: a trial's own lines would stop reaching the console and its ``cli.log``.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    loggers = [logger for logger in logging.root.manager.loggerDict.values() if isinstance(logger, logging.Logger)]
+    disabled = {logger: logger.disabled for logger in loggers}
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for logger, was_disabled in disabled.items():
+            logger.disabled = was_disabled

@@ -170,6 +170,7 @@ class EvalConfig:
 class MlflowConfig:
     tracking_uri: str = MISSING
     experiment: str = MISSING
+    log_model: bool = MISSING
 
 
 @dataclass

@@ -1,16 +1,22 @@
-"""Record a trial in MLflow: params, per-round metrics, final metrics, the resolved config, and its status.
+"""Record a trial in MLflow: params, per-round metrics, final metrics, the data set, the model, and its status.
 
 Metric names are an interface (the analysis and notebooks read them):
 ``train/loss``, ``train/accuracy``, ``eval/loss``, ``eval/accuracy``, ``comm/broadcast_bits``,
-``comm/aggregate_bits``, ``comm/cumulative_bits`` with ``step`` = round (from 1); ``final/eval_accuracy`` and
-``final/total_bits`` at the end; a pruned trial instead gets ``last/eval_accuracy`` and ``last/total_bits``, its
-last round's.
+``comm/aggregate_bits``, ``comm/cumulative_bits`` with ``step`` = round (from 1), the same bits in Mbit
+(``comm/*_mbit``), and ``eval/accuracy_by_kbit`` with ``step`` = cumulative kbit (MLflow's chart of it against its
+step is accuracy against bits); ``final/eval_accuracy``, ``final/total_bits`` and ``final/total_mbit`` at the end;
+a pruned trial keeps ``last/eval_accuracy`` and ``last/total_bits`` (its last eval round and the bits so far).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -28,7 +34,16 @@ ROUND_METRICS = {
     "comm/aggregate_bits": "aggregate_bits",
     "comm/cumulative_bits": "cumulative_bits",
 }
+#: The same bit counts in Mbit, for people (the exact counts stay in ``ROUND_METRICS``).
+ROUND_MBIT_METRICS = {
+    "comm/broadcast_mbit": "broadcast_bits",
+    "comm/aggregate_mbit": "aggregate_bits",
+    "comm/cumulative_mbit": "cumulative_bits",
+}
+ACCURACY_BY_KBIT = "eval/accuracy_by_kbit"  # eval accuracy with step = cumulative kbit
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"  # MLflow UI's own tag
+MODEL_ARTIFACT = "model"  # the final global model: mlflow.tensorflow.load_model("runs:/<run id>/model")
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -48,8 +63,9 @@ class TrialRun:
 
     On normal exit the run ends FINISHED; on an exception it ends FAILED (KILLED for Ctrl-C/SIGTERM) with the
     error as the ``error`` tag, so a crashed trial never looks finished or stays RUNNING. A trial stopped by the
-    sweep's pruner ends KILLED with ``pruned_at_round``. The tag ``trial_state`` says which: complete, pruned,
-    failed or killed.
+    sweep's pruner ends FINISHED too (MLflow has no state for "stopped early on purpose", and KILLED reads as a
+    failure in its UI), with ``pruned_at_round`` and its ``last/*`` metrics. The tag ``trial_state`` says which:
+    complete, pruned, failed or killed.
     """
 
     def __init__(
@@ -62,17 +78,24 @@ class TrialRun:
         config_yaml: str | None = None,
         tags: Mapping[str, str] | None = None,
         parent_run_id: str | None = None,
+        description: str | None = None,
     ) -> None:
         self.client = quiet_client(tracking_uri)
         existing = self.client.get_experiment_by_name(experiment)
         experiment_id = existing.experiment_id if existing else self.client.create_experiment(experiment)
+        if existing is None or EXPERIMENT_KIND_TAG not in existing.tags:
+            # What MLflow's UI asks about on first view ("We've detected the experiment type..."): say it.
+            self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
+        if description:
+            all_tags["mlflow.note.content"] = description  # the run's description in MLflow's UI
         self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
         self._params = dict(params or {})
         self._config_yaml = config_yaml
-        self._last_record: RoundRecord | None = None
+        self._last: RoundRecord | None = None
+        self._last_eval: RoundRecord | None = None
 
     def __enter__(self) -> TrialRun:
         from mlflow.entities import Param
@@ -100,22 +123,64 @@ class TrialRun:
             for name, field in ROUND_METRICS.items()
             if getattr(record, field) is not None
         ]
+        metrics += [
+            Metric(name, getattr(record, field) / 1e6, now, record.round) for name, field in ROUND_MBIT_METRICS.items()
+        ]
+        if record.eval_accuracy is not None:
+            metrics.append(Metric(ACCURACY_BY_KBIT, float(record.eval_accuracy), now, record.cumulative_bits // 1000))
+            self._last_eval = record
+        self._last = record
         self.client.log_batch(self.run_id, metrics=metrics)
-        self._last_record = record
 
     def log_final(self, *, eval_accuracy: float, total_bits: int) -> None:
-        """Log the trial's objectives."""
+        """Log the trial's objectives (bits also in Mbit)."""
         self.client.log_metric(self.run_id, "final/eval_accuracy", eval_accuracy)
         self.client.log_metric(self.run_id, "final/total_bits", float(total_bits))
+        self.client.log_metric(self.run_id, "final/total_mbit", total_bits / 1e6)
 
-    def _log_last(self) -> None:
-        """Log the last round's eval accuracy and cumulative bits as ``last/*`` (a pruned trial has no ``final/*``)."""
-        record = self._last_record
-        if record is None:
-            return
-        if record.eval_accuracy is not None:
-            self.client.log_metric(self.run_id, "last/eval_accuracy", float(record.eval_accuracy))
-        self.client.log_metric(self.run_id, "last/total_bits", float(record.cumulative_bits))
+    def log_dataset(
+        self, *, name: str, config: Mapping[str, Any], description: str, profile: Mapping[str, Any]
+    ) -> None:
+        """Record the data set as the run's training input (MLflow's dataset entity, shown in the runs table).
+
+        The digest is a hash of the data set's resolved config (files, partition, seed): the same digest, the same
+        clients with the same examples.
+        """
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        dataset = Dataset(
+            name=name,
+            digest=digest,
+            source_type="local",
+            source=json.dumps({"description": description, "config": dict(config)}, default=str),
+            profile=json.dumps(dict(profile), default=str),
+        )
+        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+
+    def log_model(self, model: Any) -> None:
+        """Log a Keras model as the MLflow TensorFlow model ``model`` of this run (HDF5, loads with Keras alone).
+
+        Load it back with ``mlflow.tensorflow.load_model(f"runs:/{run_id}/model")`` (tracking URI set first).
+        """
+        import mlflow.tensorflow
+        import tensorflow as tf
+
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)  # "no signature", "pip version unknown", "HDF5 is legacy": not actionable
+        try:
+            with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                path = f"{folder}/{MODEL_ARTIFACT}"
+                mlflow.tensorflow.save_model(
+                    model,
+                    path,
+                    pip_requirements=[f"tensorflow=={tf.__version__}"],
+                    keras_model_kwargs={"save_format": "h5"},
+                )
+                self.client.log_artifacts(self.run_id, path, MODEL_ARTIFACT)
+        finally:
+            logging.disable(previous)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -127,8 +192,11 @@ class TrialRun:
         if isinstance(exc, TrialPruned):
             self.client.set_tag(self.run_id, "trial_state", "pruned")
             self.client.set_tag(self.run_id, "pruned_at_round", str(exc.round))
-            self._log_last()
-            self.client.set_terminated(self.run_id, "KILLED")
+            if self._last_eval is not None:
+                self.client.log_metric(self.run_id, "last/eval_accuracy", float(self._last_eval.eval_accuracy))
+            if self._last is not None:
+                self.client.log_metric(self.run_id, "last/total_bits", float(self._last.cumulative_bits))
+            self.client.set_terminated(self.run_id, "FINISHED")
             return
         message = f"{type(exc).__name__}: {exc}"
         self.client.set_tag(self.run_id, "error", message[:5000])

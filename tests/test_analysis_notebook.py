@@ -107,7 +107,7 @@ def test_notebook_runs_top_to_bottom_on_a_real_sweep(analysis_store: Store, tmp_
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert f"study {analysis_store.study}: 6 trials" in text
     assert "hypervolume:" in text and "baseline: trial 0" in text
-    assert "data: fl_sweeps.data.digits.load_digits(" in text and "num_clients=6" in text  # read from MLflow
+    assert "data: digits (" in text and "num_clients=6" in text  # read from MLflow
     assert "every trial of the sweep trained on this data" in text and "config.yaml of trial 0:" in text
     assert "INFO" not in text  # no MLflow/alembic chatter in the outputs
     assert text.strip().splitlines()[-1] == "loaded: []"  # the kernel never loaded fl_sweeps

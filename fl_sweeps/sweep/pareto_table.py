@@ -37,7 +37,8 @@ def write_pareto_front(study: optuna.Study, *, sweep_dir: Path, tracking_uri: st
         f"\nPareto front of study {study.study_name!r} ({len(table)} of {counts[TrialState.COMPLETE]} completed "
         f"trials; {counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed):"
     )
-    print(table.to_string(index=False) if len(table) else "(no completed trial yet)")
+    shown = printable(table).to_string(index=False, justify="left") if len(table) else "(no completed trial yet)"
+    print("\n".join(line.rstrip() for line in shown.splitlines()))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = sweep_dir / "pareto_front.csv", sweep_dir / "pareto_front.md"
     table.to_csv(csv_path, index=False)
@@ -49,6 +50,29 @@ def write_pareto_front(study: optuna.Study, *, sweep_dir: Path, tracking_uri: st
         client.log_metric(parent_run_id, f"sweep/trials_{name}", counts[state])
     client.log_metric(parent_run_id, "sweep/pareto_size", len(table))
     return table
+
+
+def printable(table: pd.DataFrame) -> pd.DataFrame:
+    """The front for the console: accuracy and Mbit to 3 significant digits, the trial's params as one
+    ``key=value`` column (numbers to 3 significant digits); the exact bits stay in the CSV and Markdown files."""
+    fixed = {"trial", "eval_accuracy", "total_bits", "total_Mbit"}
+    params = [column for column in table.columns if column not in fixed]
+
+    def options(row: pd.Series) -> str:
+        return " ".join(f"{name}={_three_digits(row[name])}" for name in params if pd.notna(row[name]))
+
+    return pd.DataFrame(
+        {
+            "trial": table["trial"],
+            "accuracy": [f"{value:.3g}" for value in table["eval_accuracy"]],
+            "Mbit": [f"{value / 1e6:.3g}" for value in table["total_bits"]],
+            "params": [options(row) for _, row in table.iterrows()],
+        }
+    )
+
+
+def _three_digits(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _markdown(table: pd.DataFrame) -> str:

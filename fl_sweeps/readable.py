@@ -1,0 +1,83 @@
+"""What a person reads about a trial: option names instead of class paths, a short compression text, a description.
+
+Works on the plain resolved config (a nested dict), so tracking, the console and the analysis words agree. A
+config group's node is any top-level section with a ``_target_``; its option name comes from Hydra's choices
+(``HydraConfig.get().runtime.choices``), or, for a config composed without Hydra's runtime, from the last part of
+its ``_target_``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_")
+DIRECTIONS = {"aggregate_encoder": "aggregate", "broadcast_encoder": "broadcast"}
+
+
+def option_names(config: Mapping[str, Any], choices: Mapping[str, str | None]) -> dict[str, str]:
+    """Config group -> the option chosen for it (``{"aggregate_encoder": "uniform", ...}``)."""
+    names = {}
+    for group, node in config.items():
+        if isinstance(node, Mapping) and "_target_" in node:
+            names[group] = choices.get(group) or str(node["_target_"]).rsplit(".", 1)[-1]
+    return names
+
+
+def readable_params(flat: Mapping[str, Any], options: Mapping[str, str]) -> dict[str, Any]:
+    """Flattened config params without Hydra's keys (``x._target_``), plus ``group=option`` for each group."""
+    kept = {key: value for key, value in flat.items() if key.rsplit(".", 1)[-1] not in HYDRA_KEYS}
+    return {**kept, **options}
+
+
+def settings_text(node: Mapping[str, Any]) -> str:
+    """An option's settings in few words: ``bits: 2`` -> ``2-bit``, ``threshold: 1000`` -> ``>1000``, other
+    values as ``key=value`` (text values alone)."""
+    words = []
+    for key, value in node.items():
+        if key in HYDRA_KEYS or value is None or isinstance(value, Mapping):
+            continue
+        if key == "bits":
+            words.append(f"{value}-bit")
+        elif key == "threshold":
+            words.append(f">{value}")
+        elif isinstance(value, str):
+            words.append(value)
+        else:
+            words.append(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}")
+    return " ".join(words)
+
+
+def compression_text(config: Mapping[str, Any], options: Mapping[str, str]) -> str:
+    """``aggregate uniform 2-bit >1000 deterministic · broadcast none``: each direction's option and settings."""
+    parts = []
+    for group, direction in DIRECTIONS.items():
+        if group in options:
+            settings = settings_text(config[group])
+            parts.append(" ".join(word for word in (direction, options[group], settings) if word))
+    return " · ".join(parts)
+
+
+def describe(config: Mapping[str, Any], options: Mapping[str, str], *, data_description: str = "") -> str:
+    """A short Markdown description of a trial (MLflow's run description)."""
+    training = config.get("training", {})
+
+    def optimizer(group: str) -> str:
+        node = config.get(group, {})
+        return " ".join(
+            word for word in (options.get(group, "?"), f"lr {node['lr']:.3g}" if "lr" in node else "") if word
+        )
+
+    run = (
+        f"{training.get('rounds')} rounds, {training.get('clients_per_round')} clients a round, "
+        f"{training.get('local_epochs')} local epochs of batch {training.get('batch_size')}"
+    )
+    lines = [
+        f"**{options.get('algorithm', 'federated training')}** of `{options.get('model')}` on "
+        f"`{options.get('data')}`: {run}.",
+        f"Client optimizer {optimizer('client_optimizer')}, server optimizer {optimizer('server_optimizer')}.",
+        f"Compression: {compression_text(config, options)}.",
+    ]
+    if data_description:
+        lines.append(f"Data: {data_description}.")
+    return "\n\n".join(lines)

@@ -1,0 +1,53 @@
+"""One compact console line per trial: number, the options it was given, objectives to 3 significant digits, state,
+time. Also written to the trial's ``cli.log`` through logging (see ``hydra.job_logging`` in conf/config.yaml)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+log = logging.getLogger("fl_sweeps.trial")
+
+HIDDEN_PREFIXES = ("trial.", "hydra.", "mlflow.")  # set by the sweeper, or bookkeeping: not what the trial tried
+
+
+def short_overrides(overrides: Iterable[str]) -> list[str]:
+    """``key=value`` overrides a person chose or a sampler drew, numbers to 3 significant digits, without the
+    sweeper's own (``trial.storage='${oc.env:...}'``, ``trial.number=3``, ...)."""
+    shown = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~").startswith(HIDDEN_PREFIXES):
+            continue
+        shown.append(f"{key}={_round(value)}")
+    return shown
+
+
+def trial_line(
+    *,
+    number: int | None,
+    overrides: Iterable[str],
+    state: str,
+    seconds: float,
+    eval_accuracy: float | None = None,
+    total_bits: float | None = None,
+) -> str:
+    """``trial 3 | complete | acc 0.912 | 4.21 Mbit | 12.3 s | aggregate_encoder=uniform client_optimizer.lr=0.03``."""
+    parts = [f"trial {number}" if number is not None else "trial", state]
+    if eval_accuracy is not None:
+        parts.append(f"acc {eval_accuracy:.3g}")
+    if total_bits is not None:
+        parts.append(f"{total_bits / 1e6:.3g} Mbit")
+    parts.append(f"{seconds:.3g} s")
+    options = " ".join(short_overrides(overrides))
+    return " | ".join([*parts, options] if options else parts)
+
+
+def _round(value: str) -> str:
+    """A float literal to 3 significant digits; anything else unchanged."""
+    if "." not in value and "e" not in value.lower():
+        return value
+    try:
+        return f"{float(value):.3g}"
+    except ValueError:
+        return value

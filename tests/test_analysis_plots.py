@@ -1,0 +1,71 @@
+"""``analysis.plots`` on hand-built trials: axes fitted to the data, tick labels that do not overlap, rounded values
+and option names in legends, colour bars with several ticks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import plots
+
+
+def trials_frame() -> pd.DataFrame:
+    """Five finished trials in a narrow bit range (200–230 Mbit), as MLflow params come back (strings)."""
+    bits = [2.0e8, 2.08e8, 2.15e8, 2.22e8, 2.3e8]
+    return pd.DataFrame(
+        {
+            "run_id": [f"r{i}" for i in range(5)],
+            "trial": range(5),
+            "status": "finished",
+            "eval_accuracy": [0.61, 0.72, 0.75, 0.8, 0.83],
+            "total_bits": bits,
+            "compressed": [True, True, True, True, False],
+            "compression": ["aggregate uniform 2-bit"] * 4 + [None],
+            "client_optimizer.lr": [0.031, 0.0599, 0.1599378367661829, 0.27, 0.48],
+            "aggregate_encoder": ["uniform", "uniform", "hadamard", "hadamard", "none"],
+            "training.local_epochs": ["0.1599378367661829", "2", "2", "5", "5"],
+        }
+    )
+
+
+def _labels_overlap(figure, axis) -> bool:
+    renderer = figure.canvas.get_renderer()
+    low, high = axis.get_view_interval()
+    shown = [t for t in axis.get_ticklabels(which="both") if t.get_text() and low <= t.get_position()[0] <= high]
+    boxes = [t.get_window_extent(renderer) for t in shown]
+    boxes.sort(key=lambda box: box.x0)
+    return any(left.x1 > right.x0 for left, right in zip(boxes, boxes[1:], strict=False))
+
+
+@pytest.mark.parametrize("span", [1.15, 30.0, 3000.0])
+def test_bits_axis_is_fitted_readable_and_in_mbit(span):
+    trials = trials_frame()
+    trials["total_bits"] = np.geomspace(2e8, 2e8 * span, len(trials))
+    figure = plots.plot_front(trials, trials.iloc[[0, 4]])
+    figure.canvas.draw()
+    ax = figure.axes[0]
+    low, high = ax.get_xlim()
+    assert 2e8 / 1.7 < low < 2e8 and 2e8 * span < high < 2e8 * span * 1.7  # fitted: no empty decades around
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text() and low <= t.get_position()[0] <= high]
+    assert len(labels) >= 2 and all(text.endswith(" Mbit") for text in labels)
+    numbers = [text.removesuffix(" Mbit") for text in labels]
+    assert all("e" not in n and float(n) == float(f"{float(n):.3g}") for n in numbers)  # 3 significant digits
+    assert not _labels_overlap(figure, ax.xaxis)
+
+
+def test_parameters_panel_rounds_values_names_options_and_has_colour_bar_ticks():
+    trials = trials_frame()
+    figure = plots.plot_parameters(trials, ["client_optimizer.lr", "aggregate_encoder", "training.local_epochs"])
+    figure.canvas.draw()
+    panels = {ax.get_title(): ax for ax in figure.axes if ax.get_title()}
+    assert set(panels) == {"client_optimizer.lr", "aggregate_encoder", "training.local_epochs"}
+    colour_bar = next(ax for ax in figure.axes if ax.get_ylabel() == "client_optimizer.lr")
+    ticks = [t.get_text() for t in colour_bar.get_yticklabels() if t.get_text()]
+    assert len(ticks) >= 3 and all(len(text) <= 5 for text in ticks)
+    legend = [t.get_text() for t in panels["aggregate_encoder"].get_legend().get_texts()]
+    assert sorted(legend) == ["hadamard", "none", "uniform"]
+    epochs = [t.get_text() for t in panels["training.local_epochs"].get_legend().get_texts()]
+    assert "0.16" in epochs and "0.1599378367661829" not in epochs
+    for ax in panels.values():
+        assert not _labels_overlap(figure, ax.xaxis)
