@@ -99,11 +99,13 @@ def _spawn(max_calls: int) -> None:
     import portpicker
 
     port = portpicker.pick_unused_port()
+    log_path = os.environ.get("FL_SWEEPS_WORKER_LOG")
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
     process = subprocess.Popen(
         [str(_worker_binary_path()), f"--port={port}", f"--max_concurrent_computation_calls={max_calls}"],
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
         preexec_fn=_die_with_parent,
         close_fds=True,
     )
