@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from fl_run import DEFAULT_DATA, RESULTS, build, compose, train_logged
+from round_overhead import mnist_iid_overrides
 
 
 def main() -> None:
@@ -28,22 +29,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--out", type=Path, default=RESULTS / "kernel_curves.jsonl")
     args = parser.parse_args()
-    base = [
-        "data=mnist",
-        f"data.path={args.data.resolve()}",
-        "data.partition=iid",
-        "data.num_clients=100",
-        "model=cnn",
-        "client_optimizer=sgd",
-        "client_optimizer.lr=0.05",
-        "server_optimizer=sgd",
-        "server_optimizer.lr=1.0",
-        f"training.rounds={args.rounds}",
-        "training.clients_per_round=10",
-        "training.local_epochs=1",
-        "training.batch_size=20",
-        "eval.every=5",
-    ]
+    base = [*mnist_iid_overrides(args.data, args.rounds), "eval.every=5"]
     data = None
     for seed in (int(s) for s in args.seeds.split(",")):
         cfg = compose([*base, f"seed={seed}"])

@@ -4,6 +4,9 @@ Setting (issue 8, item 1): MNIST 28x28 split IID over 100 clients, 10 clients pe
 batch 20, one local epoch, client SGD. Variants, measured side by side in one process and alternating so machine
 noise hits all alike:
 
+Issue 17: the reference is ``plain-2threads`` with oneDNN on (fl-sweeps' default since then); target: fl-sweeps'
+round within 1.25x of its wall time, reported as examples/s and the reference's speed over fl-sweeps'.
+
 - ``plain``: per client, copy the global weights into a Keras model, run the client's ``tf.data`` pipeline through
   a ``tf.function`` SGD loop, and add the example-weighted model delta; then apply the mean delta. Same clients,
   same pipelines (fl-sweeps' own ``BuiltProcess.client_dataset``), same steps as the TFF round.
@@ -57,6 +60,25 @@ def worker_cpu_seconds() -> float:
         return 0.0
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def mnist_iid_overrides(data: Path, rounds: int) -> list[str]:
+    """The benchmarks' setting: MNIST IID over 100 clients, 10 a round, the FedAvg CNN, B=20, E=1, client SGD."""
+    return [
+        "data=mnist",
+        f"data.path={data.resolve()}",
+        "data.partition=iid",
+        "data.num_clients=100",
+        "model=cnn",
+        "client_optimizer=sgd",
+        "client_optimizer.lr=0.05",
+        "server_optimizer=sgd",
+        "server_optimizer.lr=1.0",
+        f"training.rounds={rounds}",
+        "training.clients_per_round=10",
+        "training.local_epochs=1",
+        "training.batch_size=20",
+    ]
 
 
 class LocalModel:
@@ -224,22 +246,7 @@ def main() -> None:
 
     from fl_sweeps.workbench import Workbench
 
-    base = [
-        "data=mnist",
-        f"data.path={args.data.resolve()}",
-        "data.partition=iid",
-        "data.num_clients=100",
-        "model=cnn",
-        "client_optimizer=sgd",
-        "client_optimizer.lr=0.05",
-        "server_optimizer=sgd",
-        "server_optimizer.lr=1.0",
-        f"training.rounds={args.rounds + 1}",
-        "training.clients_per_round=10",
-        "training.local_epochs=1",
-        "training.batch_size=20",
-        "reuse_built_process=false",
-    ]
+    base = [*mnist_iid_overrides(args.data, args.rounds + 1), "reuse_built_process=false"]
     names = args.variants.split(",")
     cfgs = {name: compose([*base, *ENCODERS.get(name, ENCODERS["tff-none"])]) for name in names}
     first = cfgs[names[0]]
