@@ -53,7 +53,12 @@ def build_compressed_fed_avg(
 
     def client_work() -> Any:
         return tff.learning.templates.build_model_delta_client_work(
-            model_fn=model_fn, optimizer=client_optimizer, client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES
+            model_fn=model_fn,
+            optimizer=client_optimizer,
+            client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES,
+            # Not the default DATASET_REDUCE: the TFF worker runs tf.data functions (the reduce body) without
+            # Grappler, so local training would run unfused and without pruning (BENCHMARKS.md, issue 17).
+            loop_implementation=tff.learning.LoopImplementation.DATASET_ITERATOR,
         )
 
     return tff.learning.templates.compose_learning_process(

@@ -235,7 +235,12 @@ def _build_client_update(model: Any, optimizer: Any, clip_norm: float | None) ->
 
         optimizer_state = optimizer.initialize(tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable))
         optimizer_state = optimizer.set_hparams(optimizer_state, hparams)
-        num_examples, _ = dataset.reduce((tf.zeros([], tf.int64), optimizer_state), train_on_batch)
+        # A loop over the dataset's iterator, not ``dataset.reduce``: the TFF worker runs tf.data functions (the
+        # reduce body) without Grappler, so local training would run unfused and without pruning.
+        carry = (tf.zeros([], tf.int64), optimizer_state)
+        for batch in iter(dataset):
+            carry = train_on_batch(carry, batch)
+        num_examples, _ = carry
 
         update = tf.nest.map_structure(tf.subtract, initial_weights.trainable, weights.trainable)
         finite = _all_finite(update)

@@ -10,6 +10,7 @@ the compiled computation is the one TFF's ``desugar_and_transform_to_native`` pr
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from cachetools import LRUCache
 
 # Graphs kept after optimization; a trial's process holds about twenty.
 MAX_OPTIMIZED_GRAPHS = 256
+CPU_DEVICE = "/device:CPU:0"
 
 
 def grappler_config() -> Any:
@@ -33,6 +35,27 @@ def grappler_config() -> Any:
     options.loop_optimization = aggressive
     options.function_optimization = aggressive
     return config
+
+
+def placed_on_cpu(node: Any) -> Any:
+    """The TensorFlow computation ``node`` with every op, in its graph and its functions, placed on the CPU.
+
+    Grappler's remapper fuses ops (Conv2D or MatMul + BiasAdd + Relu into one oneDNN kernel) only on nodes placed
+    on a CPU, and TFF's graphs carry no device: without this, the worker runs every op of local training unfused.
+    The worker has only the CPU, so the placement changes nothing else.
+    """
+    from tensorflow_federated.python.core.impl.compiler import building_blocks
+    from tensorflow_federated.python.tensorflow_libs import serialization_utils
+
+    graph_def = serialization_utils.unpack_graph_def(node.proto.tensorflow.graph_def)
+    op_lists = [graph_def.node, *(function.node_def for function in graph_def.library.function)]
+    for ops in op_lists:
+        for op in ops:
+            if not op.device:
+                op.device = CPU_DEVICE
+    proto = copy.deepcopy(node.proto)
+    proto.tensorflow.graph_def.CopyFrom(serialization_utils.pack_graph_def(graph_def))
+    return building_blocks.CompiledComputation(proto, name=node.name, type_signature=node.type_signature)
 
 
 class WorkerCompiler:
@@ -68,7 +91,10 @@ class WorkerCompiler:
             def optimize(node: Any) -> tuple[Any, bool]:
                 if not isinstance(node, building_blocks.CompiledComputation):
                     return node, False
-                return self._optimize_once(node, lambda: compiled.optimize_tensorflow_comp(node, config)), True
+                return (
+                    self._optimize_once(node, lambda: compiled.optimize_tensorflow_comp(placed_on_cpu(node), config)),
+                    True,
+                )
 
             form, _ = transformation_utils.transform_postorder(form, optimize)
             form, _ = compiled.transform_tf_call_ops_to_disable_grappler(form)

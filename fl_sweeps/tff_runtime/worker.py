@@ -2,8 +2,10 @@
 
 TFF's default context starts ``worker_binary`` lazily on the first computation, hands it the parent's
 stdout/stderr and never stops it when Python exits, so test runs and CI hang. Here the worker is started by us,
-with its output sent to /dev/null, a parent-death signal so even a SIGKILLed parent takes it along, and it is
-stopped from ``stop_worker`` (called by the CLI's ``finally``), ``atexit``, and SIGTERM/SIGINT handlers.
+with its output sent to /dev/null (or appended to the file ``FL_SWEEPS_WORKER_LOG`` names, for diagnosis, e.g.
+with ``ONEDNN_VERBOSE=1`` to see which kernels local training runs), a parent-death signal so even a SIGKILLed
+parent takes it along, and it is stopped from ``stop_worker`` (called by the CLI's ``finally``), ``atexit``, and
+SIGTERM/SIGINT handlers.
 """
 
 from __future__ import annotations
@@ -99,11 +101,13 @@ def _spawn(max_calls: int) -> None:
     import portpicker
 
     port = portpicker.pick_unused_port()
+    log_path = os.environ.get("FL_SWEEPS_WORKER_LOG")
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
     process = subprocess.Popen(
         [str(_worker_binary_path()), f"--port={port}", f"--max_concurrent_computation_calls={max_calls}"],
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
         preexec_fn=_die_with_parent,
         close_fds=True,
     )
