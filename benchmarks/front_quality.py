@@ -95,6 +95,7 @@ class CpuMeter:
     def __init__(self, pid: int, interval: float = 0.5) -> None:
         self.root, self.interval, self.samples = psutil.Process(pid), interval, [(time.time(), 0.0)]
         self._seen: dict[int, float] = {}
+        self.descendants: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -105,6 +106,7 @@ class CpuMeter:
                 processes = [self.root, *self.root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 return
+            self.descendants.update(process.pid for process in processes[1:])
             for process in processes:
                 try:
                     times = process.cpu_times()
@@ -130,6 +132,11 @@ def run(args: list[str], cwd: Path) -> tuple[float, CpuMeter]:
         meter = CpuMeter(process.pid)
         code = process.wait()
     meter.stop()
+    for pid in meter.descendants:  # TFF's worker_binary outlives the peer's process: stop what it left behind
+        try:
+            psutil.Process(pid).terminate()
+        except psutil.NoSuchProcess:
+            pass
     if code != 0:
         raise RuntimeError(f"{args[:3]} failed ({code}); see {cwd / 'out.log'}")
     return start, meter
