@@ -7,6 +7,7 @@ as PNG when given a path.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,10 +40,21 @@ def new_figure(width: float = 7.5, height: float = 5.0) -> Figure:
 
 
 def save(figure: Figure, path: Path | str | None) -> Figure:
-    """Write ``figure`` as PNG to ``path`` (if given) and return it."""
+    """Write ``figure`` as PNG to ``path`` (if given) and return it.
+
+    Where constrained layout cannot fit a panel's decorations (a long legend beside a small panel), it gives up
+    with a warning and leaves the axes collapsed; the figure is then laid out by a tight bounding box instead.
+    """
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, format="png", dpi=DPI)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            figure.canvas.draw()
+        if any("constrained_layout not applied" in str(w.message) for w in caught):
+            figure.set_layout_engine("none")
+            figure.savefig(path, format="png", dpi=DPI, bbox_inches="tight")
+        else:
+            figure.savefig(path, format="png", dpi=DPI)
     return figure
 
 
