@@ -25,6 +25,12 @@ TINY_RUN = TINY  # the same overlay, for the tests that pick their own model
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+# What aggregate_encoder offers (conf/aggregate_encoder/) and the keys of its uniform option, as the errors list them.
+AGGREGATE_OPTIONS = (
+    "drive, hadamard, none, nonuniform, qsgd, randk, rotated_topk, sign, terngrad, topk, topk_uniform, uniform"
+)
+UNIFORM_KEYS = "name, stages, threshold, entropy_coding, bits, rounding"
+
 # Every process this test session starts (CLI subprocesses, their TFF workers) inherits this marker, so the leak
 # checks below see only workers of this session, not those of anything else running on the machine.
 SESSION_MARKER = f"FL_SWEEPS_TEST_SESSION={uuid.uuid4().hex}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY, TINY_RUN, worker_pids
+from conftest import AGGREGATE_OPTIONS, TINY, TINY_RUN, UNIFORM_KEYS, worker_pids
 from mlflow.tracking import MlflowClient
 
 from fl_sweeps.cli import config_dir
@@ -129,19 +129,19 @@ def test_bad_setting_is_one_line_before_any_work(tmp_path, override, expected):
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("aggregate_encoder=gzip", "aggregate_encoder=gzip is not allowed: use one of hadamard, none, uniform"),
+        ("aggregate_encoder=gzip", f"aggregate_encoder=gzip is not allowed: use one of {AGGREGATE_OPTIONS}"),
         (
             "aggregate_encoder=unifrom",
-            "aggregate_encoder=unifrom is not allowed: use one of hadamard, none, uniform (did you mean uniform?)",
+            f"aggregate_encoder=unifrom is not allowed: use one of {AGGREGATE_OPTIONS} (did you mean uniform?)",
         ),
         # The option schemas are internal: not selectable (it used to train with some default quantization).
         (
             "aggregate_encoder=quantization",
-            "aggregate_encoder=quantization is not allowed: use one of hadamard, none, uniform",
+            f"aggregate_encoder=quantization is not allowed: use one of {AGGREGATE_OPTIONS}",
         ),
         (
             "aggregate_encoder.bitz=3",
-            "aggregate_encoder.bitz is not a key: use one of bits, threshold, rounding (did you mean bits?)",
+            f"aggregate_encoder.bitz is not a key: use one of {UNIFORM_KEYS} (did you mean bits?)",
         ),
         (
             "eval.mode=federatd",

@@ -8,6 +8,7 @@ from enum import Enum
 
 import pytest
 import yaml
+from conftest import AGGREGATE_OPTIONS, UNIFORM_KEYS
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import MISSING, OmegaConf
@@ -94,7 +95,7 @@ def test_internal_schemas_are_not_options(compose_config):
     with pytest.raises(ConfigCompositionException) as error:
         compose_config(["aggregate_encoder=quantization"])
     message = user_error(error.value)
-    assert message == "aggregate_encoder=quantization is not allowed: use one of hadamard, none, uniform"
+    assert message == f"aggregate_encoder=quantization is not allowed: use one of {AGGREGATE_OPTIONS}"
     for group in GROUPS:
         assert not [o for o in _options(group) if "schema" in o]
 
@@ -212,7 +213,7 @@ def test_out_of_range_values_name_the_key(compose_config, override, key, allowed
         ("eval.mode=fed", "eval.mode='fed' is not allowed: use one of centralized, federated"),
         (
             "aggregate_encoder.bitz=4",
-            "aggregate_encoder.bitz is not a key: use one of bits, threshold, rounding (did you mean bits?)",
+            f"aggregate_encoder.bitz is not a key: use one of {UNIFORM_KEYS} (did you mean bits?)",
         ),
         (
             "training.round=3",
@@ -221,7 +222,7 @@ def test_out_of_range_values_name_the_key(compose_config, override, key, allowed
         ),
         (
             "aggregate_encoder=unifrom",
-            "aggregate_encoder=unifrom is not allowed: use one of hadamard, none, uniform (did you mean uniform?)",
+            f"aggregate_encoder=unifrom is not allowed: use one of {AGGREGATE_OPTIONS} (did you mean uniform?)",
         ),
         ("aggregate_encoder.bits=eight", "aggregate_encoder.bits='eight' is not allowed: use an integer"),
         ("algorithm.clip_norm=x", None),  # fedavg has no clip_norm: named below
