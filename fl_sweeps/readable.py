@@ -2,8 +2,8 @@
 
 Works on the plain resolved config (a nested dict), so tracking, the console and the analysis words agree. A
 config group's node is any top-level section with a ``_target_``; its option name comes from Hydra's choices
-(``HydraConfig.get().runtime.choices``), or, for a config composed without Hydra's runtime, from the last part of
-its ``_target_``.
+(``HydraConfig.get().runtime.choices``), or, for a config composed without Hydra's runtime, from the node's ``name``
+(encoder options record theirs) or the last part of its ``_target_``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def option_names(config: Mapping[str, Any], choices: Mapping[str, str | None]) -
     names = {}
     for group, node in config.items():
         if isinstance(node, Mapping) and "_target_" in node:
-            names[group] = choices.get(group) or str(node["_target_"]).rsplit(".", 1)[-1]
+            names[group] = choices.get(group) or node.get("name") or str(node["_target_"]).rsplit(".", 1)[-1]
     return names
 
 
@@ -31,16 +31,24 @@ def readable_params(flat: Mapping[str, Any], options: Mapping[str, str]) -> dict
 
 
 def settings_text(node: Mapping[str, Any]) -> str:
-    """An option's settings in few words: ``bits: 2`` -> ``2-bit``, ``threshold: 1000`` -> ``>1000``, other
-    values as ``key=value`` (text values alone)."""
+    """An option's settings in few words: ``bits: 2`` -> ``2-bit``, ``threshold: 1000`` -> ``>1000``,
+    ``entropy_coding: true`` -> ``entropy-coded``, other values as ``key=value`` (text values alone).
+
+    Sizes come first (bits, levels, fraction, threshold); the option's name and its list of stages (the same for
+    every trial of the option) are left out.
+    """
+    first = [key for key in ("bits", "levels", "fraction", "threshold") if key in node]
     words = []
-    for key, value in node.items():
-        if key in HYDRA_KEYS or value is None or isinstance(value, Mapping):
+    for key in [*first, *(key for key in node if key not in first)]:
+        value = node[key]
+        if key in (*HYDRA_KEYS, "name", "stages") or value is None or isinstance(value, (Mapping, list, tuple)):
             continue
         if key == "bits":
             words.append(f"{value}-bit")
         elif key == "threshold":
             words.append(f">{value}")
+        elif key == "entropy_coding":
+            words.extend(["entropy-coded"] if value else [])
         elif isinstance(value, str):
             words.append(value)
         else:

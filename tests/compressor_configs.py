@@ -27,22 +27,21 @@ def encoder(compose_config: Any, name: str, group: str = "aggregate_encoder", **
 
 
 def build_trial(cfg: Any) -> Any:
-    """A ``FederatedTrial`` built from ``cfg`` as a run builds it, every part traced anew (nothing kept)."""
-    from fl_sweeps.trainer import FederatedTrial
+    """A ``FederatedTrial`` built from ``cfg`` as a run builds it, every part traced anew (a fresh ``Workbench`` that
+    keeps nothing for reuse)."""
+    from omegaconf import OmegaConf
 
-    return FederatedTrial(
-        data=instantiate(cfg.data),
-        model_builder=instantiate(cfg.model),
-        client_optimizer=instantiate(cfg.client_optimizer),
-        server_optimizer=instantiate(cfg.server_optimizer),
-        broadcast_encoder=instantiate(cfg.broadcast_encoder),
-        aggregate_encoder=instantiate(cfg.aggregate_encoder),
-        algorithm=instantiate(cfg.algorithm),
-    )
+    from fl_sweeps.workbench import Workbench
+
+    fresh = OmegaConf.merge(cfg, {"reuse_built_process": False})
+    return Workbench().build_trial(fresh)
 
 
 def run_settings(cfg: Any, seed: int | None = None) -> Any:
-    """The trial's ``RunSettings``: ``cfg``'s training settings and seed (or ``seed``)."""
-    from fl_sweeps.trainer import RunSettings, TrainingSettings
+    """The trial's ``RunSettings`` as a run takes them from ``cfg``, with ``seed`` instead of ``cfg.seed`` if given."""
+    import dataclasses
 
-    return RunSettings(training=TrainingSettings(**cfg.training), seed=cfg.seed if seed is None else seed)
+    from fl_sweeps.workbench import Workbench
+
+    settings = Workbench.run_settings(cfg)
+    return settings if seed is None else dataclasses.replace(settings, seed=seed)

@@ -25,9 +25,14 @@ LIBRARIES = ("optuna", "hydra")
 OURS = ("fl_sweeps", "hydra_plugins", "analysis", "conftest", "test_", "analysis_store", "shared_data")
 
 
+# The public methods of every named tuple (collections.namedtuple documents them with a leading underscore).
+NAMEDTUPLE_API = frozenset({"_asdict", "_replace", "_fields", "_field_defaults", "_make"})
+
+
 def _private(name: str) -> bool:
-    """``_name``, but not ``__dunder__`` nor Hydra's public config keys (``_target_``, ``_recursive_``)."""
-    return name.startswith("_") and not name.endswith("_")
+    """``_name``, but not ``__dunder__``, Hydra's public config keys (``_target_``, ``_recursive_``) nor a named
+    tuple's public methods (``_asdict``)."""
+    return name.startswith("_") and not name.endswith("_") and name not in NAMEDTUPLE_API
 
 
 @cache

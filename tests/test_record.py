@@ -132,8 +132,8 @@ def test_log_model_false_logs_no_model(tracking_uri, compose_config, workbench):
     client = MlflowClient(tracking_uri=tracking_uri)
     assert [a.path for a in client.list_artifacts(run_id)] == ["config.yaml"]
     params = client.get_run(run_id).data.params
-    # Without Hydra's runtime the option is named by its target; Hydra's keys are still left out.
-    assert params["aggregate_encoder"] == "UniformQuantization" and "aggregate_encoder._target_" not in params
+    # Without Hydra's runtime the option is named by the name it records; Hydra's keys are still left out.
+    assert params["aggregate_encoder"] == "uniform" and "aggregate_encoder._target_" not in params
 
 
 @pytest.mark.slow

@@ -50,6 +50,8 @@ def test_sigkill_mid_trial_then_restart_keeps_the_stores_consistent(tmp_path):
         "hydra/sweeper/pruner=none",
         "hydra.sweeper.heartbeat_interval=1",
         "hydra.sweeper.grace_period=3",
+        "hydra.sweeper.reference_trials=false",  # the two trials are the sampled ones
+        "hydra.sweeper.centralized_reference=false",
         *TINY,
     ]
     with open(tmp_path / "killed.log", "w") as log:
