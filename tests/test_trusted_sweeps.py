@@ -111,9 +111,7 @@ def test_references_come_first_and_repeats_are_told_as_means(tmp_path):
             metrics["repeats/eval_accuracy_ci95_low"] <= trial.values[0] <= metrics["repeats/eval_accuracy_ci95_high"]
         )
         assert metrics["repeats/count"] == 2
-        assert (
-            configuration.data.params["aggregate_encoder._target_"] == runs[0].data.params["aggregate_encoder._target_"]
-        )
+        assert configuration.data.params["aggregate_encoder"] == runs[0].data.params["aggregate_encoder"]
     assert trials[0].user_attrs["fl_sweeps.repeat_values"] == [
         [r.data.metrics["final/eval_accuracy"], r.data.metrics["final/total_bits"]]
         for r in sorted(repeats[configurations[0].info.run_id], key=lambda r: r.data.tags["fl_sweeps.repeat"])
