@@ -132,7 +132,7 @@ def run(args: list[str], cwd: Path) -> tuple[float, CpuMeter]:
         meter = CpuMeter(process.pid)
         code = process.wait()
     meter.stop()
-    for pid in meter.descendants:  # TFF's worker_binary outlives the peer's process: stop what it left behind
+    for pid in meter.descendants:  # a peer killed before its atexit handler ran leaves TFF's worker_binary: stop it
         try:
             psutil.Process(pid).terminate()
         except psutil.NoSuchProcess:

@@ -23,6 +23,7 @@ Each finished trial appends one JSON line to ``results`` (accuracy, bits, its pa
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import time
@@ -212,5 +213,23 @@ def main(cfg: DictConfig) -> tuple[float, float]:
     return accuracy, bits
 
 
+def stop_tff_workers() -> None:
+    """Stop the ``worker_binary`` processes TFF's default execution context started for this process.
+
+    TFF starts its C++ worker on the first computation and never stops it: it outlives Python, holding this
+    process's output pipes (a driver reading them would hang). The peer is what a user writes with TFF alone, so it
+    keeps TFF's default context and ends its workers on exit instead.
+    """
+    import psutil  # installed with TFF (portpicker needs it)
+
+    workers = [p for p in psutil.Process().children(recursive=True) if p.name() == "worker_binary"]
+    for worker in workers:
+        worker.terminate()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    for worker in alive:
+        worker.kill()
+
+
 if __name__ == "__main__":
+    atexit.register(stop_tff_workers)
     main()
