@@ -115,3 +115,19 @@ def no_leaked_workers():
     runtime.stop_worker()
     leaked = worker_pids() - before
     assert not leaked, f"tests left TFF worker_binary processes running: {sorted(leaked)}"
+
+
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test():
+    """Kill what a test started and left running: a test that fails, or whose ``communicate(timeout=…)`` expires,
+    before it waited for the ``fl-sweep`` processes it started would leave them (and their TFF workers, which die
+    with them) running after the test, and after the session. The session's own TFF worker is kept."""
+    import psutil
+
+    me = psutil.Process()
+    before = {child.pid for child in me.children()}
+    yield
+    left = [child for child in me.children() if child.pid not in before and child.name() != "worker_binary"]
+    for child in left:
+        child.kill()
+    psutil.wait_procs(left, timeout=30)
