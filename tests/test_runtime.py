@@ -130,17 +130,21 @@ def test_another_version_fails_in_one_line_naming_what_was_expected():
     check_versions(installed={"tensorflow": "2.14.7", **{k: v for k, v in SUPPORTED.items() if k != "tensorflow"}}.get)
 
 
+def _under_tff_0_88(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter in which the installed TFF reports itself as 0.88.0."""
+    fake_tff = (
+        "import importlib.metadata as m; real = m.version; "
+        "m.version = lambda name: '0.88.0' if name == 'tensorflow-federated' else real(name); "
+    )
+    return subprocess.run([sys.executable, "-c", fake_tff + code], capture_output=True, text=True, timeout=120)
+
+
 def test_importing_the_runtime_under_another_tff_fails_before_any_worker_starts():
     """The check runs when the package is imported, so none of its workarounds can run on an unsupported TFF."""
     from conftest import worker_pids
 
     before = worker_pids()
-    fake_tff = (
-        "import importlib.metadata as m; real = m.version; "
-        "m.version = lambda name: '0.88.0' if name == 'tensorflow-federated' else real(name); "
-        "from fl_sweeps import tff_runtime; tff_runtime.ensure_worker()"
-    )
-    process = subprocess.run([sys.executable, "-c", fake_tff], capture_output=True, text=True, timeout=120)
+    process = _under_tff_0_88("from fl_sweeps import tff_runtime; tff_runtime.ensure_worker()")
     assert process.returncode != 0
     last = process.stderr.strip().splitlines()[-1]
     assert last.startswith("fl_sweeps.errors.UnsupportedVersionError: fl_sweeps.tff_runtime was written for ")
@@ -150,12 +154,7 @@ def test_importing_the_runtime_under_another_tff_fails_before_any_worker_starts(
 
 def test_fl_sweep_under_another_tff_stops_with_one_line():
     """The console entry reports an unsupported TFF in one line, not a traceback."""
-    fake_tff = (
-        "import importlib.metadata as m; real = m.version; "
-        "m.version = lambda name: '0.88.0' if name == 'tensorflow-federated' else real(name); "
-        "from fl_sweeps.cli import main; main()"
-    )
-    process = subprocess.run([sys.executable, "-c", fake_tff], capture_output=True, text=True, timeout=120)
+    process = _under_tff_0_88("from fl_sweeps.cli import main; main()")
     assert process.returncode != 0
     lines = process.stderr.strip().splitlines()
     assert lines == [lines[-1]] and lines[-1].startswith("fl-sweep: error: fl_sweeps.tff_runtime was written for ")
