@@ -9,9 +9,12 @@ worker) are both reported: CPU seconds suffer less from other load on the machin
 
     uv run python benchmarks/sweep_speed.py [--repeats 3] [--trials N] [--variants naive,defaults]
     uv run python benchmarks/sweep_speed.py --baseline ../base --variants defaults   # against another checkout
+    uv run python benchmarks/sweep_speed.py --baseline ../base --variants "as before" --repeats 3
 
 ``--baseline DIR`` adds the variant ``baseline``: the default sweep of the checkout in DIR (another commit, with its
-own ``uv sync``-ed ``.venv``), run alternately with this checkout's, and prints this/baseline last.
+own ``uv sync``-ed ``.venv``), run alternately with this checkout's, and prints baseline/this last (for the variant
+"as before" if it runs, else "defaults"), in wall, CPU and wall seconds per round the trials reported, since the two
+sweeps' samplers need not draw the same trials.
 """
 
 from __future__ import annotations
@@ -38,6 +41,16 @@ VARIANTS = {
     ],
     "defaults+2jobs": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"],
     "defaults": [],
+    # The default sweep set up as 9b8add6's was (no reference trials or centralized job, its pruner settings and
+    # search space), to compare the structure alone against that commit with --baseline.
+    "as before": [
+        "hydra.sweeper.reference_trials=false",
+        "hydra.sweeper.centralized_reference=false",
+        "hydra.sweeper.pruner.n_warmup_steps=3",
+        "hydra.sweeper.pruner.min_gap=0.02",
+        "aggregate_encoder.bits=choice(1,2,4,8)",
+        "broadcast_encoder.bits=choice(4,8,12)",
+    ],
 }
 
 
@@ -53,10 +66,11 @@ def default_sweep_trials() -> int:
     return int(OmegaConf.load(DEFAULT_SWEEP).hydra.sweeper.n_trials)
 
 
-def run_sweep(extra: list[str], trials: int, fl_sweep: str = FL_SWEEP) -> tuple[float, float, int]:
+def run_sweep(extra: list[str], trials: int, fl_sweep: str = FL_SWEEP) -> tuple[float, float, int, int]:
     """Wall seconds and CPU seconds (the sweep with its TFF worker and joblib workers) of one sweep in a fresh
-    directory, and how many trials it completed or pruned. CPU seconds suffer less from other load on the machine.
-    ``fl_sweep``: the command to run (another checkout's, for ``--baseline``)."""
+    directory, how many trials it completed or pruned, and how many rounds its trials reported in all (Optuna's
+    intermediate values). CPU seconds suffer less from other load on the machine. ``fl_sweep``: the command to run
+    (another checkout's, for ``--baseline``)."""
     with tempfile.TemporaryDirectory(prefix="fl-sweep-bench-") as tmp:
         args = [fl_sweep, "--multirun", f"hydra.sweeper.n_trials={trials}", *extra]
         cpu_before = _children_cpu_seconds()
@@ -67,7 +81,17 @@ def run_sweep(extra: list[str], trials: int, fl_sweep: str = FL_SWEEP) -> tuple[
         if result.returncode != 0:
             raise SystemExit(f"sweep failed ({' '.join(extra) or 'defaults'}):\n{result.stderr[-3000:]}")
         done = sum(1 for line in result.stdout.splitlines() if line.startswith("[fl-sweep]") and "trials done" in line)
-        return seconds, cpu, done
+        return seconds, cpu, done, _rounds_reported(Path(tmp) / "optuna.db")
+
+
+def _rounds_reported(optuna_db: Path) -> int:
+    """Rounds reported to Optuna by all trials of the study in ``optuna_db`` (0 if there is none)."""
+    import sqlite3
+
+    if not optuna_db.exists():
+        return 0
+    with sqlite3.connect(optuna_db) as connection:
+        return int(connection.execute("SELECT COUNT(*) FROM trial_intermediate_values").fetchone()[0])
 
 
 def main() -> None:
@@ -88,11 +112,11 @@ def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for repeat in range(args.repeats):
         for name in names:
-            seconds, cpu, done = run_sweep(VARIANTS[name], args.trials, commands[name])
-            runs[name].append({"wall_s": seconds, "cpu_s": cpu, "trials_done": done})
+            seconds, cpu, done, rounds = run_sweep(VARIANTS[name], args.trials, commands[name])
+            runs[name].append({"wall_s": seconds, "cpu_s": cpu, "trials_done": done, "rounds": rounds})
             print(
                 f"repeat {repeat + 1}/{args.repeats} {name:>14}: {seconds:7.1f} s wall, {cpu:7.1f} s CPU "
-                f"({done} trials done)",
+                f"({done} trials done, {rounds} rounds)",
                 flush=True,
             )
     summary = {name: _summary(r) for name, r in runs.items()}
@@ -103,15 +127,22 @@ def main() -> None:
         if reference is not None and name != reference
     }
     baseline_over = {}
-    if "baseline" in summary and "defaults" in summary:
+    compared = next((name for name in ("as before", "defaults") if name in summary), None)
+    if "baseline" in summary and compared is not None:
         baseline_over = {
-            k: summary["baseline"][k]["median"] / summary["defaults"][k]["median"] for k in ("wall_s", "cpu_s")
+            k: summary["baseline"][k]["median"] / summary[compared][k]["median"]
+            for k in ("wall_s", "cpu_s", "per_round")
         }
     results = RESULTS.with_name("sweep_speed_baseline.json") if args.baseline else RESULTS
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(
         json.dumps(
-            {"trials": args.trials, "variants": summary, "naive_over": ratios, "baseline_over_defaults": baseline_over},
+            {
+                "trials": args.trials,
+                "variants": summary,
+                "naive_over": ratios,
+                "baseline_over": {"compared": compared, **baseline_over},
+            },
             indent=2,
         )
         + "\n"
@@ -126,16 +157,18 @@ def main() -> None:
         print(f"sweep speed-up naive/{name}: {r['wall_s']:.2f}x wall, {r['cpu_s']:.2f}x CPU")
     if baseline_over:
         print(
-            f"baseline/defaults: {baseline_over['wall_s']:.2f}x wall, {baseline_over['cpu_s']:.2f}x CPU "
-            "(above 1: this checkout is faster)"
+            f"baseline/{compared}: {baseline_over['wall_s']:.2f}x wall, {baseline_over['cpu_s']:.2f}x CPU, "
+            f"{baseline_over['per_round']:.2f}x wall per round reported (above 1: this checkout is faster)"
         )
 
 
 def _summary(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Median, min and max of each measure over repeated runs."""
+    """Median, min and max of each measure over repeated runs (``per_round``: wall seconds per round reported)."""
+    for run in runs:
+        run["per_round"] = run["wall_s"] / max(run["rounds"], 1)
     return {
         key: {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v}
-        for key in ("wall_s", "cpu_s")
+        for key in ("wall_s", "cpu_s", "per_round", "rounds")
         for v in [[run[key] for run in runs]]
     }
 
