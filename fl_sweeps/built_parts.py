@@ -39,13 +39,25 @@ class BuiltParts:
         return part
 
     def broadcast(self, encoder: Any, weights_type: Any) -> Any:
-        """The encoded model distributor for ``encoder`` and the model weights' TFF type."""
+        """The encoded model distributor for ``encoder`` and the model weights' TFF type: of the model itself, or of
+        its change with ``encoder.delta``."""
         from fl_sweeps.compression.broadcast import build_encoded_broadcast
+        from fl_sweeps.compression.delta_broadcast import build_delta_broadcast
 
+        build = build_delta_broadcast if encoder.delta else build_encoded_broadcast
         return self.get(
             ("broadcast", encoder, str(weights_type)),
-            lambda: build_encoded_broadcast(
-                value_type=weights_type, encoder=encoder, tensor_encoders=self.tensor_encoders
+            lambda: build(value_type=weights_type, encoder=encoder, tensor_encoders=self.tensor_encoders),
+        )
+
+    def error_feedback(self, encoder: Any, update_type: Any) -> Any:
+        """The clients' compress-with-feedback step for ``encoder`` and the model update's TFF type."""
+        from fl_sweeps.compression.error_feedback import build_error_feedback_step
+
+        return self.get(
+            ("error feedback", encoder, str(update_type)),
+            lambda: build_error_feedback_step(
+                update_type=update_type, encoder=encoder, tensor_encoders=self.tensor_encoders
             ),
         )
 

@@ -32,7 +32,8 @@ def readable_params(flat: Mapping[str, Any], options: Mapping[str, str]) -> dict
 
 def settings_text(node: Mapping[str, Any]) -> str:
     """An option's settings in few words: ``bits: 2`` -> ``2-bit``, ``threshold: 1000`` -> ``>1000``,
-    ``entropy_coding: true`` -> ``entropy-coded``, other values as ``key=value`` (text values alone).
+    ``entropy_coding: true`` -> ``entropy-coded``, another switch by its name when on (``error_feedback: true`` ->
+    ``error-feedback``), other values as ``key=value`` (text values alone).
 
     Sizes come first (bits, levels, fraction, threshold); the option's name and its list of stages (the same for
     every trial of the option) are left out.
@@ -49,6 +50,8 @@ def settings_text(node: Mapping[str, Any]) -> str:
             words.append(f">{value}")
         elif key == "entropy_coding":
             words.extend(["entropy-coded"] if value else [])
+        elif isinstance(value, bool):  # a switch: its name when on (error-feedback, delta), nothing when off
+            words.extend([key.replace("_", "-")] if value else [])
         elif isinstance(value, str):
             words.append(value)
         else:

@@ -21,3 +21,4 @@ class RoundRecord:
     aggregate_bits: int
     cumulative_bits: int
     seconds: float
+    client_state_bytes: int | None = None  # memory of the clients' residuals after the round (error feedback only)

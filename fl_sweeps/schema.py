@@ -11,7 +11,7 @@ A new option: add its dataclass here, list it in ``GROUP_SCHEMAS`` and write ``c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -270,6 +270,17 @@ COMPRESSOR_SCHEMAS: dict[str, type] = {
 }
 
 
+def _with_side_key(schemas: dict[str, type], key: str, side: str) -> dict[str, type]:
+    """The option schemas of one side, each with that side's stateful-compression switch ``key`` (a bool):
+    ``error_feedback`` for the aggregation, ``delta`` for the broadcast (issue 19)."""
+    return {
+        name: make_dataclass(f"{side}{schema.__name__}", [(key, bool, field(default=MISSING))], bases=(schema,))
+        for name, schema in schemas.items()
+    }
+
+
+ENCODER_SCHEMAS: dict[str, type] = {"none": NoCompressionConfig, **COMPRESSOR_SCHEMAS}
+
 # The schema of each option, by group: ``conf/<group>/<option>.yaml`` opens with ``/schema/<group>/<name>@_here_``.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"digits": DigitsConfig, "mnist": MnistConfig, "femnist": FemnistConfig, "emnist": EmnistConfig},
@@ -277,8 +288,8 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "client_optimizer": {"sgd": SgdConfig, "sgdm": SgdmConfig, "adam": AdamConfig},
     "server_optimizer": {"sgd": SgdConfig, "sgdm": SgdmConfig, "adam": AdamConfig},
     "algorithm": {"fedavg": FedAvgConfig, "fedavg_core": FedAvgCoreConfig},
-    "broadcast_encoder": {"none": NoCompressionConfig, **COMPRESSOR_SCHEMAS},
-    "aggregate_encoder": {"none": NoCompressionConfig, **COMPRESSOR_SCHEMAS},
+    "broadcast_encoder": _with_side_key(ENCODER_SCHEMAS, "delta", "Broadcast"),
+    "aggregate_encoder": _with_side_key(ENCODER_SCHEMAS, "error_feedback", "Aggregate"),
 }
 
 

@@ -33,6 +33,7 @@ ROUND_METRICS = {
     "comm/broadcast_bits": "broadcast_bits",
     "comm/aggregate_bits": "aggregate_bits",
     "comm/cumulative_bits": "cumulative_bits",
+    "clients/state_bytes": "client_state_bytes",
 }
 #: The same bit counts in Mbit, for people (the exact counts stay in ``ROUND_METRICS``).
 ROUND_MBIT_METRICS = {

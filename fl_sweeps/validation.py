@@ -78,6 +78,39 @@ def check_entropy_coding(cfg: DictConfig) -> None:
                 )
 
 
+# Stateful compression (issue 19). Clients keep state across rounds only in the hand-written algorithm.
+CLIENT_STATE_ALGORITHMS = {"fl_sweeps.algorithms.fedavg_core.build_fedavg_core": "fedavg_core"}
+SPARSIFIER_MODULE = "fl_sweeps.compression.sparsifiers."  # every stage there sends a subset of the values
+
+
+def check_stateful_compression(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` for error feedback that cannot work (on ``none``, or with an algorithm whose clients
+    keep no state) and for a sparsifying broadcast that sends the model itself instead of its change."""
+    aggregate = cfg.get("aggregate_encoder")
+    if aggregate is not None and aggregate.get("error_feedback") is True:
+        if not aggregate.get("stages"):
+            raise ConfigError(
+                f"aggregate_encoder.error_feedback=true is not allowed for aggregate_encoder={aggregate.get('name')}: "
+                "it loses nothing to feed back; use it with a lossy option (uniform, topk, sign, ...)"
+            )
+        target = OmegaConf.select(cfg, "algorithm._target_", default=None)
+        if target not in CLIENT_STATE_ALGORITHMS:
+            raise ConfigError(
+                "aggregate_encoder.error_feedback=true is not allowed with this algorithm: clients keep state "
+                f"across rounds only in algorithm={'|'.join(CLIENT_STATE_ALGORITHMS.values())}; add "
+                "algorithm=fedavg_core"
+            )
+    broadcast = cfg.get("broadcast_encoder")
+    if broadcast is not None and broadcast.get("delta") is not True:
+        stages = broadcast.get("stages") or []
+        if any(str(stage.get("_target_", "")).startswith(SPARSIFIER_MODULE) for stage in stages):
+            raise ConfigError(
+                f"broadcast_encoder.delta=false is not allowed for broadcast_encoder={broadcast.get('name')}: it sends "
+                "a subset of the values, from which a client cannot rebuild the model; use delta=true (the change "
+                "of the model is sent)"
+            )
+
+
 _MISSING = object()
 _PLACEHOLDERS = {"path": "directory", "cache_dir": "directory"}
 
@@ -101,6 +134,7 @@ def validate(cfg: DictConfig) -> None:
         if isinstance(value, DictConfig) or not _safe(ok, value):
             raise ConfigError(f"{key}={_show(value)} is not allowed: use {allowed}")
     check_entropy_coding(cfg)
+    check_stateful_compression(cfg)
     num_clients = OmegaConf.select(cfg, "data.num_clients", default=None)
     check_clients_per_round(cfg.training.clients_per_round, num_clients, "data.num_clients")
 

@@ -16,8 +16,16 @@ def option_names(group: str) -> list[str]:
 
 
 def aggregation_only() -> list[str]:
-    """Options of ``aggregate_encoder`` that ``broadcast_encoder`` does not have (the sparsifiers)."""
-    return sorted(set(option_names("aggregate_encoder")) - set(option_names("broadcast_encoder")))
+    """Options of ``aggregate_encoder`` that ``broadcast_encoder`` cannot send the model itself with (the sparsifiers:
+    absent from ``broadcast_encoder``, or there only for the change of the model, ``delta: true``)."""
+    from omegaconf import OmegaConf
+
+    model_broadcasts = {
+        name
+        for name in option_names("broadcast_encoder")
+        if OmegaConf.load(Path(config_dir()) / "broadcast_encoder" / f"{name}.yaml").get("delta") is False
+    }
+    return sorted(set(option_names("aggregate_encoder")) - model_broadcasts)
 
 
 def encoder(compose_config: Any, name: str, group: str = "aggregate_encoder", **settings: Any) -> Any:

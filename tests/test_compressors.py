@@ -262,9 +262,18 @@ def test_a_sparsifying_stage_is_refused_for_the_broadcast_when_built():
         build_encoded_broadcast(value_type=tff.TensorType(np.float32, [100]), encoder=own)
 
 
-@pytest.mark.parametrize("name", ["topk", "randk", "topk_uniform", "rotated_topk"])
+def test_the_broadcast_sparsifier_needs_the_delta_broadcast(compose_config):
+    """``broadcast_encoder=topk`` sends the change of the model (``delta: true``); the model itself it cannot."""
+    validate(compose_config(["broadcast_encoder=topk"]))
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config(["broadcast_encoder=topk", "broadcast_encoder.delta=false"]))
+    assert str(error.value).startswith("broadcast_encoder.delta=false is not allowed for broadcast_encoder=topk")
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["randk", "topk_uniform", "rotated_topk"])
 def test_a_sparsifier_for_the_broadcast_fails_in_one_line(compose_config, name):
-    """Sparsifiers have no ``broadcast_encoder`` option: the CLI's one line names the key and the options allowed."""
+    """These sparsifiers have no ``broadcast_encoder`` option: the CLI's one line names the key and the options."""
     from fl_sweeps.preflight import user_error
 
     with pytest.raises(Exception) as error:

@@ -13,7 +13,10 @@ The starting point for your own algorithm. Every step of a round is spelt out he
 5. ``server_update`` (TensorFlow): one server optimizer step with the mean update (skipped if it is not finite).
 
 ``next`` composes these with ``tff.federated_computation`` and the result is packed as a
-``tff.learning.templates.LearningProcess``. Without clipping it computes what
+``tff.learning.templates.LearningProcess``. With ``aggregate_encoder.error_feedback=true`` step 4 changes: each
+client compresses its update plus the residual it kept (``fl_sweeps.compression.error_feedback``) and the server
+averages the decoded messages; the residuals come in with the clients' data and go out with the round's output,
+so the process is a ``ClientStatefulProcess`` instead. Without clipping it computes what
 ``tff.learning.algorithms.build_weighted_fed_avg`` computes, operation for operation, so both give the same weights
 (tests/test_algorithm.py). To change the algorithm, edit ``_build_client_update`` (local training) or
 ``_build_server_update`` (how the server applies the mean update), or add steps to ``next_fn``.
@@ -25,8 +28,11 @@ import collections
 from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from fl_sweeps.built_parts import BuiltParts
 from fl_sweeps.compression.encoders import NoCompression
+from fl_sweeps.compression.measure import DOWN_KEY, UP_KEY
 
 
 class ServerState(NamedTuple):
@@ -45,6 +51,26 @@ class ServerState(NamedTuple):
     client_optimizer: Any
     aggregator: Any
     server_optimizer: Any
+
+
+class ClientStatefulProcess(NamedTuple):
+    """A learning process whose clients keep state across rounds: ``LearningProcess``'s computations, but ``next``
+    takes each client's state with its data and returns the clients' new states.
+
+    Attributes:
+        initialize, get_model_weights, set_model_weights, get_hparams, set_hparams: As in ``LearningProcess``.
+        next: ``(state, [{"data": dataset, "residual": residual}, ...]) -> (LearningProcessOutput, [residual, ...])``,
+            one entry per sampled client, in order.
+        initial_client_state: A client's state before its first round (zeros like the trainable weights).
+    """
+
+    initialize: Any
+    next: Any
+    get_model_weights: Any
+    set_model_weights: Any
+    get_hparams: Any
+    set_hparams: Any
+    initial_client_state: Callable[[], list[np.ndarray]]
 
 
 def build_fedavg_core(
@@ -74,7 +100,8 @@ def build_fedavg_core(
             take the same arguments).
 
     Returns:
-        A ``tff.learning.templates.LearningProcess`` with ``get_hparams``/``set_hparams`` over
+        A ``tff.learning.templates.LearningProcess`` (a ``ClientStatefulProcess`` with error feedback) with
+        ``get_hparams``/``set_hparams`` over
         ``{"client_work": <client optimizer hparams>, "finalizer": <server optimizer hparams>}`` and metrics
         ``{"distributor", "client_work": {"train": ...}, "aggregator", "finalizer": {"update_non_finite"}}``,
         the layout of ``tff.learning``'s FedAvg.
@@ -98,7 +125,12 @@ def build_fedavg_core(
 
     store = parts if parts is not None else BuiltParts()
     distributor = store.broadcast(broadcast_encoder, weights_type)
-    aggregator = store.aggregation(aggregate_encoder, trainable_type)
+    error_feedback = aggregate_encoder.error_feedback
+    if error_feedback:
+        aggregator = _EmptyAggregator()
+        compress_with_feedback = store.error_feedback(aggregate_encoder, trainable_type)
+    else:
+        aggregator = store.aggregation(aggregate_encoder, trainable_type)
 
     @tff.tensorflow.computation
     def initial_client_hparams():
@@ -133,14 +165,25 @@ def build_fedavg_core(
 
     state_type = initialize.type_signature.result
 
-    @tff.federated_computation(state_type, tff.FederatedType(data_type, tff.CLIENTS))
-    def next_fn(state, client_data):
+    def train_round(state, client_data, residual=None):
         broadcast = distributor.next(state.distributor, state.global_model_weights)
         hparams_at_clients = tff.federated_broadcast(state.client_optimizer)
         update, weight, local_metrics = tff.federated_map(
             client_update, (hparams_at_clients, broadcast.result, client_data)
         )
-        mean_update = aggregator.next(state.aggregator, update, weight)
+        if residual is None:
+            mean_update = aggregator.next(state.aggregator, update, weight)
+            new_residual = None
+        else:
+            sent, new_residual, message_bits = tff.federated_map(compress_with_feedback, (update, residual))
+            up = tff.federated_sum(tff.federated_map(with_weight_bits, (message_bits, weight)))
+            mean_update = tff.templates.MeasuredProcessOutput(
+                state=state.aggregator,
+                result=tff.federated_mean(sent, weight),
+                measurements=tff.federated_zip(
+                    collections.OrderedDict([(DOWN_KEY, tff.federated_value(np.int64(0), tff.SERVER)), (UP_KEY, up)])
+                ),
+            )
         server_optimizer_state, trainable, update_non_finite = tff.federated_map(
             server_update, (state.server_optimizer, state.global_model_weights.trainable, mean_update.result)
         )
@@ -161,7 +204,25 @@ def build_fedavg_core(
             aggregator=mean_update.measurements,
             finalizer=tff.federated_zip(collections.OrderedDict(update_non_finite=update_non_finite)),
         )
-        return tff.learning.templates.LearningProcessOutput(tff.federated_zip(new_state), tff.federated_zip(metrics))
+        output = tff.learning.templates.LearningProcessOutput(tff.federated_zip(new_state), tff.federated_zip(metrics))
+        return output, new_residual
+
+    @tff.tensorflow.computation(tff.TensorType(np.int64), tff.TensorType(np.float32))
+    def with_weight_bits(message_bits, weight):
+        return message_bits + tf.constant(32, tf.int64)  # the client's weight travels as float32, as without feedback
+
+    if error_feedback:
+        client_input_type = collections.OrderedDict(data=data_type, residual=trainable_type)
+
+        @tff.federated_computation(state_type, tff.FederatedType(client_input_type, tff.CLIENTS))
+        def next_fn(state, client_input):
+            return train_round(state, client_input.data, client_input.residual)
+
+    else:
+
+        @tff.federated_computation(state_type, tff.FederatedType(data_type, tff.CLIENTS))
+        def next_fn(state, client_data):
+            return train_round(state, client_data)[0]
 
     server_state_type = state_type.member
 
@@ -189,6 +250,19 @@ def build_fedavg_core(
             server_optimizer=server_optimizer.set_hparams(state.server_optimizer, hparams["finalizer"]),
         )
 
+    if error_feedback:
+        trainable_specs = tff.types.type_to_tf_tensor_specs(trainable_type)
+        return ClientStatefulProcess(
+            initialize=initialize,
+            next=next_fn,
+            get_model_weights=get_model_weights,
+            set_model_weights=set_model_weights,
+            get_hparams=get_hparams,
+            set_hparams=set_hparams,
+            initial_client_state=lambda: [
+                np.zeros(s.shape, s.dtype.as_numpy_dtype) for s in tf.nest.flatten(trainable_specs)
+            ],
+        )
     return tff.learning.templates.LearningProcess(
         initialize,
         next_fn,
@@ -197,6 +271,16 @@ def build_fedavg_core(
         get_hparams_fn=get_hparams,
         set_hparams_fn=set_hparams,
     )
+
+
+class _EmptyAggregator:
+    """The aggregator slot of ``ServerState`` under error feedback, where the mean is taken in ``next`` itself:
+    its state is an empty structure."""
+
+    def initialize(self) -> Any:
+        import tensorflow_federated as tff
+
+        return tff.federated_eval(tff.tensorflow.computation(lambda: ()), tff.SERVER)
 
 
 def _build_client_update(model: Any, optimizer: Any, clip_norm: float | None) -> Callable[..., Any]:

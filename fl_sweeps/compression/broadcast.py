@@ -31,26 +31,12 @@ def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression, tensor_e
     import numpy as np
     import tensorflow as tf
     import tensorflow_federated as tff
-    from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
     if encoder.sparsifies():
         raise ConfigError(f"broadcast_encoder={encoder.name} sparsifies: a client cannot rebuild the model from it")
     trace_tensor_encoding_without_autograph()
     specs = tff.types.type_to_tf_tensor_specs(value_type)
-    flat_specs = tf.nest.flatten(specs)
-
-    def simple_encoder(spec: Any) -> Any:
-        size, is_float = spec.shape.num_elements(), spec.dtype.is_floating
-
-        def make() -> Any:
-            return te.encoders.as_simple_encoder(encoder.tensor_encoder(size, is_float), spec)
-
-        if tensor_encoders is None:
-            return make()
-        key = ("simple encoder", encoder.tensor_settings(size, is_float), tuple(spec.shape), spec.dtype.name)
-        return tensor_encoders.get(key, make)
-
-    encoders = [simple_encoder(spec) for spec in flat_specs]
+    encoders = simple_tensor_encoders(encoder, tf.nest.flatten(specs), tensor_encoders)
 
     @tff.tensorflow.computation
     def initial_state():
@@ -92,3 +78,23 @@ def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression, tensor_e
         )
 
     return tff.learning.templates.DistributionProcess(init_fn, next_fn)
+
+
+def simple_tensor_encoders(encoder: NoCompression, flat_specs: list[Any], tensor_encoders: Any = None) -> list[Any]:
+    """One tensor_encoding ``SimpleEncoder`` per tensor spec (encode and decode in one place: the message it encodes
+    carries everything its decoder needs), kept in ``tensor_encoders`` (a ``BuiltParts``) by settings and type if
+    given, since making one traces three functions."""
+    from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
+
+    def simple_encoder(spec: Any) -> Any:
+        size, is_float = spec.shape.num_elements(), spec.dtype.is_floating
+
+        def make() -> Any:
+            return te.encoders.as_simple_encoder(encoder.tensor_encoder(size, is_float), spec)
+
+        if tensor_encoders is None:
+            return make()
+        key = ("simple encoder", encoder.tensor_settings(size, is_float), tuple(spec.shape), spec.dtype.name)
+        return tensor_encoders.get(key, make)
+
+    return [simple_encoder(spec) for spec in flat_specs]

@@ -15,9 +15,19 @@ from typing import Any
 
 @dataclass(frozen=True)
 class NoCompression:
-    """Send every tensor as it is."""
+    """Send every tensor as it is.
+
+    Attributes:
+        name: The option's name (for tables and messages).
+        error_feedback: Aggregation only: each client adds what its last compressed update did not carry to its next
+            one (``fl_sweeps.compression.error_feedback``); not allowed for ``none``.
+        delta: Broadcast only: send the compressed change of the global model, not the model
+            (``fl_sweeps.compression.delta_broadcast``).
+    """
 
     name: str = "none"
+    error_feedback: bool = False
+    delta: bool = False
 
     def compresses(self, num_elements: int, is_float: bool) -> bool:
         """Whether a tensor of this size and kind is encoded (never)."""

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
 
+from fl_sweeps.algorithms.fedavg_core import ClientStatefulProcess
 from fl_sweeps.built_parts import BuiltParts, kept
 from fl_sweeps.compression.bits import BitsPerClient, TensorInfo, bits_per_client
+from fl_sweeps.compression.delta_broadcast import CHANGE_MESSAGE_KEY, FULL_MODEL_KEY
 from fl_sweeps.compression.encoders import NoCompression
+from fl_sweeps.compression.measure import DOWN_KEY
 from fl_sweeps.data.federated_data import FederatedData
 from fl_sweeps.trainer.client_states import ClientStates
 from fl_sweeps.trainer.settings import RunSettings
@@ -121,11 +125,36 @@ class BuiltProcess:
     ) -> Any:
         """One round of the process with the sampled clients ``client_ids``: its ``LearningProcessOutput``.
 
-        ``client_states`` holds what clients keep across rounds (empty for every algorithm so far); a stateful
-        compressor reads the sampled clients' entries here, passes them to the round and stores what comes back.
+        ``client_states`` holds what clients keep across rounds. With error feedback (a ``ClientStatefulProcess``)
+        each sampled client's residual goes into the round with its data and its new residual is stored. With a
+        delta broadcast the broadcast bits of the round are each sampled client's catch-up
+        (``fl_sweeps.compression.catch_up``), written into the metrics where the measured bits are read.
         """
         datasets = [self.client_dataset(client_id, round_num, settings) for client_id in client_ids]
-        return self.process.next(state, datasets)
+        if isinstance(self.process, ClientStatefulProcess):
+            entries = [client_states.entry(client_id) for client_id in client_ids]
+            inputs = [
+                collections.OrderedDict(
+                    data=dataset,
+                    residual=entry.residual if entry.residual is not None else self.process.initial_client_state(),
+                )
+                for dataset, entry in zip(datasets, entries, strict=True)
+            ]
+            output, residuals = self.process.next(state, inputs)
+            for entry, residual in zip(entries, residuals, strict=True):
+                entry.residual = [np.asarray(r) for r in residual]
+        else:
+            output = self.process.next(state, datasets)
+        distributor = output.metrics["distributor"]
+        if CHANGE_MESSAGE_KEY in distributor:
+            distributor[DOWN_KEY] = client_states.catch_up.charge(
+                client_states.held_rounds(),
+                client_ids,
+                round_num,
+                distributor[CHANGE_MESSAGE_KEY],
+                distributor[FULL_MODEL_KEY],
+            )
+        return output
 
     def initial_state(self, settings: RunSettings) -> Any:
         """The process's initial state: weights drawn from ``settings.seed`` (same seed, same start) and the

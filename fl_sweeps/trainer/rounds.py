@@ -108,6 +108,7 @@ class FederatedTrial:
                 aggregate_bits=bits.aggregate,
                 cumulative_bits=cumulative,
                 seconds=time.perf_counter() - started,
+                client_state_bytes=self.client_states.nbytes() or None,
             )
         self.final_state = state
 

@@ -1,0 +1,225 @@
+"""Stateful compression on real TFF processes: error feedback's residuals and the delta broadcast's reference model.
+
+Error feedback: over the rounds a client takes part in, what it sent plus its residual equals the sum of its
+uncompressed updates (each computed by an uncompressed process from the same model, data and round). Delta
+broadcast: a client that skipped rounds rebuilds the server's reference model exactly from the change messages it
+is charged for. Both: state per client, empty at the start of every run, same seed same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+import pytest
+from compressor_configs import build_trial, run_settings
+from conftest import TINY
+
+from fl_sweeps.compression.catch_up import CatchUpLedger
+from fl_sweeps.errors import ConfigError
+from fl_sweeps.preflight import user_error
+from fl_sweeps.trainer.client_states import ClientStates
+from fl_sweeps.validation import validate
+
+# One client a round and a server step of exactly the mean update (SGD, learning rate 1), so the model's change in
+# a round is exactly what the one client's message decoded to.
+ONE_CLIENT = [
+    *TINY,
+    "algorithm=fedavg_core",
+    "server_optimizer=sgd",
+    "server_optimizer.lr=1.0",
+    "training.clients_per_round=1",
+    "training.rounds=6",
+    "data.num_clients=3",
+]
+FEEDBACK = {
+    "topk": ["aggregate_encoder=topk", "aggregate_encoder.fraction=0.05"],
+    "sign": ["aggregate_encoder=sign"],
+}
+
+
+@functools.cache
+def _feedback_trial(compose_config, name: str):
+    cfg = compose_config(
+        [*ONE_CLIENT, *FEEDBACK[name], "aggregate_encoder.threshold=0", "aggregate_encoder.error_feedback=true"]
+    )
+    return cfg, build_trial(cfg)
+
+
+@functools.cache
+def _uncompressed_trial(compose_config):
+    cfg = compose_config([*ONE_CLIENT, "aggregate_encoder=none"])
+    return build_trial(cfg)
+
+
+def _flat(weights) -> np.ndarray:
+    return np.concatenate([np.ravel(w) for w in weights])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FEEDBACK))
+def test_what_a_client_sent_plus_its_residual_is_what_it_would_have_sent(compose_config, tff_worker, name):
+    cfg, trial = _feedback_trial(compose_config, name)
+    reference = _uncompressed_trial(compose_config)
+    settings = run_settings(cfg)
+    built, states = trial.built, ClientStates()
+    state = built.initial_state(settings)
+    rng = np.random.default_rng(0)
+    sent: dict[str, np.ndarray] = {}
+    uncompressed: dict[str, np.ndarray] = {}
+    for round_num in range(1, settings.training.rounds + 1):
+        client = [str(rng.choice(trial.data.client_ids))]
+        before = built.model_weights(state)
+        output = built.next(state, client, round_num, settings, states)
+        after = built.model_weights(output.state)
+        # The same client's update without compression, from the same model, data and round.
+        plain_state = reference.built.process.set_model_weights(reference.built.initial_state(settings), before)
+        plain = reference.built.next(plain_state, client, round_num, settings, ClientStates())
+        plain_after = reference.built.model_weights(plain.state)
+        start = _flat(before.trainable)
+        sent[client[0]] = sent.get(client[0], 0) + start - _flat(after.trainable)
+        uncompressed[client[0]] = uncompressed.get(client[0], 0) + start - _flat(plain_after.trainable)
+        state = output.state
+    assert set(states) == set(sent), "only clients that took part keep state"
+    for client, total in uncompressed.items():
+        residual = _flat(states[client].residual)
+        assert np.abs(residual).max() > 0, "the compressor dropped something"
+        np.testing.assert_allclose(sent[client] + residual, total, rtol=1e-4, atol=1e-5)
+        # Without the residual the messages miss part of the updates: feedback is what closes the gap.
+        assert np.abs(sent[client] - total).max() > 10 * 1e-5
+
+
+@pytest.mark.slow
+def test_residuals_are_per_client_empty_at_each_run_and_repeat_bit_for_bit(compose_config, tff_worker):
+    cfg, trial = _feedback_trial(compose_config, "topk")
+    settings = run_settings(cfg)
+    first = list(trial.run(settings))
+    sampled = set(trial.client_states)
+    second = list(trial.run(settings))  # the same built process: it must start with no residuals
+    assert [(r.train_loss, r.aggregate_bits, r.broadcast_bits) for r in first] == [
+        (r.train_loss, r.aggregate_bits, r.broadcast_bits) for r in second
+    ]
+    assert set(trial.client_states) == sampled
+    parameters = sum(np.size(w) for w in trial.model_weights(trial.final_state).trainable)
+    assert second[-1].client_state_bytes == len(sampled) * parameters * 4  # one float32 residual per client
+    assert second[0].client_state_bytes == parameters * 4  # after round 1: the one client sampled
+
+
+def _delta_trial(compose_config, overrides: list[str]):
+    cfg = compose_config(
+        [*TINY, "broadcast_encoder.threshold=0", "broadcast_encoder.delta=true", "training.rounds=6", *overrides]
+    )
+    return cfg, build_trial(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["broadcast_encoder=uniform", "broadcast_encoder.bits=2"],
+        ["broadcast_encoder=topk", "broadcast_encoder.fraction=0.1", "algorithm=fedavg_core"],
+    ],
+    ids=["uniform-fedavg", "topk-fedavg_core"],
+)
+def test_a_client_that_skipped_rounds_rebuilds_the_reference_from_the_counted_changes(
+    compose_config, tff_worker, overrides
+):
+    cfg, trial = _delta_trial(compose_config, [*overrides, "data.num_clients=6", "training.clients_per_round=2"])
+    settings = run_settings(cfg)
+    built, states = trial.built, ClientStates()
+    state = built.initial_state(settings)
+    rng = np.random.default_rng(1)
+    references, changes, change_bits, held = {}, {}, {}, {}
+    full_bits = 32 * trial.num_parameters
+    for round_num in range(1, settings.training.rounds + 1):
+        clients = [str(c) for c in rng.choice(trial.data.client_ids, size=2, replace=False)]
+        model_before = _flat(built.model_weights(state).trainable)
+        output = built.next(state, clients, round_num, settings, states)
+        state = output.state
+        distributor = state.distributor
+        references[round_num] = [np.asarray(w) for w in [*distributor["reference"].trainable]]
+        changes[round_num] = [np.asarray(w) for w in [*distributor["change"].trainable]]
+        change_bits[round_num] = int(distributor["change_bits"])
+        expected_bits = 0
+        for client in clients:
+            if client not in held:
+                expected_bits += full_bits
+            else:
+                rebuilt = [w.copy() for w in references[held[client]]]
+                for missed in range(held[client] + 1, round_num + 1):
+                    rebuilt = [w + c for w, c in zip(rebuilt, changes[missed], strict=True)]
+                for w, r in zip(rebuilt, references[round_num], strict=True):
+                    np.testing.assert_array_equal(w, r)  # exactly, not approximately
+                expected_bits += min(full_bits, sum(change_bits[s] for s in range(held[client] + 1, round_num + 1)))
+            held[client] = round_num
+        assert output.metrics["distributor"]["bits_server_to_clients"] == expected_bits
+        # The reference is the model sent whole in round 1; then top-k (a contraction: it sends the largest part)
+        # brings it closer to the server's model each round. Min-max 2-bit quantization is no contraction (zero may
+        # not be a level), so only the exact rebuild above holds for it.
+        gap = np.linalg.norm(model_before - _flat(references[round_num]))
+        if round_num == 1:
+            assert gap == 0
+        elif "broadcast_encoder=topk" in overrides:
+            assert gap < np.linalg.norm(model_before - _flat(references[round_num - 1]))
+    assert 0 < change_bits[2] < full_bits // 4
+    assert {c: s.held_round for c, s in states.items()} == held
+
+
+@pytest.mark.slow
+def test_delta_broadcast_costs_the_changes_when_every_client_is_sampled_every_round(compose_config, tff_worker):
+    cfg, trial = _delta_trial(
+        compose_config,
+        ["broadcast_encoder=uniform", "broadcast_encoder.bits=2", "data.num_clients=3", "training.clients_per_round=3"],
+    )
+    records = list(trial.run(run_settings(cfg)))
+    again = list(trial.run(run_settings(cfg)))
+    assert [dataclasses.replace(r, seconds=0) for r in records] == [dataclasses.replace(a, seconds=0) for a in again]
+    assert records[0].broadcast_bits == 3 * 32 * trial.num_parameters  # round 1: the model itself, whole
+    later = [r.broadcast_bits for r in records[1:]]
+    assert all(0 < bits < records[0].broadcast_bits / 8 for bits in later)  # 2-bit changes of every tensor
+
+
+def test_the_ledger_charges_the_whole_model_or_the_missed_changes_whichever_is_fewer():
+    ledger, states = CatchUpLedger(), ClientStates()
+    held = states.held_rounds()
+    assert ledger.charge(held, ["a", "b"], 1, change_bits=7, full_model_bits=100) == 200
+    assert ledger.charge(held, ["a"], 2, change_bits=10, full_model_bits=100) == 10
+    assert ledger.charge(held, ["b", "c"], 3, change_bits=20, full_model_bits=100) == 30 + 100
+    for round_num in range(4, 12):
+        ledger.charge(held, [], round_num, change_bits=20, full_model_bits=100)
+    assert ledger.charge(held, ["a"], 12, change_bits=20, full_model_bits=100) == 100  # 200 missed > the model
+    assert {c: s.held_round for c, s in states.items()} == {"a": 12, "b": 3, "c": 3}
+    with pytest.raises(ValueError, match="in order"):
+        ledger.charge(held, ["a"], 14, change_bits=1, full_model_bits=100)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["algorithm=fedavg_core", "aggregate_encoder=none", "aggregate_encoder.error_feedback=true"],
+            "aggregate_encoder.error_feedback=true is not allowed for aggregate_encoder=none",
+        ),
+        (
+            ["aggregate_encoder=uniform", "aggregate_encoder.error_feedback=true"],
+            "aggregate_encoder.error_feedback=true is not allowed with this algorithm",
+        ),
+        (
+            ["broadcast_encoder=topk", "broadcast_encoder.delta=false"],
+            "broadcast_encoder.delta=false is not allowed for broadcast_encoder=topk",
+        ),
+    ],
+)
+def test_stateful_compression_that_cannot_work_fails_in_one_line(compose_config, overrides, message):
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config(overrides))
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+    assert user_error(error.value).startswith(message)
+
+
+def test_a_misspelt_stateful_key_names_the_options_keys(compose_config):
+    with pytest.raises(Exception) as error:
+        compose_config(["broadcast_encoder=uniform", "broadcast_encoder.error_feedback=true"])
+    message = user_error(error.value)
+    assert "broadcast_encoder.error_feedback" in message and "delta" in message and "\n" not in message
