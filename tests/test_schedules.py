@@ -80,6 +80,7 @@ def test_plateau_moves_up_when_the_loss_stalls_and_not_while_it_falls():
     assert values[:5] == [2] * 5 and values[5] == 4
     assert values[6] == 4 and values[7] == 8  # the new value gets `patience` rounds, then it stalled again
     assert values[8:] == [8] * 3  # the top of the ladder stays
+    assert [plateau.planned(t) for t in (1, 5, 20)] == [2, 2, 2]  # before any round ran: the first rung
     assert _values(plateau, stalled) == values  # a function of the records: the same records, the same values
 
 

@@ -109,6 +109,8 @@ class Plateau(Schedule):
             reference = round_t - 1 - self.patience
             if level == len(self.values) - 1 or reference < max(1, moved_at - 1):
                 continue
+            if round_t - 1 not in losses:  # not run yet (a plan): no further move
+                break
             latest, before = losses[round_t - 1], losses[reference]
             if latest > before * (1 - self.min_improvement):
                 level, moved_at = level + 1, round_t

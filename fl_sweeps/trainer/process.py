@@ -93,15 +93,15 @@ class BuiltProcess:
             )
 
         self.model_fn = model_fn
-        build = algorithm or build_compressed_fed_avg
-        shared = {
-            "model_fn": model_fn,
-            "client_optimizer": client_optimizer,
-            "server_optimizer": server_optimizer,
-            "parts": parts,
-            "model_key": model_key,
-        }
-        self.process = build(**shared, broadcast_encoder=broadcast_encoder, aggregate_encoder=aggregate_encoder)
+        self.process = (algorithm or build_compressed_fed_avg)(
+            model_fn=model_fn,
+            client_optimizer=client_optimizer,
+            server_optimizer=server_optimizer,
+            broadcast_encoder=broadcast_encoder,
+            aggregate_encoder=aggregate_encoder,
+            parts=parts,
+            model_key=model_key,
+        )
         weights_type = self.process.get_model_weights.type_signature.result
         trainable = [_tensor_info(t) for t in weights_type.trainable]
         non_trainable = [_tensor_info(t) for t in weights_type.non_trainable]
@@ -115,9 +115,18 @@ class BuiltProcess:
         base = {"broadcast_encoder": broadcast_encoder, "aggregate_encoder": aggregate_encoder}
         self.variants: dict[Any, Any] = {None: self.process}
         self.variant_bits: dict[Any, BitsPerClient] = {None: self.bits_per_client}
-        for value, encoders in (variants or {}).items():
+        for value, encoders in (variants or {}).items():  # a compression schedule's processes, one per value
             chosen = {**base, **encoders}
-            process = self.process if chosen == base else build(**shared, **chosen)
+            process = self.process
+            if chosen != base:  # the same builder and arguments as above, with this value's encoders
+                process = (algorithm or build_compressed_fed_avg)(
+                    model_fn=model_fn,
+                    client_optimizer=client_optimizer,
+                    server_optimizer=server_optimizer,
+                    **chosen,
+                    parts=parts,
+                    model_key=model_key,
+                )
             check_same_state(self.process, process, f"{variant_setting}={value}")
             self.variants[value] = process
             self.variant_bits[value] = bits_per_client(
