@@ -180,10 +180,12 @@ class Workbench:
             "eval_mode": cfg.eval.mode,
         }
         schedule = OmegaConf.select(cfg, "schedule", default=None)
-        if schedule is not None and "side" in schedule:  # a process per value; its configured value never runs
-            side, setting = str(schedule.side), str(schedule.setting)
-            key[side] = {**key[side], setting: None}
-            key["schedule"] = {"setting": f"{side}.{setting}", "values": sorted(set(schedule["values"]), key=str)}
+        if schedule is not None and "side" in schedule:  # a process per value; the configured one never runs
+            side, setting, values = str(schedule.side), str(schedule.setting), list(schedule["values"])
+            built = copy.deepcopy(cfg[side])  # as built: with the first value (its stages refer to the setting)
+            built[setting] = values[0]
+            key[side] = plain(built)
+            key["schedule"] = {"setting": f"{side}.{setting}", "values": sorted(set(values), key=str)}
         return OmegaConf.to_yaml(key)
 
     @staticmethod

@@ -200,7 +200,7 @@ def test_a_sweep_that_pairs_a_schedule_with_an_option_lacking_its_setting_stops_
         (
             ["--multirun", "schedule=plateau", "aggregate_encoder=choice(topk,uniform)"],
             "schedule.setting=bits is not allowed for aggregate_encoder=topk: use one of fraction (when the sweep "
-            "picks aggregate_encoder=topk schedule=plateau)",
+            "picks broadcast_encoder=none aggregate_encoder=topk schedule=plateau)",  # the default sweep's groups
         ),
     ],
 )
@@ -246,9 +246,11 @@ def test_a_steps_schedule_changes_the_measured_bits_at_its_boundaries(steps_run,
     clients = cfg.training.clients_per_round
     assert measured[0] == clients * _aggregate_bits_per_client(sizes, 2)
     assert measured[2] == clients * _aggregate_bits_per_client(sizes, 8)
-    # Without the fixed costs (min and max, the weight), the quantized values cost 4x (8 bits against 2).
+    # Without the fixed costs (min and max, the weight), the quantized values cost 4x (8 bits against 2), but for
+    # the padding to whole 32-bit words (at most 31 bits a tensor; the tiny model's biases have 4-16 values).
     fixed = clients * (2 * WORD * len(sizes) + WEIGHT_BITS)
-    assert (measured[2] - fixed) / (measured[0] - fixed) == pytest.approx(4, rel=0.01)
+    padding = clients * WORD * len(sizes)
+    assert 4 * (measured[0] - fixed) - 4 * padding <= measured[2] - fixed <= 4 * (measured[0] - fixed)
     broadcast = _history(client, result.run_id, "comm/broadcast_bits")
     assert len(set(broadcast)) == 1  # the broadcast is not scheduled
     run = client.get_run(result.run_id)
