@@ -187,6 +187,9 @@ def test_a_sweep_that_pairs_a_schedule_with_an_option_lacking_its_setting_stops_
         "schedule=constant (when the sweep picks aggregate_encoder=none schedule=steps)"
     )
     _sweep_space("schedule=steps", "aggregate_encoder=choice(uniform,hadamard)")  # both have bits
+    with pytest.raises(ConfigError) as error:  # both swept, with an overlay: the one bad pair is found
+        _sweep_space("debug=tiny", "schedule=choice(constant,plateau)", "aggregate_encoder=choice(uniform,topk)")
+    assert str(error.value).endswith("(when the sweep picks schedule=plateau aggregate_encoder=topk debug=tiny)")
 
 
 @pytest.mark.parametrize(

@@ -30,9 +30,9 @@ from fl_sweeps.errors import ConfigError, first_line
 from fl_sweeps.validation import RULES, validate
 
 NO_OPTION = "none"  # a config group chosen as this has no keys to sample (``aggregate_encoder=none``)
-# Combinations of the options a sweep picks whose trial configs are composed and checked before the study starts;
-# beyond this only the keys of each option are read (one composition per option).
-MAX_COMBINATIONS = 24
+# Combinations of the options a sweep picks whose trial configs are checked before the study starts; beyond this
+# only the keys of each option are read.
+MAX_COMBINATIONS = 256
 
 
 @dataclass(frozen=True)
@@ -188,47 +188,71 @@ def check_search_space(overrides: list[str], config: DictConfig, config_loader: 
 def _check_combinations(
     picks: dict[str, list[str]], fixed: dict[str, Any], config: DictConfig, config_loader: Any
 ) -> dict[str, dict[str, frozenset[str]]]:
-    """Compose the trial config of each combination of the options the sweep picks (``picks``: group -> options),
-    with the ``fixed`` values its options have, and validate it; return each option's keys.
+    """Validate the trial config of each combination of the options the sweep picks (``picks``: group -> options)
+    with the ``fixed`` values its options have; return each option's keys.
 
     Options of different groups may not fit together (a schedule of ``aggregate_encoder.bits`` with
-    ``aggregate_encoder=none``): that stops the sweep here, not in each trial. Beyond ``MAX_COMBINATIONS`` only
-    each option's keys are read.
+    ``aggregate_encoder=none``): that stops the sweep here, not in each trial. Hydra composes one config per
+    option (the i-th option of every group); a combination takes each group's node from the config that holds its
+    option (composed whole when an overlay such as ``experiment`` varies). Beyond ``MAX_COMBINATIONS``
+    combinations only the keys are read.
 
     Raises:
         ConfigError: A combination's config is invalid (the message ends with the options picked).
     """
-    combinations = list(itertools.product(*picks.values()))
-    if len(combinations) > MAX_COMBINATIONS:  # one composition per option: the i-th option of every group
-        width = max(len(options) for options in picks.values())
-        combinations = [tuple(options[min(i, len(options) - 1)] for options in picks.values()) for i in range(width)]
-        check = False
-    else:
-        check = True
-    keys: dict[str, dict[str, frozenset[str]]] = {group: {} for group in picks}
+    width = max(len(options) for options in picks.values())
+    composed = []
+    for i in range(width):
+        combination = {group: options[min(i, len(options) - 1)] for group, options in picks.items()}
+        composed.append(_compose(config_loader, config, combination))
+    nodes: dict[str, dict[str, Any]] = {group: {} for group in picks}
+    for i, trial_config in enumerate(composed):
+        for group, options in picks.items():
+            # None for an overlay (``@package _global_``): it has no node of its own
+            nodes[group][options[min(i, len(options) - 1)]] = OmegaConf.select(trial_config, group)
+    keys = {
+        group: {option: frozenset(node) if isinstance(node, DictConfig) else frozenset() for option, node in by.items()}
+        for group, by in nodes.items()
+    }
+    varied = [group for group, options in picks.items() if len(options) > 1]
+    transplant = all(isinstance(node, DictConfig) for group in varied for node in nodes[group].values())
+    combinations = [dict(zip(picks, c, strict=True)) for c in itertools.product(*picks.values())]
+    if len(combinations) > MAX_COMBINATIONS:
+        return keys
     for combination in combinations:
-        chosen = [f"{group}={option}" for group, option in zip(picks, combination, strict=True)]
-        try:
-            trial_config = config_loader.load_sweep_config(config, chosen)
-        except (HydraException, OmegaConfBaseException) as error:
-            raise ConfigError(f"{first_line(error)} (when the sweep picks {' '.join(chosen)})") from None
-        with open_dict(trial_config):
-            trial_config.pop("hydra", None)
-        for group, option in zip(picks, combination, strict=True):
-            node = trial_config[group]
-            keys[group][option] = frozenset(node.keys()) if isinstance(node, DictConfig) else frozenset()
-        if not check:
-            continue
+        if transplant:
+            trial_config = copy.deepcopy(composed[0])
+            for group in varied:
+                trial_config[group] = nodes[group][combination[group]]
+        else:
+            trial_config = _compose(config_loader, config, combination)
+        picked = " ".join(f"{group}={option}" for group, option in combination.items())
         try:
             for key, value in fixed.items():
                 if OmegaConf.select(trial_config, key, default=_ABSENT) is not _ABSENT:
                     OmegaConf.update(trial_config, key, value, merge=True)
             validate(trial_config)
         except ConfigError as error:
-            raise ConfigError(f"{error} (when the sweep picks {' '.join(chosen)})") from None
+            raise ConfigError(f"{error} (when the sweep picks {picked})") from None
         except OmegaConfBaseException as error:
-            raise ConfigError(f"{first_line(error)} (when the sweep picks {' '.join(chosen)})") from None
+            raise ConfigError(f"{first_line(error)} (when the sweep picks {picked})") from None
     return keys
+
+
+def _compose(config_loader: Any, config: DictConfig, combination: Mapping[str, str]) -> DictConfig:
+    """The job config (without Hydra's node) Hydra composes for a trial with these options, as its launcher does.
+
+    Raises:
+        ConfigError: The options do not compose.
+    """
+    chosen = [f"{group}={option}" for group, option in combination.items()]
+    try:
+        trial_config = config_loader.load_sweep_config(config, chosen)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(f"{first_line(error)} (when the sweep picks {' '.join(chosen)})") from None
+    with open_dict(trial_config):
+        trial_config.pop("hydra", None)
+    return trial_config
 
 
 def _candidates(distribution: BaseDistribution) -> list[Any]:
