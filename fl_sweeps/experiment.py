@@ -62,10 +62,7 @@ def run_trial(
     settings = workbench.run_settings(cfg)
     link = OptunaTrialLink.from_config(cfg.trial)
     if link is not None:
-        link.plan(
-            trial.bits_per_client.for_clients(cfg.training.clients_per_round).total * cfg.training.rounds,
-            rounds=cfg.training.rounds,
-        )
+        link.plan(trial.planned_bits(settings), rounds=cfg.training.rounds)
     public = _public_config(cfg)
     options = option_names(public, _hydra_choices() if choices is None else choices)
     compression = compression_text(public, options)

@@ -60,12 +60,23 @@ def settings_text(node: Mapping[str, Any]) -> str:
 
 
 def compression_text(config: Mapping[str, Any], options: Mapping[str, str]) -> str:
-    """``aggregate uniform 2-bit >1000 deterministic · broadcast none``: each direction's option and settings."""
+    """``aggregate uniform 2-bit >1000 deterministic · broadcast none``: each direction's option and settings, and
+    a compression schedule's (``· schedule steps aggregate_encoder.bits values=2,4,8 from_rounds=1,6,11``; the
+    setting it changes is left out of its direction's)."""
+    schedule = config.get("schedule") or {}
+    scheduled = (schedule.get("side"), schedule.get("setting"))
     parts = []
     for group, direction in DIRECTIONS.items():
         if group in options:
-            settings = settings_text(config[group])
-            parts.append(" ".join(word for word in (direction, options[group], settings) if word))
+            node = {k: v for k, v in config[group].items() if (group, k) != scheduled}
+            parts.append(" ".join(word for word in (direction, options[group], settings_text(node)) if word))
+    if scheduled[0] is not None:
+        words = [f"schedule {options.get('schedule', schedule.get('name'))} {scheduled[0]}.{scheduled[1]}"]
+        for key, value in schedule.items():
+            if key not in (*HYDRA_KEYS, "name", "side", "setting"):
+                shown = ",".join(f"{v:g}" for v in value) if isinstance(value, (list, tuple)) else f"{value:g}"
+                words.append(f"{key}={shown}")
+        parts.append(" ".join(words))
     return " · ".join(parts)
 
 

@@ -5,12 +5,17 @@ A neutral module so that ``tracking`` takes the record without importing the tra
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """What one round produced. Bits are for this round, all participating clients, exactly as encoded."""
+    """What one round produced. Bits are for this round, all participating clients, exactly as encoded.
+
+    ``scheduled`` holds the value in effect this round of each setting a compression schedule changes, by
+    ``<side>.<setting>`` (``{"aggregate_encoder.bits": 4}``; empty without a schedule).
+    """
 
     round: int
     train_loss: float
@@ -22,3 +27,4 @@ class RoundRecord:
     cumulative_bits: int
     seconds: float
     client_state_bytes: int | None = None  # memory of the clients' residuals after the round (error feedback only)
+    scheduled: dict[str, Any] = field(default_factory=dict)

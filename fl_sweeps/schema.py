@@ -43,6 +43,21 @@ class EvalMode(StrEnum):
     federated = "federated"
 
 
+class ScheduledSide(StrEnum):
+    """The encoder a compression schedule changes (``fl_sweeps.compression.schedules``)."""
+
+    aggregate_encoder = "aggregate_encoder"
+    broadcast_encoder = "broadcast_encoder"
+
+
+class ScheduledSetting(StrEnum):
+    """The numeric encoder setting a compression schedule changes."""
+
+    bits = "bits"
+    fraction = "fraction"
+    levels = "levels"
+
+
 @dataclass
 class NoCompressionConfig:
     """``none``: tensors travel unencoded."""
@@ -207,6 +222,7 @@ class Config:
     algorithm: Any = MISSING
     broadcast_encoder: Any = MISSING
     aggregate_encoder: Any = MISSING
+    schedule: Any = MISSING
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -281,6 +297,39 @@ def _with_side_key(schemas: dict[str, type], key: str, side: str) -> dict[str, t
 
 ENCODER_SCHEMAS: dict[str, type] = {"none": NoCompressionConfig, **COMPRESSOR_SCHEMAS}
 
+
+# Compression schedules over rounds (issue 19): fl_sweeps.compression.schedules.
+
+
+@dataclass
+class ConstantScheduleConfig:
+    """``constant``: no schedule, every round uses the encoders as configured."""
+
+    _target_: str = MISSING
+    name: str = MISSING
+
+
+@dataclass
+class StepsScheduleConfig(ConstantScheduleConfig):
+    """``steps``: ``values[i]`` of ``side``'s ``setting`` from round ``from_rounds[i]`` on."""
+
+    side: ScheduledSide = MISSING
+    setting: ScheduledSetting = MISSING
+    values: list[Any] = MISSING  # integers for bits and levels, numbers for fraction (checked by validation)
+    from_rounds: list[int] = MISSING
+
+
+@dataclass
+class PlateauScheduleConfig(ConstantScheduleConfig):
+    """``plateau``: one step up the ladder ``values`` when the training loss stalls for ``patience`` rounds."""
+
+    side: ScheduledSide = MISSING
+    setting: ScheduledSetting = MISSING
+    values: list[Any] = MISSING
+    patience: int = MISSING
+    min_improvement: float = MISSING
+
+
 # The schema of each option, by group: ``conf/<group>/<option>.yaml`` opens with ``/schema/<group>/<name>@_here_``.
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"digits": DigitsConfig, "mnist": MnistConfig, "femnist": FemnistConfig, "emnist": EmnistConfig},
@@ -290,6 +339,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "algorithm": {"fedavg": FedAvgConfig, "fedavg_core": FedAvgCoreConfig},
     "broadcast_encoder": _with_side_key(ENCODER_SCHEMAS, "delta", "Broadcast"),
     "aggregate_encoder": _with_side_key(ENCODER_SCHEMAS, "error_feedback", "Aggregate"),
+    "schedule": {"constant": ConstantScheduleConfig, "steps": StepsScheduleConfig, "plateau": PlateauScheduleConfig},
 }
 
 

@@ -6,6 +6,7 @@ Metric names are an interface (the analysis and notebooks read them):
 (``comm/*_mbit``), and ``eval/accuracy_by_kbit`` with ``step`` = cumulative kbit (MLflow's chart of it against its
 step is accuracy against bits); ``final/eval_accuracy``, ``final/total_bits`` and ``final/total_mbit`` at the end;
 a pruned trial keeps ``last/eval_accuracy`` and ``last/total_bits`` (its last eval round and the bits so far).
+A compression schedule's setting in effect each round is ``schedule/<side>.<setting>`` (``step`` = round).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ ROUND_MBIT_METRICS = {
     "comm/cumulative_mbit": "cumulative_bits",
 }
 ACCURACY_BY_KBIT = "eval/accuracy_by_kbit"  # eval accuracy with step = cumulative kbit
+SCHEDULE_PREFIX = "schedule/"  # schedule/aggregate_encoder.bits: the scheduled setting's value in each round
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"  # MLflow UI's own tag
 MODEL_ARTIFACT = "model"  # the final global model: mlflow.tensorflow.load_model("runs:/<run id>/model")
@@ -126,6 +128,10 @@ class TrialRun:
         ]
         metrics += [
             Metric(name, getattr(record, field) / 1e6, now, record.round) for name, field in ROUND_MBIT_METRICS.items()
+        ]
+        metrics += [
+            Metric(f"{SCHEDULE_PREFIX}{key}", float(value), now, record.round)
+            for key, value in record.scheduled.items()
         ]
         if record.eval_accuracy is not None:
             metrics.append(Metric(ACCURACY_BY_KBIT, float(record.eval_accuracy), now, record.cumulative_bits // 1000))

@@ -7,6 +7,7 @@ bits 1..16, positive learning rates, no more clients per round than clients, and
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +63,10 @@ for _side in ("broadcast_encoder", "aggregate_encoder"):
         "a number in (0, 1]",
     )
     RULES[f"{_side}.levels"] = (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+# ---- Compression schedules (issue 19); their values follow the rule of the setting they schedule. ----
+RULES["schedule.patience"] = _INT_AT_LEAST_1
+RULES["schedule.min_improvement"] = _UNIT_INTERVAL_OPEN
+SCHEDULABLE = ("bits", "fraction", "levels")  # the settings a schedule can change (schema.ScheduledSetting)
 
 
 def check_entropy_coding(cfg: DictConfig) -> None:
@@ -111,6 +116,35 @@ def check_stateful_compression(cfg: DictConfig) -> None:
             )
 
 
+def check_schedule(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` unless the compression schedule (``schedule``) fits the config: its ``setting`` is a
+    key of the ``side``'s option, every value passes that setting's rule, and ``from_rounds`` (if the option has it)
+    gives each value a first round, strictly increasing from 1."""
+    schedule = OmegaConf.select(cfg, "schedule", default=None)
+    if not isinstance(schedule, DictConfig) or "side" not in schedule:
+        return
+    side, setting, values = str(schedule.side), str(schedule.setting), schedule["values"]
+    option = OmegaConf.select(cfg, f"{side}.name", default=None)
+    has = [key for key in SCHEDULABLE if key in cfg[side]]
+    if setting not in has:
+        allowed = f"use one of {', '.join(has)}" if has else "it has no setting to schedule; use schedule=constant"
+        raise ConfigError(f"schedule.setting={setting} is not allowed for {side}={option}: {allowed}")
+    ok, allowed = RULES[f"{side}.{setting}"]
+    if not values or not all(_safe(ok, value) for value in values):
+        raise ConfigError(
+            f"schedule.values={_show(values)} is not allowed: use a non-empty list, each value {allowed} "
+            f"({side}.{setting})"
+        )
+    if "from_rounds" in schedule:
+        starts = schedule.from_rounds
+        increasing = all(later > earlier for earlier, later in itertools.pairwise(starts))
+        if len(starts) != len(values) or not starts or starts[0] != 1 or not increasing:
+            raise ConfigError(
+                f"schedule.from_rounds={_show(starts)} is not allowed: use one first round for each of the "
+                f"{len(values)} values, strictly increasing from 1"
+            )
+
+
 _MISSING = object()
 _PLACEHOLDERS = {"path": "directory", "cache_dir": "directory"}
 
@@ -135,6 +169,7 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={_show(value)} is not allowed: use {allowed}")
     check_entropy_coding(cfg)
     check_stateful_compression(cfg)
+    check_schedule(cfg)
     num_clients = OmegaConf.select(cfg, "data.num_clients", default=None)
     check_clients_per_round(cfg.training.clients_per_round, num_clients, "data.num_clients")
 

@@ -9,6 +9,7 @@ one the CLI uses; tests and benchmarks may make their own.
 
 from __future__ import annotations
 
+import copy
 import gc
 import sys
 import weakref
@@ -20,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fl_sweeps.built_parts import BuiltParts
+from fl_sweeps.compression.schedules import Constant, Schedule
 from fl_sweeps.data.federated_data import FederatedData
 from fl_sweeps.errors import DataError
 from fl_sweeps.trainer import BuiltProcess, FederatedTrial, RunSettings, TrainingSettings, build_evaluator
@@ -36,8 +38,9 @@ MAX_PARTS = 32
 class Workbench:
     """Builds trials from configs and keeps what later trials can reuse.
 
-    - Built trials by structure (``structure_key``: data, model, optimizer kinds, algorithm, encoders, eval mode),
-      rerun by later trials that differ only in learning rates, seeds or training settings (``set_hparams``).
+    - Built trials by structure (``structure_key``: data, model, optimizer kinds, algorithm, encoders, the values
+      a compression schedule can take, eval mode), rerun by later trials that differ only in learning rates, seeds,
+      training settings or how a schedule picks among the same values (``set_hparams``, ``BuiltProcess.select``).
     - Parts of built processes (``parts``), reused by trials of another structure that share a part: a trial that
       changes one encoder traces that encoder alone.
     - Data sets by data config, for trials of other structures on the same data.
@@ -97,17 +100,43 @@ class Workbench:
         tff_runtime.share_cores(parallel_jobs)
         tff_runtime.ensure_worker()
         reuse = bool(cfg.reuse_built_process)
+        encoders = {side: instantiate(cfg[side]) for side in ("broadcast_encoder", "aggregate_encoder")}
+        schedule = self.schedule(cfg)
+        variants = self.encoder_variants(cfg, schedule)
+        if variants:  # the process as built is the one of the first value (the configured one may never run)
+            encoders |= variants[schedule.values[0]]
         return BuiltProcess(
             data=data,
             model_builder=instantiate(cfg.model),
             client_optimizer=instantiate(cfg.client_optimizer),
             server_optimizer=instantiate(cfg.server_optimizer),
-            broadcast_encoder=instantiate(cfg.broadcast_encoder),
-            aggregate_encoder=instantiate(cfg.aggregate_encoder),
+            **encoders,
             algorithm=algorithm or instantiate(cfg.algorithm),
             parts=self.parts if reuse else None,
             model_key=self.model_key(cfg) if reuse else None,
+            variants=variants,
+            variant_setting=schedule.key or "",
         )
+
+    @staticmethod
+    def schedule(cfg: DictConfig) -> Schedule:
+        """The compression schedule of ``cfg`` (``schedule`` config group; ``Constant`` if the config has none)."""
+        return instantiate(cfg.schedule) if "schedule" in cfg else Constant()
+
+    @staticmethod
+    def encoder_variants(cfg: DictConfig, schedule: Schedule) -> dict[Any, dict[str, Any]]:
+        """The scheduled encoder for each value ``schedule`` can take: ``{4: {"aggregate_encoder": encoder}}``.
+
+        Each is instantiated from ``cfg`` with the setting changed, so the option's stages that refer to it
+        (``bits: ${...bits}``) change with it.
+        """
+        side, setting = str(schedule.side), str(schedule.setting)
+        variants = {}
+        for value in schedule.values:
+            changed = copy.deepcopy(cfg)
+            changed[side][setting] = value
+            variants[value] = {side: instantiate(changed[side])}
+        return variants
 
     def data(self, cfg: DictConfig) -> FederatedData:
         """The trial's data set, loaded once per data config when built processes are reused."""
@@ -140,18 +169,24 @@ class Workbench:
         def plain(node: Any) -> Any:
             return OmegaConf.to_container(node, resolve=True)
 
-        return OmegaConf.to_yaml(
-            {
-                "data": plain(cfg.data),
-                "model": plain(cfg.model),
-                "client_optimizer": cfg.client_optimizer._target_,
-                "server_optimizer": cfg.server_optimizer._target_,
-                "algorithm": plain(cfg.algorithm),
-                "broadcast_encoder": plain(cfg.broadcast_encoder),
-                "aggregate_encoder": plain(cfg.aggregate_encoder),
-                "eval_mode": cfg.eval.mode,
-            }
-        )
+        key = {
+            "data": plain(cfg.data),
+            "model": plain(cfg.model),
+            "client_optimizer": cfg.client_optimizer._target_,
+            "server_optimizer": cfg.server_optimizer._target_,
+            "algorithm": plain(cfg.algorithm),
+            "broadcast_encoder": plain(cfg.broadcast_encoder),
+            "aggregate_encoder": plain(cfg.aggregate_encoder),
+            "eval_mode": cfg.eval.mode,
+        }
+        schedule = OmegaConf.select(cfg, "schedule", default=None)
+        if schedule is not None and "side" in schedule:  # a process per value; the configured one never runs
+            side, setting, values = str(schedule.side), str(schedule.setting), list(schedule["values"])
+            built = copy.deepcopy(cfg[side])  # as built: with the first value (its stages refer to the setting)
+            built[setting] = values[0]
+            key[side] = plain(built)
+            key["schedule"] = {"setting": f"{side}.{setting}", "values": sorted(set(values), key=str)}
+        return OmegaConf.to_yaml(key)
 
     @staticmethod
     def model_key(cfg: DictConfig) -> str:
@@ -172,6 +207,7 @@ class Workbench:
             eval_every=cfg.eval.every,
             client_hparams=cls.optimizer_hparams(cfg.client_optimizer),
             server_hparams=cls.optimizer_hparams(cfg.server_optimizer),
+            schedule=cls.schedule(cfg),
         )
 
     def recycle_worker_if_grown(self, max_growth: float | None) -> bool:

@@ -12,7 +12,9 @@ each becomes a one-line ``ConfigError`` naming the key and what is allowed.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -28,6 +30,9 @@ from fl_sweeps.errors import ConfigError, first_line
 from fl_sweeps.validation import RULES, validate
 
 NO_OPTION = "none"  # a config group chosen as this has no keys to sample (``aggregate_encoder=none``)
+# Combinations of the options a sweep picks whose trial configs are checked before the study starts; beyond this
+# only the keys of each option are read.
+MAX_COMBINATIONS = 256
 
 
 @dataclass(frozen=True)
@@ -37,24 +42,42 @@ class SearchSpace:
     Attributes:
         distributions: Swept keys and the Optuna distribution each is sampled from.
         fixed: Keys every trial gets with the same value (as override text).
+        option_keys: The keys of each option of the config groups the sweep picks (group -> option -> keys);
+            a key its trial's option lacks is not sampled.
     """
 
     distributions: dict[str, BaseDistribution]
     fixed: dict[str, str]
+    option_keys: Mapping[str, Mapping[str, frozenset[str]]] = field(default_factory=dict)
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Sample one trial's values (``key -> value``, fixed keys included).
 
-        Config groups are sampled first; a key under a group chosen as ``none`` is not sampled for this trial
-        (``aggregate_encoder.bits`` when ``aggregate_encoder=none``), so it neither varies nor counts in Optuna.
+        Config groups are sampled first; a key the chosen option lacks is not sampled for this trial, nor passed
+        if fixed (``aggregate_encoder.bits`` when ``aggregate_encoder=none`` or ``topk``, ``schedule.patience``
+        when ``schedule=steps``), so it neither varies nor counts in Optuna.
         """
-        chosen: dict[str, Any] = dict(self.fixed)
-        for name, distribution in sorted(self.distributions.items(), key=lambda item: "." in item[0]):
-            group = name.split(".", 1)[0]
-            if "." in name and str(chosen.get(group)) == NO_OPTION:
-                continue
-            chosen[name] = suggest(trial, name, distribution)
+        chosen: dict[str, Any] = {name: value for name, value in self.fixed.items() if "." not in name}
+        groups_first = sorted(self.distributions.items(), key=lambda item: "." in item[0])
+        for name, distribution in groups_first:
+            if "." not in name:
+                chosen[name] = suggest(trial, name, distribution)
+        for name, value in self.fixed.items():
+            if "." in name and self._option_has(chosen, name):
+                chosen[name] = value
+        for name, distribution in groups_first:
+            if "." in name and self._option_has(chosen, name):
+                chosen[name] = suggest(trial, name, distribution)
         return chosen
+
+    def _option_has(self, chosen: Mapping[str, Any], name: str) -> bool:
+        """Whether the option chosen for ``name``'s group has ``name`` (True when the group is not picked here)."""
+        group, key = name.split(".", 1)
+        if group not in chosen:
+            return True
+        option = str(chosen[group])
+        keys = self.option_keys.get(group, {}).get(option)
+        return option != NO_OPTION if keys is None else key.split(".", 1)[0] in keys
 
 
 def parse_search_space(overrides: list[str]) -> SearchSpace:
@@ -155,7 +178,81 @@ def check_search_space(overrides: list[str], config: DictConfig, config_loader: 
     for key, values in candidates.items():
         for value in values:
             _check_value(key, value, task_config, config_loader, groups, swept_groups)
-    return space
+    picks = {key: [str(value) for value in values] for key, values in candidates.items() if key in groups}
+    if not any(len(options) > 1 for options in picks.values()):
+        return space  # the base config holds the groups' options: preflight checked it
+    fixed = {key: value for key, value in fixed_values.items() if key not in groups}
+    return replace(space, option_keys=_check_combinations(picks, fixed, config, config_loader))
+
+
+def _check_combinations(
+    picks: dict[str, list[str]], fixed: dict[str, Any], config: DictConfig, config_loader: Any
+) -> dict[str, dict[str, frozenset[str]]]:
+    """Validate the trial config of each combination of the options the sweep picks (``picks``: group -> options)
+    with the ``fixed`` values its options have; return each option's keys.
+
+    Options of different groups may not fit together (a schedule of ``aggregate_encoder.bits`` with
+    ``aggregate_encoder=none``): that stops the sweep here, not in each trial. Hydra composes one config per
+    option (the i-th option of every group); a combination takes each group's node from the config that holds its
+    option (composed whole when an overlay such as ``experiment`` varies). Beyond ``MAX_COMBINATIONS``
+    combinations only the keys are read.
+
+    Raises:
+        ConfigError: A combination's config is invalid (the message ends with the options picked).
+    """
+    width = max(len(options) for options in picks.values())
+    composed = []
+    for i in range(width):
+        combination = {group: options[min(i, len(options) - 1)] for group, options in picks.items()}
+        composed.append(_compose(config_loader, config, combination))
+    nodes: dict[str, dict[str, Any]] = {group: {} for group in picks}
+    for i, trial_config in enumerate(composed):
+        for group, options in picks.items():
+            # None for an overlay (``@package _global_``): it has no node of its own
+            nodes[group][options[min(i, len(options) - 1)]] = OmegaConf.select(trial_config, group)
+    keys = {
+        group: {option: frozenset(node) if isinstance(node, DictConfig) else frozenset() for option, node in by.items()}
+        for group, by in nodes.items()
+    }
+    varied = [group for group, options in picks.items() if len(options) > 1]
+    transplant = all(isinstance(node, DictConfig) for group in varied for node in nodes[group].values())
+    combinations = [dict(zip(picks, c, strict=True)) for c in itertools.product(*picks.values())]
+    if len(combinations) > MAX_COMBINATIONS:
+        return keys
+    for combination in combinations:
+        if transplant:
+            trial_config = copy.deepcopy(composed[0])
+            for group in varied:
+                trial_config[group] = nodes[group][combination[group]]
+        else:
+            trial_config = _compose(config_loader, config, combination)
+        picked = " ".join(f"{group}={option}" for group, option in combination.items())
+        try:
+            for key, value in fixed.items():
+                if OmegaConf.select(trial_config, key, default=_ABSENT) is not _ABSENT:
+                    OmegaConf.update(trial_config, key, value, merge=True)
+            validate(trial_config)
+        except ConfigError as error:
+            raise ConfigError(f"{error} (when the sweep picks {picked})") from None
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"{first_line(error)} (when the sweep picks {picked})") from None
+    return keys
+
+
+def _compose(config_loader: Any, config: DictConfig, combination: Mapping[str, str]) -> DictConfig:
+    """The job config (without Hydra's node) Hydra composes for a trial with these options, as its launcher does.
+
+    Raises:
+        ConfigError: The options do not compose.
+    """
+    chosen = [f"{group}={option}" for group, option in combination.items()]
+    try:
+        trial_config = config_loader.load_sweep_config(config, chosen)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(f"{first_line(error)} (when the sweep picks {' '.join(chosen)})") from None
+    with open_dict(trial_config):
+        trial_config.pop("hydra", None)
+    return trial_config
 
 
 def _candidates(distribution: BaseDistribution) -> list[Any]:

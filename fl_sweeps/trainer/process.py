@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import copy
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ from fl_sweeps.compression.delta_broadcast import CHANGE_MESSAGE_KEY, FULL_MODEL
 from fl_sweeps.compression.encoders import NoCompression
 from fl_sweeps.compression.measure import DOWN_KEY
 from fl_sweeps.data.federated_data import FederatedData
+from fl_sweeps.errors import ConfigError
 from fl_sweeps.trainer.client_states import ClientStates
 from fl_sweeps.trainer.settings import RunSettings
 
@@ -38,6 +39,9 @@ class BuiltProcess:
         num_parameters: Values in the model's weights.
         parts: Store of built parts shared with other processes (None: nothing shared).
         model_key: What ``model_builder`` builds on this data; parts that depend on the model are shared by it.
+        variants: The process for each value of a scheduled setting (None: the process as built), all with the
+            same state; ``select`` picks the one the next rounds run.
+        variant_bits: ``bits_per_client`` of each of them.
     """
 
     def __init__(
@@ -52,6 +56,8 @@ class BuiltProcess:
         algorithm: Callable[..., Any] | None = None,
         parts: BuiltParts | None = None,
         model_key: Hashable | None = None,
+        variants: Mapping[Any, Mapping[str, NoCompression]] | None = None,
+        variant_setting: str = "",
     ) -> None:
         """Builds the process.
 
@@ -60,6 +66,12 @@ class BuiltProcess:
         ``parts``, ``model_key``); ``None`` is ``algorithm=fedavg``, TFF's own FedAvg. ``parts`` keeps the built
         parts of processes (client work, encoded broadcast and aggregation, server update) for later trials, and
         ``model_key`` names what ``model_builder`` builds on this data, so parts are reused only for the same model.
+        ``variants`` maps each value of a compression schedule's setting ``variant_setting``
+        (``aggregate_encoder.bits``) to the encoders that differ for it (``{"aggregate_encoder": encoder}``): one
+        process is built for each, through the same builder and ``parts``, so they share what they have in common.
+
+        Raises:
+            ConfigError: A variant's process keeps another state than the process built with the given encoders.
         """
         import tensorflow as tf
         import tensorflow_federated as tff
@@ -104,6 +116,26 @@ class BuiltProcess:
             aggregate_encoder=aggregate_encoder,
         )
         self.num_parameters = int(sum(t.num_elements for t in trainable + non_trainable))
+        base = {"broadcast_encoder": broadcast_encoder, "aggregate_encoder": aggregate_encoder}
+        self.variants: dict[Any, Any] = {None: self.process}
+        self.variant_bits: dict[Any, BitsPerClient] = {None: self.bits_per_client}
+        for value, encoders in (variants or {}).items():  # a compression schedule's processes, one per value
+            chosen = {**base, **encoders}
+            process = self.process
+            if chosen != base:  # the same builder and arguments as above, with this value's encoders
+                process = (algorithm or build_compressed_fed_avg)(
+                    model_fn=model_fn,
+                    client_optimizer=client_optimizer,
+                    server_optimizer=server_optimizer,
+                    **chosen,
+                    parts=parts,
+                    model_key=model_key,
+                )
+            check_same_state(self.process, process, f"{variant_setting}={value}")
+            self.variants[value] = process
+            self.variant_bits[value] = bits_per_client(
+                model_tensors=trainable + non_trainable, update_tensors=trainable, **chosen
+            )
         self._initial_state: Any = None
         self._seeded_state: tuple[int, Any] | None = None  # (seed, initial state with the seed's weights)
         self._hparams: Any = None
@@ -156,6 +188,17 @@ class BuiltProcess:
             )
         return output
 
+    def select(self, value: Any) -> None:
+        """Run the next rounds with the process built for ``value`` of the scheduled setting (None: as built).
+
+        Raises:
+            ValueError: No process was built for ``value``.
+        """
+        if value not in self.variants:
+            built = ", ".join(str(v) for v in self.variants if v is not None) or "none"
+            raise ValueError(f"no process was built for the scheduled value {value!r} (built: {built})")
+        self.process = self.variants[value]
+
     def initial_state(self, settings: RunSettings) -> Any:
         """The process's initial state: weights drawn from ``settings.seed`` (same seed, same start) and the
         optimizer hyperparameters of ``settings``.
@@ -207,6 +250,26 @@ class BuiltProcess:
         """
         weights = getattr(state, "global_model_weights", None)
         return weights if weights is not None else self.process.get_model_weights(state)
+
+
+def check_same_state(process: Any, variant: Any, setting: str) -> None:
+    """Raise ``ConfigError`` unless ``variant`` keeps the same state as ``process`` (so a round of either can
+    follow a round of the other): equal types of the initial state and of ``next``'s parameters.
+
+    Args:
+        process: The process built with the configured encoders.
+        variant: The process built with a scheduled setting's other value.
+        setting: That value, as ``<side>.<setting>=<value>``.
+    """
+    same = (
+        process.initialize.type_signature == variant.initialize.type_signature
+        and process.next.type_signature.parameter == variant.next.type_signature.parameter
+    )
+    if not same:
+        raise ConfigError(
+            f"schedule: {setting} is not allowed: its TFF process keeps another state than the others, so the "
+            "rounds cannot switch between them; schedule another setting or use schedule=constant"
+        )
 
 
 def _tensor_info(tensor_type: Any) -> TensorInfo:

@@ -68,11 +68,21 @@ class FederatedTrial:
         """(loss, accuracy) of the state's model on all clients' held-out examples, by this trial's evaluator."""
         return self.evaluator.evaluate(self.model_weights(state))
 
+    def planned_bits(self, settings: RunSettings) -> int:
+        """The bits a run with ``settings`` communicates if it runs to the end, each round with the value its
+        schedule plans before any round has run (``Schedule.planned``)."""
+        clients = settings.training.clients_per_round
+        return sum(
+            self.built.variant_bits[settings.schedule.planned(round_num)].for_clients(clients).total
+            for round_num in range(1, settings.training.rounds + 1)
+        )
+
     def run(self, settings: RunSettings) -> Iterator[RoundRecord]:
         """Train for ``settings.training.rounds`` rounds, yielding a record after each.
 
         Clients are sampled without replacement from a generator seeded with ``settings.seed``; evaluation runs
-        every ``settings.eval_every`` rounds and after the last round. Clients start the run with no state.
+        every ``settings.eval_every`` rounds and after the last round. Clients start the run with no state. Each
+        round runs the process built for the value ``settings.schedule`` gives it from the records before it.
 
         Raises:
             DivergedError: The loss, the averaged update or the weights stopped being finite.
@@ -83,8 +93,11 @@ class FederatedTrial:
         client_ids_all = self.data.client_ids
         cumulative = 0
         rounds = settings.training.rounds
+        history: list[RoundRecord] = []
         for round_num in range(1, rounds + 1):
             started = time.perf_counter()
+            scheduled = settings.schedule.value(round_num, history)
+            self.built.select(scheduled)
             chosen = rng.choice(len(client_ids_all), size=settings.training.clients_per_round, replace=False)
             client_ids = [client_ids_all[i] for i in sorted(chosen)]
             output = self.built.next(state, client_ids, round_num, settings, self.client_states)
@@ -98,7 +111,7 @@ class FederatedTrial:
                 eval_loss, eval_accuracy = self.evaluator.evaluate(weights)
             bits = round_bits(output.metrics)  # measured from the round's messages
             cumulative += bits.total
-            yield RoundRecord(
+            record = RoundRecord(
                 round=round_num,
                 train_loss=loss,
                 train_accuracy=accuracy,
@@ -109,7 +122,10 @@ class FederatedTrial:
                 cumulative_bits=cumulative,
                 seconds=time.perf_counter() - started,
                 client_state_bytes=self.client_states.nbytes() or None,
+                scheduled={} if scheduled is None else {settings.schedule.key: scheduled},
             )
+            history.append(record)
+            yield record
         self.final_state = state
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from fl_sweeps.compression.schedules import Constant, Schedule
+
 
 @dataclass(frozen=True)
 class TrainingSettings:
@@ -39,6 +41,8 @@ class RunSettings:
         client_hparams: Client optimizer hyperparameters by TFF name (``learning_rate``, ``momentum``, ...); those
             not given keep the values the optimizer was built with.
         server_hparams: Server optimizer hyperparameters by TFF name.
+        schedule: The compression schedule: the value of one encoder setting in each round (the built trial holds
+            a process for each value it can take).
     """
 
     training: TrainingSettings
@@ -46,3 +50,4 @@ class RunSettings:
     eval_every: int
     client_hparams: Mapping[str, float] = field(default_factory=dict)
     server_hparams: Mapping[str, float] = field(default_factory=dict)
+    schedule: Schedule = field(default_factory=Constant)
