@@ -44,6 +44,8 @@ def settings_text(node: Mapping[str, Any]) -> str:
         value = node[key]
         if key in (*HYDRA_KEYS, "name", "stages") or value is None or isinstance(value, (Mapping, list, tuple)):
             continue
+        if key == "error_feedback_rule" and not node.get("error_feedback"):
+            continue  # the rule of a switch that is off
         if key == "bits":
             words.append(f"{value}-bit")
         elif key == "threshold":

@@ -28,6 +28,13 @@ class Rounding(StrEnum):
     stochastic = "stochastic"
 
 
+class FeedbackRule(StrEnum):
+    """``aggregate_encoder.error_feedback_rule``: what a client keeps (``fl_sweeps.compression.error_feedback``)."""
+
+    ef14 = "ef14"
+    ef21 = "ef21"
+
+
 class Partition(StrEnum):
     """How a data set is split into clients (``fl_sweeps.data.partition``)."""
 
@@ -286,12 +293,12 @@ COMPRESSOR_SCHEMAS: dict[str, type] = {
 }
 
 
-def _with_side_key(schemas: dict[str, type], key: str, side: str) -> dict[str, type]:
-    """The option schemas of one side, each with that side's stateful-compression switch ``key`` (a bool):
-    ``error_feedback`` for the aggregation, ``delta`` for the broadcast (issue 19)."""
+def _with_side_keys(schemas: dict[str, type], keys: list[tuple[str, type]], side: str) -> dict[str, type]:
+    """The option schemas of one side, each with that side's stateful-compression ``keys``: ``error_feedback`` and
+    its rule for the aggregation, ``delta`` for the broadcast (issue 19)."""
+    fields = [(key, type_, field(default=MISSING)) for key, type_ in keys]
     return {
-        name: make_dataclass(f"{side}{schema.__name__}", [(key, bool, field(default=MISSING))], bases=(schema,))
-        for name, schema in schemas.items()
+        name: make_dataclass(f"{side}{schema.__name__}", fields, bases=(schema,)) for name, schema in schemas.items()
     }
 
 
@@ -337,8 +344,10 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "client_optimizer": {"sgd": SgdConfig, "sgdm": SgdmConfig, "adam": AdamConfig},
     "server_optimizer": {"sgd": SgdConfig, "sgdm": SgdmConfig, "adam": AdamConfig},
     "algorithm": {"fedavg": FedAvgConfig, "fedavg_core": FedAvgCoreConfig},
-    "broadcast_encoder": _with_side_key(ENCODER_SCHEMAS, "delta", "Broadcast"),
-    "aggregate_encoder": _with_side_key(ENCODER_SCHEMAS, "error_feedback", "Aggregate"),
+    "broadcast_encoder": _with_side_keys(ENCODER_SCHEMAS, [("delta", bool)], "Broadcast"),
+    "aggregate_encoder": _with_side_keys(
+        ENCODER_SCHEMAS, [("error_feedback", bool), ("error_feedback_rule", FeedbackRule)], "Aggregate"
+    ),
     "schedule": {"constant": ConstantScheduleConfig, "steps": StepsScheduleConfig, "plateau": PlateauScheduleConfig},
 }
 

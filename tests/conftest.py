@@ -29,7 +29,7 @@ IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 AGGREGATE_OPTIONS = (
     "drive, hadamard, none, nonuniform, qsgd, randk, rotated_topk, sign, terngrad, topk, topk_uniform, uniform"
 )
-UNIFORM_KEYS = "name, stages, threshold, entropy_coding, bits, rounding, error_feedback"
+UNIFORM_KEYS = "name, stages, threshold, entropy_coding, bits, rounding, error_feedback, error_feedback_rule"
 
 # Every process this test session starts (CLI subprocesses, their TFF workers) inherits this marker, so the leak
 # checks below see only workers of this session, not those of anything else running on the machine.

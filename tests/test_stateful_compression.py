@@ -40,9 +40,15 @@ FEEDBACK = {
 
 
 @functools.cache
-def _feedback_trial(compose_config, name: str):
+def _feedback_trial(compose_config, name: str, rule: str = "ef14"):
     cfg = compose_config(
-        [*ONE_CLIENT, *FEEDBACK[name], "aggregate_encoder.threshold=0", "aggregate_encoder.error_feedback=true"]
+        [
+            *ONE_CLIENT,
+            *FEEDBACK[name],
+            "aggregate_encoder.threshold=0",
+            "aggregate_encoder.error_feedback=true",
+            f"aggregate_encoder.error_feedback_rule={rule}",
+        ]
     )
     return cfg, build_trial(cfg)
 
@@ -57,37 +63,58 @@ def _flat(weights) -> np.ndarray:
     return np.concatenate([np.ravel(w) for w in weights])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(FEEDBACK))
-def test_what_a_client_sent_plus_its_residual_is_what_it_would_have_sent(compose_config, tff_worker, name):
-    cfg, trial = _feedback_trial(compose_config, name)
+def _rounds_with_plain_updates(compose_config, trial, cfg):
+    """Run ``trial`` one client a round; yield (client, what the server added, the client's uncompressed update,
+    its state before, its state after), the update from an uncompressed process on the same model, data and round."""
     reference = _uncompressed_trial(compose_config)
     settings = run_settings(cfg)
     built, states = trial.built, ClientStates()
     state = built.initial_state(settings)
     rng = np.random.default_rng(0)
-    sent: dict[str, np.ndarray] = {}
-    uncompressed: dict[str, np.ndarray] = {}
     for round_num in range(1, settings.training.rounds + 1):
         client = [str(rng.choice(trial.data.client_ids))]
+        held = states.get(client[0])
+        state_before = None if held is None else _flat(held.residual)
         before = built.model_weights(state)
         output = built.next(state, client, round_num, settings, states)
-        after = built.model_weights(output.state)
-        # The same client's update without compression, from the same model, data and round.
         plain_state = reference.built.process.set_model_weights(reference.built.initial_state(settings), before)
         plain = reference.built.next(plain_state, client, round_num, settings, ClientStates())
-        plain_after = reference.built.model_weights(plain.state)
         start = _flat(before.trainable)
-        sent[client[0]] = sent.get(client[0], 0) + start - _flat(after.trainable)
-        uncompressed[client[0]] = uncompressed.get(client[0], 0) + start - _flat(plain_after.trainable)
+        added = start - _flat(built.model_weights(output.state).trainable)
+        update = start - _flat(reference.built.model_weights(plain.state).trainable)
+        yield client[0], added, update, state_before, _flat(states[client[0]].residual)
         state = output.state
-    assert set(states) == set(sent), "only clients that took part keep state"
+    assert set(states) <= set(trial.data.client_ids)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FEEDBACK))
+def test_what_a_client_sent_plus_its_residual_is_what_it_would_have_sent(compose_config, tff_worker, name):
+    cfg, trial = _feedback_trial(compose_config, name)
+    sent: dict[str, np.ndarray] = {}
+    uncompressed: dict[str, np.ndarray] = {}
+    residuals: dict[str, np.ndarray] = {}
+    for client, added, update, _, residual in _rounds_with_plain_updates(compose_config, trial, cfg):
+        sent[client] = sent.get(client, 0) + added
+        uncompressed[client] = uncompressed.get(client, 0) + update
+        residuals[client] = residual
     for client, total in uncompressed.items():
-        residual = _flat(states[client].residual)
-        assert np.abs(residual).max() > 0, "the compressor dropped something"
-        np.testing.assert_allclose(sent[client] + residual, total, rtol=1e-4, atol=1e-5)
+        assert np.abs(residuals[client]).max() > 0, "the compressor dropped something"
+        np.testing.assert_allclose(sent[client] + residuals[client], total, rtol=1e-4, atol=1e-5)
         # Without the residual the messages miss part of the updates: feedback is what closes the gap.
         assert np.abs(sent[client] - total).max() > 10 * 1e-5
+
+
+@pytest.mark.slow
+def test_ef21_the_server_adds_the_clients_estimate_and_each_round_brings_it_closer(compose_config, tff_worker):
+    cfg, trial = _feedback_trial(compose_config, "topk", "ef21")
+    rounds = list(_rounds_with_plain_updates(compose_config, trial, cfg))
+    for _client, added, update, estimate_before, estimate in rounds:
+        np.testing.assert_allclose(added, estimate, rtol=1e-4, atol=1e-6)  # what the server added is g'
+        previous = np.zeros_like(update) if estimate_before is None else estimate_before
+        # Top-k of u - g keeps its largest part, so g' = g + topk(u - g) is nearer u than g was.
+        assert np.linalg.norm(update - estimate) < np.linalg.norm(update - previous)
+    assert len({client for client, *_ in rounds}) < len(rounds), "some client took part twice"
 
 
 @pytest.mark.slow

@@ -19,14 +19,17 @@ class NoCompression:
 
     Attributes:
         name: The option's name (for tables and messages).
-        error_feedback: Aggregation only: each client adds what its last compressed update did not carry to its next
-            one (``fl_sweeps.compression.error_feedback``); not allowed for ``none``.
+        error_feedback: Aggregation only: clients keep state that makes up for what compression drops
+            (``fl_sweeps.compression.error_feedback``); not allowed for ``none``.
+        error_feedback_rule: Aggregation only: ``ef14`` (a residual added to the next update) or ``ef21`` (the
+            client sends the compressed difference between its update and its last estimate of it).
         delta: Broadcast only: send the compressed change of the global model, not the model
             (``fl_sweeps.compression.delta_broadcast``).
     """
 
     name: str = "none"
     error_feedback: bool = False
+    error_feedback_rule: str = "ef14"
     delta: bool = False
 
     def compresses(self, num_elements: int, is_float: bool) -> bool:

@@ -1,11 +1,18 @@
-"""``aggregate_encoder.error_feedback=true``: each client adds what compression dropped to its next update.
+"""``aggregate_encoder.error_feedback=true``: clients keep state that makes up for what compression drops.
 
-A client keeps a residual ``e`` (zeros before its first round). When sampled, it compresses ``u + e`` (its update
-plus the residual), sends the message, and keeps ``e' = u + e - decode(message)``: so over the rounds it takes part
-in, what it sent plus its residual is exactly what it would have sent uncompressed (EF-SGD, Karimireddy et al. 2019;
-the residual accumulation of STC, Sattler et al. 2019). The residual is client state: it lives in the trainer's
-``ClientStates`` by client id, travels into the round with the client's data and comes back with the round's
-output (``fl_sweeps.algorithms.fedavg_core``), and is empty at the start of every run.
+Two rules (``aggregate_encoder.error_feedback_rule``), each a client step ``(update u, state s) -> (sent, new s)``:
+
+- ``ef14``: ``s`` is a residual ``e`` (zeros before the client's first round). The client compresses ``u + e``,
+  sends it, and keeps ``e' = u + e - decode(message)``: over the rounds it takes part in, what it sent plus its
+  residual is exactly what it would have sent uncompressed (Seide et al. 2014; EF-SGD, Karimireddy et al. 2019;
+  STC's residual, Sattler et al. 2019).
+- ``ef21``: ``s`` is the client's estimate ``g`` of its update, which the server holds too (zeros at first). The
+  client sends the compressed difference ``u - g``; both sides set ``g' = g + decode(message)``, and ``g'`` is what
+  the server adds into the mean (EF21, Richtárik et al. 2021). The server's copy never travels: in the simulation
+  the client computes ``g'`` for it, which is the same value.
+
+The state lives in the trainer's ``ClientStates`` by client id, travels into the round with the client's data and
+comes back with the round's output (``fl_sweeps.algorithms.fedavg_core``), and is empty at the start of every run.
 
 Each tensor is encoded by a tensor_encoding ``SimpleEncoder``, whose message carries all its decoder needs (seeds
 included), so the client decodes its own message exactly as the server does, and the bits counted are those of the
@@ -24,10 +31,11 @@ from fl_sweeps.tff_runtime.autograph_rules import trace_tensor_encoding_without_
 
 
 def build_error_feedback_step(*, update_type: Any, encoder: NoCompression, tensor_encoders: Any = None) -> Any:
-    """A TFF computation ``(update, residual) -> (sent, new residual, message bits)`` run at each client.
+    """A TFF computation ``(update, state) -> (sent, new state, message bits)`` run at each client.
 
-    ``sent`` is the decoded message (what the server adds into the mean), ``new residual`` is
-    ``update + residual - sent``, and ``message bits`` the encoded message's size as sent (``message_bits``).
+    ``sent`` is what the server adds into the mean, ``new state`` what the client keeps (the rule
+    ``encoder.error_feedback_rule`` decides both), and ``message bits`` the encoded message's size as sent
+    (``message_bits``).
 
     Args:
         update_type: Non-federated TFF type of the model update (the trainable weights).
@@ -51,13 +59,28 @@ def build_error_feedback_step(*, update_type: Any, encoder: NoCompression, tenso
             "keeps state across rounds"
         )
 
-    @tff.tensorflow.computation(update_type, update_type)
-    def compress_with_feedback(update, residual):
-        corrected = tf.nest.map_structure(tf.add, update, residual)
+    def round_trip(value: Any) -> tuple[Any, Any]:
+        """(message, what it decodes to) of ``value``."""
         message = tuple(
-            e.encode(x, e.initial_state())[0] for e, x in zip(encoders, tf.nest.flatten(corrected), strict=True)
+            e.encode(x, e.initial_state())[0] for e, x in zip(encoders, tf.nest.flatten(value), strict=True)
         )
-        sent = tf.nest.pack_sequence_as(specs, [e.decode(m) for e, m in zip(encoders, message, strict=True)])
-        return sent, tf.nest.map_structure(tf.subtract, corrected, sent), message_bits(message)
+        return message, tf.nest.pack_sequence_as(specs, [e.decode(m) for e, m in zip(encoders, message, strict=True)])
+
+    def ef14(update: Any, residual: Any) -> tuple[Any, Any, Any]:
+        corrected = tf.nest.map_structure(tf.add, update, residual)
+        message, sent = round_trip(corrected)
+        return sent, tf.nest.map_structure(tf.subtract, corrected, sent), message
+
+    def ef21(update: Any, estimate: Any) -> tuple[Any, Any, Any]:
+        message, change = round_trip(tf.nest.map_structure(tf.subtract, update, estimate))
+        sent = tf.nest.map_structure(tf.add, estimate, change)
+        return sent, sent, message
+
+    rule = {"ef14": ef14, "ef21": ef21}[str(encoder.error_feedback_rule)]
+
+    @tff.tensorflow.computation(update_type, update_type)
+    def compress_with_feedback(update, state):
+        sent, new_state, message = rule(update, state)
+        return sent, new_state, message_bits(message)
 
     return compress_with_feedback
