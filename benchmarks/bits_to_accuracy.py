@@ -19,7 +19,10 @@ decides a first crossing). A variant stops at its first round at the highest tar
 the highest target both reached last.
 
     uv run python benchmarks/bits_to_accuracy.py --dataset mnist --c "broadcast_encoder=uniform ..." \
-        [--epochs 1 --batch 50 --lr 0.1] [--max-rounds 300] [--deadline-minutes 60]
+        [--epochs 1 --batch 50 --lr 0.1] [--max-rounds 300] [--deadline-minutes 60] [--seed 1] [--stem NAME]
+
+``--stem`` writes to ``results/<stem>.*`` instead (rows already there for other variants are kept, so a new
+variant c can be compared with an earlier a).
 """
 
 from __future__ import annotations
@@ -181,19 +184,23 @@ def main() -> None:
     parser.add_argument("--variants", default="a-none,b-agg8,c-sweep", help="comma-separated subset")
     parser.add_argument("--summarize", action="store_true", help="only rebuild summary and plot from the JSON lines")
     parser.add_argument("--targets", default=None, help="comma-separated accuracies (default: the issue's)")
+    parser.add_argument("--seed", type=int, default=None, help="the trials' seed (default: the config's)")
+    parser.add_argument("--stem", default=None, help="results file stem (default: bits_<dataset>)")
     args = parser.parse_args()
 
     data_overrides, folder, targets = DATASETS[args.dataset]
     if args.targets:
         targets = tuple(sorted(float(t) for t in args.targets.split(",")))
-    stem = f"bits_{args.dataset}"
+    stem = args.stem or f"bits_{args.dataset}"
     rows_path = RESULTS / f"{stem}.jsonl"
     meta = {
         "setting": f"{PARTITIONS[args.dataset]}, 10 clients/round, FedAvg CNN, E={args.epochs}, B={args.batch}, "
         f"lr={args.lr}",
         "c_overrides": args.c,
         "command": "uv run python benchmarks/bits_to_accuracy.py "
-        + f'--dataset {args.dataset} --epochs {args.epochs} --batch {args.batch} --lr {args.lr} --c "{args.c}"',
+        + f'--dataset {args.dataset} --epochs {args.epochs} --batch {args.batch} --lr {args.lr} --c "{args.c}"'
+        + ("" if args.seed is None else f" --seed {args.seed}")
+        + ("" if args.stem is None else f" --stem {args.stem}"),
     }
     if args.summarize:
         report(read_rows(rows_path), targets, meta, stem)
@@ -216,6 +223,7 @@ def main() -> None:
         "training.shuffle_buffer=600",
         f"eval.every={args.eval_every}",
         "reuse_built_process=false",
+        *([] if args.seed is None else [f"seed={args.seed}"]),
     ]
     variants = {**VARIANTS, "c-sweep": args.c.split()}
     names = args.variants.split(",")

@@ -58,27 +58,33 @@ def postgres_databases() -> Iterator[tuple[str, str, str]]:
         admin.close()
 
 
-def test_three_workers_share_one_study(tmp_path, postgres_databases):
-    optuna_url, mlflow_url, password = postgres_databases
-    before = worker_pids()
-    # The URLs come from the environment, as on a cluster: never on the command line.
+def _run_workers(tmp_path: Path, optuna_url: str, mlflow_url: str, count: int, *overrides: str) -> list[str]:
+    """Run ``count`` ``fl-sweep --multirun`` workers at once on the study, the stores' URLs from the environment (as
+    on a cluster: never on the command line); assert each exits 0 and return their outputs."""
     env = {**os.environ, "FL_SWEEPS_OPTUNA_STORAGE": optuna_url, "FL_SWEEPS_TRACKING_URI": mlflow_url}
     args = [
         FL_SWEEP,
         "--multirun",
         f"hydra.sweeper.study_name={STUDY}",
-        f"hydra.sweeper.n_trials={N_TRIALS}",
         "hydra.sweeper.params={client_optimizer.lr: 'tag(log, interval(0.05, 0.5))'}",
         "hydra/sweeper/pruner=none",
         *TINY,
+        *overrides,
     ]
     workers = [
         subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for _ in range(3)
+        for _ in range(count)
     ]
-    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    outputs = [worker.communicate(timeout=900)[0] for worker in workers]
     for worker, output in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, output[-3000:]
+    return outputs
+
+
+def test_three_workers_share_one_study(tmp_path, postgres_databases):
+    optuna_url, mlflow_url, password = postgres_databases
+    before = worker_pids()
+    outputs = _run_workers(tmp_path, optuna_url, mlflow_url, 3, f"hydra.sweeper.n_trials={N_TRIALS}")
 
     study = optuna.load_study(study_name=STUDY, storage=optuna_url)
     finished = sorted(t.number for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
@@ -108,4 +114,42 @@ def test_three_workers_share_one_study(tmp_path, postgres_databases):
     assert any(p.name == "config.yaml" and "mlruns" in p.parts for p in written)  # the artifacts are among them
     assert not [p for p in written if password.encode() in p.read_bytes()]
     assert not [output for output in outputs if password in output]
+    assert worker_pids() <= before
+
+
+def test_two_workers_with_repeats_run_each_repeat_once(tmp_path, postgres_databases):
+    """Repeats over seeds with separate worker processes on one PostgreSQL study: every configuration gets each of
+    its seeds once (no worker runs another's repeat), and Optuna is told their means."""
+    import statistics
+
+    optuna_url, mlflow_url, _ = postgres_databases
+    before = worker_pids()
+    trials = 4
+    _run_workers(
+        tmp_path,
+        optuna_url,
+        mlflow_url,
+        2,
+        f"hydra.sweeper.n_trials={trials}",
+        "hydra.sweeper.repeats=2",
+        "hydra.sweeper.centralized_reference=false",
+    )
+
+    study = optuna.load_study(study_name=STUDY, storage=optuna_url)
+    complete = {t.number: t for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert sorted(complete) == list(range(trials))
+    client = MlflowClient(tracking_uri=mlflow_url)
+    runs = client.search_runs([client.get_experiment_by_name("fl-sweeps").experiment_id], max_results=1000)
+    configurations = {
+        int(r.data.tags["optuna.trial_number"]): r for r in runs if r.data.tags.get("fl_sweeps.role") == "configuration"
+    }
+    assert sorted(configurations) == list(range(trials))
+    for number, trial in complete.items():
+        repeats = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == configurations[number].info.run_id]
+        assert sorted(r.data.tags["fl_sweeps.repeat"] for r in repeats) == ["0", "1"]  # each seed once
+        assert sorted(r.data.params["seed"] for r in repeats) == ["0", "1"]
+        assert all(r.info.status == "FINISHED" for r in repeats)
+        assert trial.values[0] == pytest.approx(
+            statistics.fmean(r.data.metrics["final/eval_accuracy"] for r in repeats)
+        )
     assert worker_pids() <= before

@@ -76,6 +76,7 @@ CENTRALIZED_METRIC = "reference/centralized_eval_accuracy"  # the same, on the s
 # the job overrides that Hydra logs and saves; launchers on other hosts need it set in the job's environment.
 STORAGE_ENV = "FL_SWEEPS_OPTUNA_STORAGE"
 OPEN_RETRIES = 6
+GRID_SAMPLERS = (optuna.samplers.GridSampler, optuna.samplers.BruteForceSampler)  # stop the study when done
 
 
 def _say(message: str) -> None:
@@ -140,6 +141,7 @@ class ParetoSweep:
         centralized_reference: bool = True,
     ) -> None:
         self.sampler_config, self.pruner_config = sampler, pruner
+        self.sampler_done = False  # a grid sampler has visited every point (``_tell_study``)
         self.directions, self.metric_names = list(direction), list(metric_names)
         self.storage_url, self.study_name = storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
@@ -283,7 +285,7 @@ class ParetoSweep:
         status = "FAILED"
         waiting_said = False
         try:
-            while True:
+            while not self.sampler_done:
                 if (to_go := self.n_trials - self._trials_counted(study)) <= 0:
                     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                     if not running:
@@ -313,9 +315,11 @@ class ParetoSweep:
             status = "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
             raise
         finally:
+            running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
             for trial in open_trials:  # interrupted mid-batch: leave nothing RUNNING
-                trial.set_user_attr(INTERRUPTED_ATTR, True)
-                study.tell(trial, state=TrialState.FAIL)
+                if trial.number in running:
+                    trial.set_user_attr(INTERRUPTED_ATTR, True)
+                    study.tell(trial, state=TrialState.FAIL)
             write_pareto_front(
                 study,
                 sweep_dir=Path(self.config.hydra.sweep.dir),
@@ -461,18 +465,32 @@ class ParetoSweep:
             attrs = opened.storage.get_trial(opened.trial_id(trial)).user_attrs
             round_num = getattr(outcome, "round", None)
             _say(f"trial {trial.number} pruned at round {round_num}: {attrs.get(PRUNED_BECAUSE_ATTR, 'by the pruner')}")
-            study.tell(trial, state=TrialState.PRUNED)
+            self._tell_study(study, trial, state=TrialState.PRUNED)
             return "pruned"
         if isinstance(outcome, BaseException):
             trial.set_user_attr(FAILURE_ATTR, f"{type(outcome).__name__}: {outcome}"[:1000])
-            study.tell(trial, state=TrialState.FAIL)
+            self._tell_study(study, trial, state=TrialState.FAIL)
             log.warning(f"trial {trial.number} failed: {type(outcome).__name__}: {outcome}")
             return "failed"
         means, _ = summarize(outcome, self.metric_names)
         if self.repeats > 1:
             trial.set_user_attr(REPEATS_ATTR, outcome)
-        study.tell(trial, values=means)
+        self._tell_study(study, trial, values=means)
         return "complete"
+
+    def _tell_study(self, study: optuna.Study, trial: optuna.Trial, **outcome: Any) -> None:
+        """``study.tell``, letting a grid sampler end its grid.
+
+        ``GridSampler`` and ``BruteForceSampler`` call ``study.stop()`` once every point was visited, which Optuna
+        allows only inside ``optimize`` (a ``RuntimeError`` with ask and tell). Optuna has stored the trial by then
+        (``tell`` stores it in a ``finally``), so the sweep notes that the sampler is done and ends.
+        """
+        try:
+            study.tell(trial, **outcome)
+        except RuntimeError:
+            if not isinstance(study.sampler, GRID_SAMPLERS):
+                raise
+            self.sampler_done = True
 
     def _end_configuration_run(self, run_id: str, values: list[list[float]], ended: str) -> None:
         """End the MLflow run of a configuration with its repeats' summary (when they all completed)."""
