@@ -203,6 +203,7 @@ def test_delta_broadcast_costs_the_changes_when_every_client_is_sampled_every_ro
     again = list(trial.run(run_settings(cfg)))
     assert [dataclasses.replace(r, seconds=0) for r in records] == [dataclasses.replace(a, seconds=0) for a in again]
     assert records[0].broadcast_bits == 3 * 32 * trial.num_parameters  # round 1: the model itself, whole
+    assert trial.bits_per_client.broadcast == 32 * trial.num_parameters  # planned: the most a client can cost
     later = [r.broadcast_bits for r in records[1:]]
     assert all(0 < bits < records[0].broadcast_bits / 8 for bits in later)  # 2-bit changes of every tensor
 

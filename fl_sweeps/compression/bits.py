@@ -66,13 +66,19 @@ def bits_per_client(
 ) -> BitsPerClient:
     """Bits exchanged with one client in one FedAvg round, measured on encoded random tensors.
 
+    With a delta broadcast (``broadcast_encoder.delta``) what a client receives depends on when it was last sampled
+    (``fl_sweeps.compression.catch_up``): at most the whole model uncompressed, which is what is planned here.
+
     Args:
         model_tensors: The model weights the server broadcasts (trainable then non-trainable).
         update_tensors: The update each client sends back (FedAvg: the trainable weights' delta).
         broadcast_encoder: Encoder of the server→client model broadcast.
         aggregate_encoder: Encoder of the client→server update aggregation.
     """
-    down = sum(tensor_message_bits(broadcast_encoder, t, gather=False)[0] for t in model_tensors)
+    if broadcast_encoder.delta:
+        down = sum(t.num_elements * t.dtype_bits for t in model_tensors)
+    else:
+        down = sum(tensor_message_bits(broadcast_encoder, t, gather=False)[0] for t in model_tensors)
     up = 0
     for t in update_tensors:
         message, params = tensor_message_bits(aggregate_encoder, t, gather=True)
