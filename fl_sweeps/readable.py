@@ -13,6 +13,7 @@ from typing import Any
 
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_")
 DIRECTIONS = {"aggregate_encoder": "aggregate", "broadcast_encoder": "broadcast"}
+SWITCHED = {"error_feedback_rule": "error_feedback", "delta_receivers": "delta"}  # setting -> the switch it needs
 
 
 def option_names(config: Mapping[str, Any], choices: Mapping[str, str | None]) -> dict[str, str]:
@@ -44,8 +45,8 @@ def settings_text(node: Mapping[str, Any]) -> str:
         value = node[key]
         if key in (*HYDRA_KEYS, "name", "stages") or value is None or isinstance(value, (Mapping, list, tuple)):
             continue
-        if key == "error_feedback_rule" and not node.get("error_feedback"):
-            continue  # the rule of a switch that is off
+        if key in SWITCHED and not node.get(SWITCHED[key]):
+            continue  # a setting of a switch that is off
         if key == "bits":
             words.append(f"{value}-bit")
         elif key == "threshold":

@@ -28,6 +28,13 @@ class Rounding(StrEnum):
     stochastic = "stochastic"
 
 
+class DeltaReceivers(StrEnum):
+    """``broadcast_encoder.delta_receivers``: who receives each round's change of the model."""
+
+    sampled = "sampled"
+    all = "all"
+
+
 class FeedbackRule(StrEnum):
     """``aggregate_encoder.error_feedback_rule``: what a client keeps (``fl_sweeps.compression.error_feedback``)."""
 
@@ -344,7 +351,9 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "client_optimizer": {"sgd": SgdConfig, "sgdm": SgdmConfig, "adam": AdamConfig},
     "server_optimizer": {"sgd": SgdConfig, "sgdm": SgdmConfig, "adam": AdamConfig},
     "algorithm": {"fedavg": FedAvgConfig, "fedavg_core": FedAvgCoreConfig},
-    "broadcast_encoder": _with_side_keys(ENCODER_SCHEMAS, [("delta", bool)], "Broadcast"),
+    "broadcast_encoder": _with_side_keys(
+        ENCODER_SCHEMAS, [("delta", bool), ("delta_receivers", DeltaReceivers)], "Broadcast"
+    ),
     "aggregate_encoder": _with_side_keys(
         ENCODER_SCHEMAS, [("error_feedback", bool), ("error_feedback_rule", FeedbackRule)], "Aggregate"
     ),

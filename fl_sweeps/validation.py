@@ -106,6 +106,11 @@ def check_stateful_compression(cfg: DictConfig) -> None:
                 "algorithm=fedavg_core"
             )
     broadcast = cfg.get("broadcast_encoder")
+    if broadcast is not None and broadcast.get("delta") is not True and broadcast.get("delta_receivers") == "all":
+        raise ConfigError(
+            "broadcast_encoder.delta_receivers=all is not allowed with broadcast_encoder.delta=false: only a delta "
+            "broadcast has receivers to choose; set broadcast_encoder.delta=true"
+        )
     if broadcast is not None and broadcast.get("delta") is not True:
         stages = broadcast.get("stages") or []
         if any(str(stage.get("_target_", "")).startswith(SPARSIFIER_MODULE) for stage in stages):

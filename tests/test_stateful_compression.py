@@ -208,6 +208,31 @@ def test_delta_broadcast_costs_the_changes_when_every_client_is_sampled_every_ro
     assert all(0 < bits < records[0].broadcast_bits / 8 for bits in later)  # 2-bit changes of every tensor
 
 
+@pytest.mark.slow
+def test_cross_silo_delta_broadcast_sends_every_change_to_every_client(compose_config, tff_worker):
+    cfg, trial = _delta_trial(
+        compose_config,
+        [
+            "broadcast_encoder=uniform",
+            "broadcast_encoder.bits=2",
+            "broadcast_encoder.delta_receivers=all",
+            "data.num_clients=6",
+            "training.clients_per_round=2",
+        ],
+    )
+    settings = run_settings(cfg)
+    built, states = trial.built, ClientStates()
+    state = built.initial_state(settings)
+    for round_num, clients in enumerate([["0", "1"], ["2", "3"], ["0", "5"]], start=1):
+        clients = [trial.data.client_ids[int(c)] for c in clients]
+        output = built.next(state, clients, round_num, settings, states)
+        state = output.state
+        change_bits = int(state.distributor["change_bits"])
+        expected = 6 * (32 * trial.num_parameters if round_num == 1 else change_bits)  # all six clients
+        assert output.metrics["distributor"]["bits_server_to_clients"] == expected
+    assert {s.held_round for s in states.values()} == {3} and len(states) == 6
+
+
 def test_the_ledger_charges_the_whole_model_or_the_missed_changes_whichever_is_fewer():
     ledger, states = CatchUpLedger(), ClientStates()
     held = states.held_rounds()
@@ -236,6 +261,10 @@ def test_the_ledger_charges_the_whole_model_or_the_missed_changes_whichever_is_f
         (
             ["broadcast_encoder=topk", "broadcast_encoder.delta=false"],
             "broadcast_encoder.delta=false is not allowed for broadcast_encoder=topk",
+        ),
+        (
+            ["broadcast_encoder=uniform", "broadcast_encoder.delta_receivers=all"],
+            "broadcast_encoder.delta_receivers=all is not allowed with broadcast_encoder.delta=false",
         ),
     ],
 )

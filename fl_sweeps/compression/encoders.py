@@ -25,12 +25,16 @@ class NoCompression:
             client sends the compressed difference between its update and its last estimate of it).
         delta: Broadcast only: send the compressed change of the global model, not the model
             (``fl_sweeps.compression.delta_broadcast``).
+        delta_receivers: Broadcast only, with ``delta``: ``sampled`` (a client receives only in the rounds it is
+            sampled in, and catches up then: cross-device) or ``all`` (every client receives every round's change:
+            cross-silo).
     """
 
     name: str = "none"
     error_feedback: bool = False
     error_feedback_rule: str = "ef14"
     delta: bool = False
+    delta_receivers: str = "sampled"
 
     def compresses(self, num_elements: int, is_float: bool) -> bool:
         """Whether a tensor of this size and kind is encoded (never)."""

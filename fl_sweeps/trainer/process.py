@@ -116,6 +116,7 @@ class BuiltProcess:
             aggregate_encoder=aggregate_encoder,
         )
         self.num_parameters = int(sum(t.num_elements for t in trainable + non_trainable))
+        self._delta_to_all = broadcast_encoder.delta and broadcast_encoder.delta_receivers == "all"
         base = {"broadcast_encoder": broadcast_encoder, "aggregate_encoder": aggregate_encoder}
         self.variants: dict[Any, Any] = {None: self.process}
         self.variant_bits: dict[Any, BitsPerClient] = {None: self.bits_per_client}
@@ -159,8 +160,9 @@ class BuiltProcess:
 
         ``client_states`` holds what clients keep across rounds. With error feedback (a ``ClientStatefulProcess``)
         each sampled client's residual goes into the round with its data and its new residual is stored. With a
-        delta broadcast the broadcast bits of the round are each sampled client's catch-up
-        (``fl_sweeps.compression.catch_up``), written into the metrics where the measured bits are read.
+        delta broadcast the broadcast bits of the round are each receiving client's catch-up
+        (``fl_sweeps.compression.catch_up``; the sampled clients, or every client with ``delta_receivers=all``),
+        written into the metrics where the measured bits are read.
         """
         datasets = [self.client_dataset(client_id, round_num, settings) for client_id in client_ids]
         if isinstance(self.process, ClientStatefulProcess):
@@ -181,7 +183,7 @@ class BuiltProcess:
         if CHANGE_MESSAGE_KEY in distributor:
             distributor[DOWN_KEY] = client_states.catch_up.charge(
                 client_states.held_rounds(),
-                client_ids,
+                self.data.client_ids if self._delta_to_all else client_ids,
                 round_num,
                 distributor[CHANGE_MESSAGE_KEY],
                 distributor[FULL_MODEL_KEY],
