@@ -10,10 +10,12 @@ worker) are both reported: CPU seconds suffer less from other load on the machin
     uv run python benchmarks/sweep_speed.py [--repeats 3] [--trials N] [--variants naive,defaults]
     uv run python benchmarks/sweep_speed.py --baseline ../base --variants defaults   # against another checkout
     uv run python benchmarks/sweep_speed.py --baseline ../base --variants "as before" --repeats 3
+    uv run python benchmarks/sweep_speed.py --baseline ../base --variants "same trials" --repeats 3
 
 ``--baseline DIR`` adds the variant ``baseline``: the default sweep of the checkout in DIR (another commit, with its
 own ``uv sync``-ed ``.venv``), run alternately with this checkout's, and prints baseline/this last (for the variant
-"as before" if it runs, else "defaults"), in wall, CPU and wall seconds per round the trials reported, since the two
+"same trials" or "as before" if one runs, else "defaults"; "same trials" runs the same overrides in the baseline's
+spelling), in wall, CPU and wall seconds per round the trials reported, since the two
 sweeps' samplers need not draw the same trials.
 """
 
@@ -32,6 +34,17 @@ from pathlib import Path
 FL_SWEEP = str(Path(sys.executable).parent / "fl-sweep")
 RESULTS = Path(__file__).resolve().parent / "results" / "sweep_speed.json"
 DEFAULT_SWEEP = Path(__file__).resolve().parents[1] / "conf" / "sweep" / "default.yaml"
+# One configuration for every trial of the default sweep's search space (a plain value overrides a searched key).
+SAME_TRIAL = [
+    "client_optimizer.lr=0.1",
+    "server_optimizer.lr=1.0",
+    "aggregate_encoder=uniform",
+    "aggregate_encoder.bits=4",
+    "aggregate_encoder.threshold=1000",
+    "broadcast_encoder=uniform",
+    "broadcast_encoder.bits=8",
+    "broadcast_encoder.threshold=1000",
+]
 VARIANTS = {
     "naive": ["reuse_built_process=false", "hydra/sweeper/pruner=none"],
     "median pruner": [
@@ -51,7 +64,18 @@ VARIANTS = {
         "aggregate_encoder.bits=choice(1,2,4,8)",
         "broadcast_encoder.bits=choice(4,8,12)",
     ],
+    # Every trial the same configuration and run to the end (no sampling, no pruning, no reference trials, no model
+    # logged): the same work in both checkouts, so the comparison with --baseline measures the structure alone.
+    "same trials": [
+        "hydra/sweeper/pruner=none",
+        "hydra.sweeper.reference_trials=false",
+        "hydra.sweeper.centralized_reference=false",
+        "mlflow.log_model=false",
+        *SAME_TRIAL,
+    ],
 }
+# The baseline's spelling of the same variant (9b8add6: the pruner is ``hydra.sweeper.pruner.type``).
+BASELINE_VARIANTS = {"same trials": ["hydra.sweeper.pruner.type=none", *SAME_TRIAL]}
 
 
 def _children_cpu_seconds() -> float:
@@ -108,7 +132,7 @@ def main() -> None:
     if args.baseline is not None:
         names.append("baseline")
         commands["baseline"] = str(args.baseline.resolve() / ".venv" / "bin" / "fl-sweep")
-        VARIANTS["baseline"] = []
+        VARIANTS["baseline"] = next((BASELINE_VARIANTS[n] for n in names if n in BASELINE_VARIANTS), [])
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for repeat in range(args.repeats):
         for name in names:
@@ -127,7 +151,7 @@ def main() -> None:
         if reference is not None and name != reference
     }
     baseline_over = {}
-    compared = next((name for name in ("as before", "defaults") if name in summary), None)
+    compared = next((name for name in ("same trials", "as before", "defaults") if name in summary), None)
     if "baseline" in summary and compared is not None:
         baseline_over = {
             k: summary["baseline"][k]["median"] / summary[compared][k]["median"]
