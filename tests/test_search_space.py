@@ -107,7 +107,9 @@ def _options(group: str) -> list[str]:
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # nsgaiii, qmc: the user's choice
 @pytest.mark.parametrize("option", _options("sampler"))
 def test_every_sampler_option_builds_an_optuna_sampler(option):
-    cfg = _sweep_config(f"hydra/sweeper/sampler={option}", "seed=3")
+    # The grid's points are the overlay's to give (sweep=matched_budget): one here.
+    grid = ["hydra.sweeper.sampler.search_space={aggregate_encoder: [none, uniform]}"] if option == "grid" else []
+    cfg = _sweep_config(f"hydra/sweeper/sampler={option}", "seed=3", *grid)
     sampler = instantiate(cfg.hydra.sweeper.sampler)
     assert isinstance(sampler, optuna.samplers.BaseSampler)
     assert type(sampler).__name__ == cfg.hydra.sweeper.sampler._target_.rsplit(".", 1)[1]
