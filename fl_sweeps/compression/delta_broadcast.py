@@ -23,11 +23,8 @@ from typing import Any
 
 from fl_sweeps.compression.broadcast import simple_tensor_encoders
 from fl_sweeps.compression.encoders import NoCompression
-from fl_sweeps.compression.measure import DOWN_KEY, UP_KEY, message_bits
+from fl_sweeps.compression.measure import CHANGE_MESSAGE_KEY, DOWN_KEY, FULL_MODEL_KEY, UP_KEY, message_bits
 from fl_sweeps.tff_runtime.autograph_rules import trace_tensor_encoding_without_autograph
-
-CHANGE_MESSAGE_KEY = "bits_of_change_message"  # one round's compressed change of the model, as sent to a client
-FULL_MODEL_KEY = "bits_of_full_model"  # the whole reference model, uncompressed
 
 
 def build_delta_broadcast(*, value_type: Any, encoder: NoCompression, tensor_encoders: Any = None) -> Any:

@@ -16,6 +16,9 @@ from fl_sweeps.compression.bits import BitsPerClient
 
 DOWN_KEY = "bits_server_to_clients"
 UP_KEY = "bits_clients_to_server"
+# The delta broadcast's (``fl_sweeps.compression.delta_broadcast``): the trainer turns them into ``DOWN_KEY``.
+CHANGE_MESSAGE_KEY = "bits_of_change_message"  # one round's compressed change of the model, as sent to a client
+FULL_MODEL_KEY = "bits_of_full_model"  # the whole reference model, uncompressed
 
 
 def message_bits(structure: Any) -> Any:

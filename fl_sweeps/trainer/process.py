@@ -12,9 +12,8 @@ import numpy as np
 from fl_sweeps.algorithms.fedavg_core import ClientStatefulProcess
 from fl_sweeps.built_parts import BuiltParts, kept
 from fl_sweeps.compression.bits import BitsPerClient, TensorInfo, bits_per_client
-from fl_sweeps.compression.delta_broadcast import CHANGE_MESSAGE_KEY, FULL_MODEL_KEY
 from fl_sweeps.compression.encoders import NoCompression
-from fl_sweeps.compression.measure import DOWN_KEY
+from fl_sweeps.compression.measure import CHANGE_MESSAGE_KEY, DOWN_KEY, FULL_MODEL_KEY
 from fl_sweeps.data.federated_data import FederatedData
 from fl_sweeps.errors import ConfigError
 from fl_sweeps.trainer.client_states import ClientStates
