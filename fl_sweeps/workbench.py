@@ -100,11 +100,10 @@ class Workbench:
         tff_runtime.share_cores(parallel_jobs)
         tff_runtime.ensure_worker()
         reuse = bool(cfg.reuse_built_process)
-        encoders = {side: instantiate(cfg[side]) for side in ("broadcast_encoder", "aggregate_encoder")}
+        built = self.as_built(cfg)
+        encoders = {side: instantiate(built[side]) for side in ("broadcast_encoder", "aggregate_encoder")}
         schedule = self.schedule(cfg)
         variants = self.encoder_variants(cfg, schedule)
-        if variants:  # the process as built is the one of the first value (the configured one may never run)
-            encoders |= variants[schedule.values[0]]
         return BuiltProcess(
             data=data,
             model_builder=instantiate(cfg.model),
@@ -182,11 +181,20 @@ class Workbench:
         schedule = OmegaConf.select(cfg, "schedule", default=None)
         if schedule is not None and "side" in schedule:  # a process per value; the configured one never runs
             side, setting, values = str(schedule.side), str(schedule.setting), list(schedule["values"])
-            built = copy.deepcopy(cfg[side])  # as built: with the first value (its stages refer to the setting)
-            built[setting] = values[0]
-            key[side] = plain(built)
+            key[side] = plain(Workbench.as_built(cfg)[side])
             key["schedule"] = {"setting": f"{side}.{setting}", "values": sorted(set(values), key=str)}
         return OmegaConf.to_yaml(key)
+
+    @staticmethod
+    def as_built(cfg: DictConfig) -> DictConfig:
+        """``cfg`` as its process is built: a scheduled setting at the schedule's first value (the configured value
+        may never run), so the option's stages that refer to it (``bits: ${...bits}``) follow; else ``cfg``."""
+        schedule = OmegaConf.select(cfg, "schedule", default=None)
+        if schedule is None or "side" not in schedule or not schedule["values"]:
+            return cfg
+        built = copy.deepcopy(cfg)
+        built[str(schedule.side)][str(schedule.setting)] = schedule["values"][0]
+        return built
 
     @staticmethod
     def model_key(cfg: DictConfig) -> str:

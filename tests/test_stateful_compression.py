@@ -133,6 +133,39 @@ def test_residuals_are_per_client_empty_at_each_run_and_repeat_bit_for_bit(compo
     assert second[0].client_state_bytes == parameters * 4  # after round 1: the one client sampled
 
 
+@pytest.mark.parametrize("rule", ["ef14", "ef21"])
+def test_a_client_whose_update_the_server_ignores_keeps_its_state(compose_config, tff_worker, rule):
+    import tensorflow_federated as tff
+    from hydra.utils import instantiate
+
+    from fl_sweeps.compression.error_feedback import build_error_feedback_step
+
+    cfg = compose_config(
+        [
+            *ONE_CLIENT,
+            *FEEDBACK["topk"],
+            "aggregate_encoder.threshold=0",
+            "aggregate_encoder.error_feedback=true",
+            f"aggregate_encoder.error_feedback_rule={rule}",
+        ]
+    )
+    update_type = tff.StructType([tff.TensorType(np.float32, [40]), tff.TensorType(np.float32, [5, 4])])
+    encoder = instantiate(cfg.aggregate_encoder)
+    step = build_error_feedback_step(update_type=update_type, encoder=encoder)
+    rng = np.random.default_rng(0)
+    update = [rng.normal(size=[40]).astype(np.float32), rng.normal(size=[5, 4]).astype(np.float32)]
+    state = [rng.normal(size=[40]).astype(np.float32), rng.normal(size=[5, 4]).astype(np.float32)]
+    _, ignored_state, ignored_bits = step(update, state, np.float32(0.0))  # a non-finite update: weight 0
+    for kept, before in zip(ignored_state, state, strict=True):
+        np.testing.assert_array_equal(kept, before)
+    sent, new_state, bits = step(update, state, np.float32(3.0))
+    assert bits == ignored_bits > 0  # the message was sent either way
+    expected = [u + s - m for u, s, m in zip(update, state, sent, strict=True)] if rule == "ef14" else list(sent)
+    for got, want in zip(new_state, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert any(np.abs(n - s).max() > 0 for n, s in zip(new_state, state, strict=True))
+
+
 def _delta_trial(compose_config, overrides: list[str]):
     cfg = compose_config(
         [*TINY, "broadcast_encoder.threshold=0", "broadcast_encoder.delta=true", "training.rounds=6", *overrides]

@@ -175,7 +175,7 @@ def build_fedavg_core(
             mean_update = aggregator.next(state.aggregator, update, weight)
             new_residual = None
         else:
-            sent, new_residual, message_bits = tff.federated_map(compress_with_feedback, (update, residual))
+            sent, new_residual, message_bits = tff.federated_map(compress_with_feedback, (update, residual, weight))
             up = tff.federated_sum(tff.federated_map(with_weight_bits, (message_bits, weight)))
             mean_update = tff.templates.MeasuredProcessOutput(
                 state=state.aggregator,
@@ -207,11 +207,12 @@ def build_fedavg_core(
         output = tff.learning.templates.LearningProcessOutput(tff.federated_zip(new_state), tff.federated_zip(metrics))
         return output, new_residual
 
-    @tff.tensorflow.computation(tff.TensorType(np.int64), tff.TensorType(np.float32))
-    def with_weight_bits(message_bits, weight):
-        return message_bits + tf.constant(32, tf.int64)  # the client's weight travels as float32, as without feedback
-
     if error_feedback:
+
+        @tff.tensorflow.computation(tff.TensorType(np.int64), tff.TensorType(np.float32))
+        def with_weight_bits(message_bits, weight):
+            return message_bits + tf.constant(32, tf.int64)  # the weight travels as float32, as without feedback
+
         client_input_type = collections.OrderedDict(data=data_type, residual=trainable_type)
 
         @tff.federated_computation(state_type, tff.FederatedType(client_input_type, tff.CLIENTS))

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from fl_sweeps.compression.broadcast import simple_tensor_encoders
 from fl_sweeps.compression.encoders import NoCompression
 from fl_sweeps.compression.measure import message_bits
@@ -31,10 +33,11 @@ from fl_sweeps.tff_runtime.autograph_rules import trace_tensor_encoding_without_
 
 
 def build_error_feedback_step(*, update_type: Any, encoder: NoCompression, tensor_encoders: Any = None) -> Any:
-    """A TFF computation ``(update, state) -> (sent, new state, message bits)`` run at each client.
+    """A TFF computation ``(update, state, weight) -> (sent, new state, message bits)`` run at each client.
 
     ``sent`` is what the server adds into the mean, ``new state`` what the client keeps (the rule
-    ``encoder.error_feedback_rule`` decides both), and ``message bits`` the encoded message's size as sent
+    ``encoder.error_feedback_rule`` decides both; a client of weight 0, whose update was not finite and whose
+    message the server ignores, keeps its state), and ``message bits`` the encoded message's size as sent
     (``message_bits``).
 
     Args:
@@ -78,9 +81,11 @@ def build_error_feedback_step(*, update_type: Any, encoder: NoCompression, tenso
 
     rule = {"ef14": ef14, "ef21": ef21}[str(encoder.error_feedback_rule)]
 
-    @tff.tensorflow.computation(update_type, update_type)
-    def compress_with_feedback(update, state):
+    @tff.tensorflow.computation(update_type, update_type, tff.TensorType(np.float32))
+    def compress_with_feedback(update, state, weight):
         sent, new_state, message = rule(update, state)
-        return sent, new_state, message_bits(message)
+        # A client whose update was not finite has weight 0: the server ignores its message, so its state stays.
+        kept = tf.nest.map_structure(lambda new, old: tf.where(weight > 0, new, old), new_state, state)
+        return sent, kept, message_bits(message)
 
     return compress_with_feedback

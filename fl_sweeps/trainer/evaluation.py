@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fl_sweeps.built_parts import kept
-from fl_sweeps.trainer.process import BuiltProcess, ModelBuilder
+from fl_sweeps.trainer.process import BuiltProcess, ModelBuilder, client_dataset_options
 
 EVAL_BATCH_SIZE = 256  # federated: each client's held-out examples in batches of this size
 CENTRAL_CHUNK = 1024  # centralized: pooled examples through the eval model this many at a time
@@ -80,7 +80,9 @@ class FederatedEvaluator:
         self._process = tff.learning.algorithms.build_fed_eval(built.model_fn)
         self._initial_state = self._process.initialize()
         self._datasets = [
-            tf.data.Dataset.from_tensor_slices((arrays.x, arrays.y)).batch(EVAL_BATCH_SIZE)
+            tf.data.Dataset.from_tensor_slices((arrays.x, arrays.y))
+            .batch(EVAL_BATCH_SIZE)
+            .with_options(client_dataset_options())
             for _, arrays in sorted(built.data.test.items())
             if len(arrays)
         ]

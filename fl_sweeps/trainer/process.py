@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import functools
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
@@ -150,6 +151,7 @@ class BuiltProcess:
             .shuffle(t.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
             .batch(t.batch_size)
             .prefetch(1)
+            .with_options(client_dataset_options())
         )
 
     def next(
@@ -281,3 +283,20 @@ def _tensor_info(tensor_type: Any) -> TensorInfo:
         dtype_bits=dtype.itemsize * 8,
         is_float=bool(np.issubdtype(dtype, np.floating)),
     )
+
+
+@functools.cache
+def client_dataset_options() -> Any:
+    """``tf.data`` options of every client pipeline: autotuning off.
+
+    Local training loops over the dataset's iterator inside the worker's graph, so each client's iterator is made
+    and destroyed within a round. With autotuning on, each iterator starts tf.data's model thread, and destroying
+    the iterator waits for that thread to wake from its timed sleep: the worker sat idle for up to ~2 s a round,
+    half of some rounds' wall time (BENCHMARKS.md, issue 17). The pipeline is a fixed chain (repeat, shuffle,
+    batch, prefetch 1) with nothing to tune.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
