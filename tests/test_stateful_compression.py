@@ -149,7 +149,7 @@ def test_a_client_whose_update_the_server_ignores_keeps_its_state(compose_config
             f"aggregate_encoder.error_feedback_rule={rule}",
         ]
     )
-    update_type = tff.StructType([tff.TensorType(np.float32, [40]), tff.TensorType(np.float32, [5, 4])])
+    update_type = tff.StructWithPythonType([tff.TensorType(np.float32, [40]), tff.TensorType(np.float32, [5, 4])], list)
     encoder = instantiate(cfg.aggregate_encoder)
     step = build_error_feedback_step(update_type=update_type, encoder=encoder)
     rng = np.random.default_rng(0)
