@@ -7,7 +7,8 @@ keys), the same training settings and the same trial budget. While each runs, th
 (TFF's worker included) is sampled; at each trial's end the hypervolume of the front of the trials finished so far
 is computed against one reference point: accuracy 0.1 (chance on 10 classes) and twice the total bits of an
 uncompressed trial, bits on a log10 axis (``analysis.pareto.hypervolume``). Writes ``hypervolume.csv`` (one row per
-finished trial), ``summary.json`` (final hypervolumes, the time fl-sweeps took to reach the peer's final
+finished trial), ``trials.csv`` (every trial's point, parameters and state; a pruned trial's accuracy at its last
+round), ``summary.json`` (final hypervolumes, the time fl-sweeps took to reach the peer's final
 hypervolume, the wall and CPU time ratios) and ``hypervolume.png`` (hypervolume against wall and CPU time)::
 
     uv run python benchmarks/front_quality.py --peer-python /tmp/peer-venv/bin/python --seeds 0 1 2
@@ -164,6 +165,8 @@ def peer_trials(seed: int, n_trials: int, s: dict, space: dict, peer_python: str
                 "eval_accuracy": [r["accuracy"] for r in rows],
                 "total_bits": [r["bits"] for r in rows],
                 "end": [r["end"] for r in rows],
+                "state": "COMPLETE",
+                "params": [" ".join(f"{k}={r[k]}" for k in PEER_KEYS.values() if k in r) for r in rows],
             }
         ),
         start,
@@ -185,13 +188,15 @@ def fl_sweeps_trials(seed: int, n_trials: int, tiny: bool, work: Path) -> pd.Dat
     ]
     start, meter = run(args, work)
     study = optuna.load_study(study_name="digits-default", storage=f"sqlite:///{work / 'optuna.db'}")
-    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
     return _timed(
         pd.DataFrame(
-            {
-                "eval_accuracy": [t.values[0] for t in done],
-                "total_bits": [t.values[1] for t in done],
+            {  # a pruned trial: its accuracy at the round it stopped, its planned bits (not on the front)
+                "eval_accuracy": [t.values[0] if t.values else t.intermediate_values.get(t.last_step) for t in done],
+                "total_bits": [t.values[1] if t.values else t.user_attrs.get("planned_total_bits") for t in done],
                 "end": [t.datetime_complete.timestamp() for t in done],
+                "state": [t.state.name for t in done],
+                "params": [" ".join(f"{k}={v}" for k, v in sorted(t.params.items())) for t in done],
             }
         ),
         start,
@@ -207,7 +212,8 @@ def _timed(trials: pd.DataFrame, start: float, meter: CpuMeter) -> pd.DataFrame:
 
 
 def hypervolume_curve(trials: pd.DataFrame, reference: tuple[float, float]) -> pd.DataFrame:
-    """The hypervolume of the trials finished so far, at the start and at each trial's end."""
+    """The hypervolume of the completed trials so far, at the start and at each completed trial's end."""
+    trials = trials[trials["state"] == "COMPLETE"].reset_index(drop=True)
     curve = trials[["wall_s", "cpu_s"]].copy()
     curve["hypervolume"] = [hypervolume(trials.iloc[: i + 1], reference) for i in range(len(trials))]
     start = pd.DataFrame({"wall_s": [0.0], "cpu_s": [0.0], "hypervolume": [0.0]})  # the sweep's start: no front
@@ -259,6 +265,7 @@ def main() -> None:
     s = settings(args.tiny)
     reference = (ACCURACY_REFERENCE, 2 * uncompressed_bits(s))
     args.out.mkdir(parents=True, exist_ok=True)
+    points: list[pd.DataFrame] = []
     curves, summary = (
         [],
         {
@@ -276,6 +283,7 @@ def main() -> None:
                     trials = peer_trials(seed, n_trials, s, space, args.peer_python, Path(work))
                 else:
                     trials = fl_sweeps_trials(seed, n_trials, args.tiny, Path(work))
+            points.append(trials.assign(variant=variant, seed=seed))
             curve = hypervolume_curve(trials, reference).assign(variant=variant, seed=seed)
             curves.append(curve)
             finals[variant] = curve
@@ -299,6 +307,7 @@ def main() -> None:
         }
     table = pd.concat(curves, ignore_index=True)
     table.to_csv(args.out / "hypervolume.csv", index=False)
+    pd.concat(points, ignore_index=True).to_csv(args.out / "trials.csv", index=False)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(table, args.out / "hypervolume.png")
     print(json.dumps(summary["seeds"], indent=2))

@@ -1,10 +1,11 @@
 """Reference trials a new study runs first, so its front always holds the points it is judged against.
 
 Where the search space lets a compressor be ``none`` (``aggregate_encoder=choice(none, uniform, hadamard)``), the
-study first runs the configuration that compresses nothing, then one that compresses each such direction. Both are
-enqueued through Optuna's public ``Study.enqueue_trial``: keys they fix take the sweep's base value where the
-search space allows it (learning rates, bits as composed), else the middle choice; keys they leave free are
-sampled as usual.
+study first runs the configuration that compresses nothing, then one that compresses each such direction as much as
+the space allows (the smallest choice of each numeric setting of the base option: bits, fraction, levels,
+threshold). Both are enqueued through Optuna's public ``Study.enqueue_trial``: the other keys they fix take the
+sweep's base value where the search space allows it (learning rates), else the middle choice; keys they leave free
+are sampled as usual.
 """
 
 from __future__ import annotations
@@ -49,9 +50,18 @@ def reference_trials(space: SearchSpace, config: DictConfig) -> dict[str, dict[s
             if not key.startswith(f"{group}.") or not isinstance(distribution, CategoricalDistribution):
                 continue
             value = OmegaConf.select(config, key, default=None) if option == base_option else None
-            middle = sorted(distribution.choices)[len(distribution.choices) // 2]
-            compressed[key] = value if _allowed(distribution, value) else middle
+            compressed[key] = _most_compressing(distribution, value)
     return {"uncompressed": uncompressed, "compressed": compressed}
+
+
+def _most_compressing(distribution: CategoricalDistribution, value: Any) -> Any:
+    """A compressed reference's value of one swept setting of its option: the smallest choice when every choice is a
+    number (``bits``, ``fraction``, ``levels``, ``threshold``: the fewest bits the space allows, which anchors the
+    cheap end of the front), else the base config's value where allowed, else the middle choice."""
+    choices = list(distribution.choices)
+    if all(isinstance(c, int | float) and not isinstance(c, bool) for c in choices):
+        return min(choices)
+    return value if _allowed(distribution, value) else sorted(choices, key=str)[len(choices) // 2]
 
 
 def enqueue_reference_trials(study: optuna.Study, space: SearchSpace, config: DictConfig) -> list[str]:
