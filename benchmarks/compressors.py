@@ -63,10 +63,10 @@ def variants(names: list[str], threshold: int | None = None) -> dict[str, list[s
 
 def cpu_seconds() -> float:
     """CPU seconds used so far by this process and its TFF worker (user + system)."""
-    from fl_sweeps import tff_runtime as runtime
+    from fl_sweeps import tff_runtime
 
     total = time.process_time()
-    pid = runtime.worker_pid()
+    pid = tff_runtime.worker_pid()
     if pid is not None:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
@@ -146,11 +146,10 @@ def main() -> None:
     markdown = args.out.with_suffix(".md")
     markdown.write_text(table(rows))
     print(table(rows))
-    from fl_sweeps import experiment
-    from fl_sweeps import tff_runtime as runtime
+    from fl_sweeps import experiment, tff_runtime
 
     experiment.release_built()  # TF functions freed before the interpreter's teardown (noise at exit otherwise)
-    runtime.stop_worker()
+    tff_runtime.stop_worker()
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import psutil
 from omegaconf import OmegaConf
 
 from analysis.pareto import hypervolume
+from fl_sweeps.sweep.pareto_pruner import PLANNED_BITS_ATTR
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER = ROOT / "benchmarks" / "peer_sweep.py"
@@ -193,7 +194,7 @@ def fl_sweeps_trials(seed: int, n_trials: int, tiny: bool, work: Path) -> pd.Dat
         pd.DataFrame(
             {  # a pruned trial: its accuracy at the round it stopped, its planned bits (not on the front)
                 "eval_accuracy": [t.values[0] if t.values else t.intermediate_values.get(t.last_step) for t in done],
-                "total_bits": [t.values[1] if t.values else t.user_attrs.get("planned_total_bits") for t in done],
+                "total_bits": [t.values[1] if t.values else t.user_attrs.get(PLANNED_BITS_ATTR) for t in done],
                 "end": [t.datetime_complete.timestamp() for t in done],
                 "state": [t.state.name for t in done],
                 "params": [" ".join(f"{k}={v}" for k, v in sorted(t.params.items())) for t in done],
