@@ -1,0 +1,292 @@
+"""Issue 19's record: total bits in both directions to a target accuracy, compressed against a tuned baseline, over seeds.
+
+The protocol, one command per data set (each step is skipped when its output exists, so a stopped run resumes):
+
+1. **Two sweeps of equal budget** (12 trials of 10 rounds, TPE, no pruning), each with ``fl-sweep --multirun``:
+   ``conf/sweep/record_baseline.yaml`` tunes uncompressed FedAvg's learning rates, ``record_stateful.yaml`` the
+   compressed setting (a Hadamard broadcast of the model, a top-k update with error feedback) and its learning rates.
+2. **Picks, by a rule fixed in advance:** the baseline's most accurate trial; of the compressed sweep's Pareto front,
+   the trial with the fewest bits among those within ``--within`` (0.02) of its best accuracy. Each pick's
+   overrides are read from its trial's Hydra record (config group choices and value overrides).
+3. **Each seed:** ``bits_to_accuracy.py`` trains the baseline (a) and the pick (c) side by side until the mean of the
+   last 5 rounds reaches the highest target (or ``--max-rounds``), one JSON line per round
+   (``results/record_<dataset>_seed<N>.jsonl``).
+4. **Summary:** per seed, the bits of a over c to each target at the first crossing and by the 5-round mean; their
+   median and range over the seeds; all curves in one plot. ``results/record_<dataset>.{json,md,png}``; the
+   compressed sweep's report (its front) is copied to ``results/record_<dataset>_sweep/``.
+
+    uv run python benchmarks/stateful_record.py --dataset mnist --seeds 0 1 2
+    uv run python benchmarks/stateful_record.py --dataset mnist --summarize   # step 4 only
+
+Sweeps run in ``--workdir`` (default: the repository; ``optuna.db``, ``mlruns``, ``multirun/`` there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from fl_run import DEFAULT_DATA, REPO, RESULTS, read_rows
+
+SWEEP_ROUNDS = 10
+SWEEP_DATA = {
+    "mnist": ["data=mnist", "data.partition=shards"],
+    "femnist": ["data=femnist"],
+}
+FOLDERS = {"mnist": "mnist", "femnist": "femnist_leaf"}
+TARGETS = {"mnist": (0.97, 0.98, 0.985), "femnist": (0.70, 0.75, 0.80)}
+TRAINING = {"epochs": 1, "batch": 50}
+# A pick keeps the overrides of these config groups and their keys; the rest (data, rounds, trial.*) is the
+# benchmark's own.
+PICKED_GROUPS = ("algorithm", "broadcast_encoder", "aggregate_encoder", "client_optimizer", "server_optimizer")
+TARGET_RATIO = 25.0
+
+
+def study_name(sweep: str, dataset: str) -> str:
+    """The Optuna study (and multirun folder) of ``sweep`` on ``dataset``."""
+    return f"{sweep.replace('_', '-')}-{dataset}"
+
+
+def run_sweep(sweep: str, dataset: str, data_root: Path, workdir: Path, seed: int) -> None:
+    """``fl-sweep --multirun sweep=<sweep>`` on ``dataset``, unless its study already has all its trials."""
+    cmd = [
+        shutil.which("fl-sweep") or "fl-sweep",
+        "--multirun",
+        f"sweep={sweep}",
+        *SWEEP_DATA[dataset],
+        f"data.path={(data_root / FOLDERS[dataset]).resolve()}",
+        "model=cnn",
+        f"training.rounds={SWEEP_ROUNDS}",
+        "training.clients_per_round=10",
+        f"training.local_epochs={TRAINING['epochs']}",
+        f"training.batch_size={TRAINING['batch']}",
+        "training.shuffle_buffer=600",
+        f"seed={seed}",
+        f"hydra.sweeper.study_name={study_name(sweep, dataset)}",
+    ]
+    print("[record] " + " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, cwd=workdir, check=True)
+
+
+def finished_trials(study: str, workdir: Path) -> list[Any]:
+    """The study's completed trials (Optuna's public API), or [] when there is no such study."""
+    import optuna
+
+    storage = f"sqlite:///{workdir / 'optuna.db'}"
+    if study not in optuna.get_all_study_names(storage):
+        return []
+    loaded = optuna.load_study(study_name=study, storage=storage)
+    return [t for t in loaded.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def trial_overrides(study: str, number: int, workdir: Path) -> list[str]:
+    """The config group choices and value overrides of trial ``number`` that describe its setting."""
+    from omegaconf import OmegaConf
+
+    hydra_dir = workdir / "multirun" / study / f"trial_{number}" / ".hydra"
+    choices = OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime.choices
+    groups = [f"{g}={choices[g]}" for g in PICKED_GROUPS]
+    values = [
+        o
+        for o in OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
+        if "." in o.split("=")[0] and o.split(".")[0] in PICKED_GROUPS
+    ]
+    return groups + values
+
+
+def pick(trials: list[Any], *, within: float | None) -> Any:
+    """The most accurate trial (``within`` None), or the fewest-bits Pareto trial within ``within`` of the best
+    accuracy."""
+    best = max(t.values[0] for t in trials)
+    if within is None:
+        return max(trials, key=lambda t: t.values[0])
+    front = [t for t in trials if not any(_dominates(o.values, t.values) for o in trials)]
+    return min((t for t in front if t.values[0] >= best - within), key=lambda t: t.values[1])
+
+
+def _dominates(a: list[float], b: list[float]) -> bool:
+    """Accuracy up, bits down."""
+    return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
+
+
+def run_seed(dataset: str, seed: int, a: list[str], c: list[str], args: argparse.Namespace) -> None:
+    """``bits_to_accuracy.py`` for one seed, variants a and c, unless both already reached the end."""
+    stem = f"record_{dataset}_seed{seed}"
+    cmd = [
+        sys.executable,
+        str(Path(__file__).parent / "bits_to_accuracy.py"),
+        f"--dataset={dataset}",
+        f"--data-root={args.data_root}",
+        f"--epochs={TRAINING['epochs']}",
+        f"--batch={TRAINING['batch']}",
+        f"--max-rounds={args.max_rounds}",
+        "--variants=a-none,c-sweep",
+        f"--seed={seed}",
+        f"--stem={stem}",
+        f"--a={' '.join(a)}",
+        f"--c={' '.join(c)}",
+    ]
+    print(f"[record] seed {seed}: a = {' '.join(a)}; c = {' '.join(c)}", flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def ratio_stats(values: list[float | None]) -> dict[str, Any]:
+    """Median and range of the ratios the seeds reached, and how many reached."""
+    got = [v for v in values if v is not None]
+    return {
+        "per_seed": values,
+        "reached": f"{len(got)}/{len(values)}",
+        "median": statistics.median(got) if got else None,
+        "min": min(got) if got else None,
+        "max": max(got) if got else None,
+    }
+
+
+def summarize(dataset: str, seeds: list[int], picks: dict[str, Any]) -> dict[str, Any]:
+    """Ratios a/c over the seeds' summaries, for each target, first crossing and 5-round mean."""
+    per_seed = {s: json.loads((RESULTS / f"record_{dataset}_seed{s}.json").read_text()) for s in seeds}
+    table: dict[str, dict[str, Any]] = {}
+    for kind in ("to_target", "to_target_mean_of_5"):
+        for t in TARGETS[dataset]:
+            key = f"{t:g}"
+            ratios, rounds_a, rounds_c = [], [], []
+            for s in seeds:
+                v = per_seed[s]["variants"]
+                ha, hc = v["a-none"][kind][key], v["c-sweep"][kind][key]
+                ratios.append(ha["cumulative_bits"] / hc["cumulative_bits"] if ha and hc else None)
+                rounds_a.append(ha["round"] if ha else None)
+                rounds_c.append(hc["round"] if hc else None)
+            table[f"{kind}/{key}"] = {**ratio_stats(ratios), "rounds_a": rounds_a, "rounds_c": rounds_c}
+    per_round = [
+        per_seed[s]["variants"]["a-none"]["bits_per_round"] / per_seed[s]["variants"]["c-sweep"]["bits_per_round"]
+        for s in seeds
+    ]
+    return {
+        "dataset": dataset,
+        "seeds": seeds,
+        "picks": picks,
+        "bits_per_round_ratio": per_round,
+        "ratios": table,
+        "best_accuracy": {
+            label: [per_seed[s]["variants"][label]["best_accuracy"] for s in seeds] for label in ("a-none", "c-sweep")
+        },
+        "rounds_run": {
+            label: [per_seed[s]["variants"][label]["rounds_run"] for s in seeds] for label in ("a-none", "c-sweep")
+        },
+    }
+
+
+def write_markdown(summary: dict[str, Any], path: Path) -> None:
+    """The summary as a Markdown table (median and range over seeds)."""
+
+    def fmt(x: float | None) -> str:
+        return "—" if x is None else f"{x:.1f}x"
+
+    lines = [
+        "| target | crossing | bits a/c, median (range) | seeds reached | rounds a | rounds c |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, r in summary["ratios"].items():
+        kind, target = key.split("/")
+        crossing = "first" if kind == "to_target" else "5-round mean"
+        spread = f"{fmt(r['median'])} ({fmt(r['min'])}–{fmt(r['max'])})"
+        lines.append(
+            f"| {float(target):.1%} | {crossing} | {spread} | {r['reached']} | "
+            f"{', '.join(str(x) for x in r['rounds_a'])} | {', '.join(str(x) for x in r['rounds_c'])} |"
+        )
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def plot(dataset: str, seeds: list[int], path: Path) -> None:
+    """Accuracy against cumulative bits (log) and against the round, every seed, a and c in one colour each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_bits, ax_rounds) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colours = {"a-none": "tab:blue", "c-sweep": "tab:orange"}
+    names = {"a-none": "a: uncompressed, tuned", "c-sweep": "c: the sweep's pick"}
+    for s in seeds:
+        for label, colour in colours.items():
+            rows = [r for r in read_rows(RESULTS / f"record_{dataset}_seed{s}.jsonl", label) if r["eval_accuracy"]]
+            kw = {"color": colour, "linewidth": 0.9, "alpha": 0.8, "label": names[label] if s == seeds[0] else None}
+            ax_bits.plot([r["cumulative_bits"] for r in rows], [r["eval_accuracy"] for r in rows], **kw)
+            ax_rounds.plot([r["round"] for r in rows], [r["eval_accuracy"] for r in rows], **kw)
+    low = min(TARGETS[dataset]) - 0.03
+    for ax in (ax_bits, ax_rounds):
+        for t in TARGETS[dataset]:
+            ax.axhline(t, color="grey", linestyle=":", linewidth=0.8)
+        ax.set_ylim(low, max(TARGETS[dataset]) + 0.01)
+        ax.grid(alpha=0.3)
+        ax.set_ylabel("test accuracy")
+    ax_bits.set_xscale("log")
+    ax_bits.set_xlabel("cumulative communicated bits (both directions)")
+    ax_rounds.set_xlabel("round")
+    ax_bits.legend(loc="lower right")
+    fig.suptitle(f"Issue 19 record, {dataset}, seeds {', '.join(map(str, seeds))}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=sorted(SWEEP_DATA), default="mnist")
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA, help="folder holding mnist/ and femnist_leaf/")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--sweep-seed", type=int, default=0, help="the sweeps' seed (sampler and trials)")
+    parser.add_argument("--within", type=float, default=0.02, help="accuracy the compressed pick may give up")
+    parser.add_argument("--max-rounds", type=int, default=300)
+    parser.add_argument("--workdir", type=Path, default=REPO, help="where the sweeps keep their stores")
+    parser.add_argument("--summarize", action="store_true", help="only step 4, from the seeds' files")
+    args = parser.parse_args()
+    workdir = args.workdir.resolve()
+
+    picks_path = RESULTS / f"record_{args.dataset}_picks.json"
+    if not args.summarize:
+        picks = {}
+        for sweep, within in (("record_baseline", None), ("record_stateful", args.within)):
+            study = study_name(sweep, args.dataset)
+            if len(finished_trials(study, workdir)) < 12:
+                run_sweep(sweep, args.dataset, args.data_root, workdir, args.sweep_seed)
+            chosen = pick(finished_trials(study, workdir), within=within)
+            picks[sweep] = {
+                "study": study,
+                "trial": chosen.number,
+                "values": chosen.values,
+                "overrides": trial_overrides(study, chosen.number, workdir),
+            }
+            print(f"[record] {study}: trial {chosen.number} {chosen.values}", flush=True)
+        picks_path.write_text(json.dumps(picks, indent=2) + "\n")
+        report = workdir / "multirun" / picks["record_stateful"]["study"] / "report"
+        if report.exists():
+            shutil.copytree(report, RESULTS / f"record_{args.dataset}_sweep", dirs_exist_ok=True)
+        for seed in args.seeds:
+            done = (
+                json.loads(p.read_text()) if (p := RESULTS / f"record_{args.dataset}_seed{seed}.json").exists() else {}
+            )
+            if done.get("variants", {}).keys() >= {"a-none", "c-sweep"}:
+                continue
+            a = [o for o in picks["record_baseline"]["overrides"] if "_optimizer" in o]
+            run_seed(args.dataset, seed, a, picks["record_stateful"]["overrides"], args)
+    summary = summarize(args.dataset, args.seeds, json.loads(picks_path.read_text()))
+    (RESULTS / f"record_{args.dataset}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_markdown(summary, RESULTS / f"record_{args.dataset}.md")
+    plot(args.dataset, args.seeds, RESULTS / f"record_{args.dataset}.png")
+    final = summary["ratios"][f"to_target_mean_of_5/{max(TARGETS[args.dataset]):g}"]
+    print(
+        f"[record] bits a/c to {max(TARGETS[args.dataset]):.1%} (5-round mean): median {final['median']}, "
+        f"seeds reached {final['reached']} (target >= {TARGET_RATIO:.0f}x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
