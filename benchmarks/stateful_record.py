@@ -1,4 +1,4 @@
-"""Issue 19's record: total bits in both directions to a target accuracy, compressed against a tuned baseline, over seeds.
+"""Issue 19's record: bits in both directions to a target accuracy, compressed against a tuned baseline, by seed.
 
 The protocol, one command per data set (each step is skipped when its output exists, so a stopped run resumes):
 
@@ -12,8 +12,9 @@ The protocol, one command per data set (each step is skipped when its output exi
    last 5 rounds reaches the highest target (or ``--max-rounds``), one JSON line per round
    (``results/record_<dataset>_seed<N>.jsonl``).
 4. **Summary:** per seed, the bits of a over c to each target at the first crossing and by the 5-round mean; their
-   median and range over the seeds; all curves in one plot. ``results/record_<dataset>.{json,md,png}``; the
-   compressed sweep's report (its front) is copied to ``results/record_<dataset>_sweep/``.
+   median and range over the seeds; all curves in one plot. ``results/record_<dataset>.{json,md,png}``; each
+   sweep's report (trials, front plot) is copied to ``results/record_<dataset>_<sweep>/`` and the picks are kept in
+   ``results/record_<dataset>_picks.json``, so later runs (another machine) go straight to the seeds.
 
     uv run python benchmarks/stateful_record.py --dataset mnist --seeds 0 1 2
     uv run python benchmarks/stateful_record.py --dataset mnist --summarize   # step 4 only
@@ -252,8 +253,11 @@ def main() -> None:
 
     picks_path = RESULTS / f"record_{args.dataset}_picks.json"
     if not args.summarize:
-        picks = {}
+        # Picks already made are kept (the file is committed; the sweeps' stores may be on another machine).
+        picks = json.loads(picks_path.read_text()) if picks_path.exists() else {}
         for sweep, within in (("record_baseline", None), ("record_stateful", args.within)):
+            if sweep in picks:
+                continue
             study = study_name(sweep, args.dataset)
             if len(finished_trials(study, workdir)) < 12:
                 run_sweep(sweep, args.dataset, args.data_root, workdir, args.sweep_seed)
@@ -265,10 +269,10 @@ def main() -> None:
                 "overrides": trial_overrides(study, chosen.number, workdir),
             }
             print(f"[record] {study}: trial {chosen.number} {chosen.values}", flush=True)
-        picks_path.write_text(json.dumps(picks, indent=2) + "\n")
-        report = workdir / "multirun" / picks["record_stateful"]["study"] / "report"
-        if report.exists():
-            shutil.copytree(report, RESULTS / f"record_{args.dataset}_sweep", dirs_exist_ok=True)
+            picks_path.write_text(json.dumps(picks, indent=2) + "\n")
+            report = workdir / "multirun" / study / "report"
+            if report.exists():
+                shutil.copytree(report, RESULTS / f"record_{args.dataset}_{sweep}", dirs_exist_ok=True)
         for seed in args.seeds:
             done = (
                 json.loads(p.read_text()) if (p := RESULTS / f"record_{args.dataset}_seed{seed}.json").exists() else {}
@@ -277,10 +281,11 @@ def main() -> None:
                 continue
             a = [o for o in picks["record_baseline"]["overrides"] if "_optimizer" in o]
             run_seed(args.dataset, seed, a, picks["record_stateful"]["overrides"], args)
-    summary = summarize(args.dataset, args.seeds, json.loads(picks_path.read_text()))
+    seeds = [s for s in args.seeds if (RESULTS / f"record_{args.dataset}_seed{s}.json").exists()]  # those finished
+    summary = summarize(args.dataset, seeds, json.loads(picks_path.read_text()))
     (RESULTS / f"record_{args.dataset}.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_markdown(summary, RESULTS / f"record_{args.dataset}.md")
-    plot(args.dataset, args.seeds, RESULTS / f"record_{args.dataset}.png")
+    plot(args.dataset, seeds, RESULTS / f"record_{args.dataset}.png")
     final = summary["ratios"][f"to_target_mean_of_5/{max(TARGETS[args.dataset]):g}"]
     print(
         f"[record] bits a/c to {max(TARGETS[args.dataset]):.1%} (5-round mean): median {final['median']}, "
