@@ -272,7 +272,9 @@ def main() -> None:
             picks_path.write_text(json.dumps(picks, indent=2) + "\n")
             report = workdir / "multirun" / study / "report"
             if report.exists():
-                shutil.copytree(report, RESULTS / f"record_{args.dataset}_{sweep}", dirs_exist_ok=True)
+                # Without report.html: its inline plotly makes it ~5 MB; the CSVs and plots say the same.
+                out = RESULTS / f"record_{args.dataset}_{sweep}"
+                shutil.copytree(report, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("report.html"))
         for seed in args.seeds:
             done = (
                 json.loads(p.read_text()) if (p := RESULTS / f"record_{args.dataset}_seed{seed}.json").exists() else {}
