@@ -20,6 +20,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 for _name in ("tensorflow", "absl", "jax", "h5py", "numexpr"):
     logging.getLogger(_name).setLevel(logging.ERROR)
+# matplotlib's INFO "generated new fontManager" (its first run on a machine) reaches Hydra's console handler.
+logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 
 @contextmanager
