@@ -247,6 +247,7 @@ def _load_model_section(runs: SweepRuns, front: pd.DataFrame) -> list[str]:
         "",
         "```python",
         "import mlflow.tensorflow",
+        "",
         f'mlflow.set_tracking_uri("{redact_uri(runs.tracking_uri)}")',
         'model = mlflow.tensorflow.load_model("runs:/<run id>/model")',
         "```",
