@@ -200,7 +200,7 @@ def main() -> None:
     rows_path = RESULTS / f"{stem}.jsonl"
     meta = {
         "setting": f"{PARTITIONS[args.dataset]}, 10 clients/round, FedAvg CNN, E={args.epochs}, B={args.batch}, "
-        f"lr={args.lr}",
+        + (f"lr={args.lr}" if "_optimizer.lr=" not in args.a + args.c else "learning rates as --a/--c set them"),
         "c_overrides": args.c,
         "a_overrides": args.a,
         "command": "uv run python benchmarks/bits_to_accuracy.py "
