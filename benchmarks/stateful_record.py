@@ -75,15 +75,21 @@ def run_sweep(sweep: str, dataset: str, data_root: Path, workdir: Path, seed: in
     subprocess.run(cmd, cwd=workdir, check=True)
 
 
-def finished_trials(study: str, workdir: Path) -> list[Any]:
-    """The study's completed trials (Optuna's public API), or [] when there is no such study."""
+def load_study(study: str, workdir: Path) -> Any:
+    """The Optuna study in ``workdir``'s store (Optuna's public API), or None when there is no such study."""
     import optuna
 
     storage = f"sqlite:///{workdir / 'optuna.db'}"
     if study not in optuna.get_all_study_names(storage):
-        return []
-    loaded = optuna.load_study(study_name=study, storage=storage)
-    return [t for t in loaded.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        return None
+    return optuna.load_study(study_name=study, storage=storage)
+
+
+def completed(study: Any) -> list[Any]:
+    """The study's completed trials."""
+    import optuna
+
+    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
 def trial_overrides(study: str, number: int, workdir: Path) -> list[str]:
@@ -101,19 +107,14 @@ def trial_overrides(study: str, number: int, workdir: Path) -> list[str]:
     return groups + values
 
 
-def pick(trials: list[Any], *, within: float | None) -> Any:
-    """The most accurate trial (``within`` None), or the fewest-bits Pareto trial within ``within`` of the best
-    accuracy."""
-    best = max(t.values[0] for t in trials)
+def pick(study: Any, *, within: float | None) -> Any:
+    """The most accurate trial (``within`` None), or the fewest-bits trial of Optuna's Pareto front within
+    ``within`` of the best accuracy."""
+    trials = completed(study)
     if within is None:
         return max(trials, key=lambda t: t.values[0])
-    front = [t for t in trials if not any(_dominates(o.values, t.values) for o in trials)]
-    return min((t for t in front if t.values[0] >= best - within), key=lambda t: t.values[1])
-
-
-def _dominates(a: list[float], b: list[float]) -> bool:
-    """Accuracy up, bits down."""
-    return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
+    best = max(t.values[0] for t in trials)
+    return min((t for t in study.best_trials if t.values[0] >= best - within), key=lambda t: t.values[1])
 
 
 def run_seed(dataset: str, seed: int, a: list[str], c: list[str], args: argparse.Namespace) -> None:
@@ -259,9 +260,11 @@ def main() -> None:
             if sweep in picks:
                 continue
             study = study_name(sweep, args.dataset)
-            if len(finished_trials(study, workdir)) < 12:
+            loaded = load_study(study, workdir)
+            if loaded is None or len(completed(loaded)) < 12:
                 run_sweep(sweep, args.dataset, args.data_root, workdir, args.sweep_seed)
-            chosen = pick(finished_trials(study, workdir), within=within)
+                loaded = load_study(study, workdir)
+            chosen = pick(loaded, within=within)
             picks[sweep] = {
                 "study": study,
                 "trial": chosen.number,
