@@ -46,7 +46,7 @@ class BuiltParts:
 
         build = build_delta_broadcast if encoder.delta else build_encoded_broadcast
         return self.get(
-            ("broadcast", encoder, str(weights_type)),
+            ("broadcast", encoder.built_key(), str(weights_type)),
             lambda: build(value_type=weights_type, encoder=encoder, tensor_encoders=self.tensor_encoders),
         )
 
@@ -55,7 +55,7 @@ class BuiltParts:
         from fl_sweeps.compression.error_feedback import build_error_feedback_step
 
         return self.get(
-            ("error feedback", encoder, str(update_type)),
+            ("error feedback", encoder.built_key(), str(update_type)),
             lambda: build_error_feedback_step(
                 update_type=update_type, encoder=encoder, tensor_encoders=self.tensor_encoders
             ),
@@ -76,7 +76,7 @@ class BuiltParts:
         from fl_sweeps.compression.aggregation import build_model_aggregator
 
         return self.get(
-            ("aggregation", encoder, str(update_type)),
+            ("aggregation", encoder.built_key(), str(update_type)),
             lambda: build_model_aggregator(encoder=encoder).create(update_type, tff.TensorType(np.float32)),
         )
 

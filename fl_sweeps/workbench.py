@@ -163,10 +163,14 @@ class Workbench:
 
     @staticmethod
     def structure_key(cfg: DictConfig) -> str:
-        """What a built TFF process depends on; everything else is set per run."""
+        """What a built TFF process depends on; everything else is set per run (the encoders' settings that are
+        inputs of the process too: ``built_key``)."""
 
         def plain(node: Any) -> Any:
             return OmegaConf.to_container(node, resolve=True)
+
+        def built(node: Any) -> str:
+            return repr(instantiate(node).built_key())
 
         key = {
             "data": plain(cfg.data),
@@ -174,14 +178,14 @@ class Workbench:
             "client_optimizer": cfg.client_optimizer._target_,
             "server_optimizer": cfg.server_optimizer._target_,
             "algorithm": plain(cfg.algorithm),
-            "broadcast_encoder": plain(cfg.broadcast_encoder),
-            "aggregate_encoder": plain(cfg.aggregate_encoder),
+            "broadcast_encoder": built(cfg.broadcast_encoder),
+            "aggregate_encoder": built(cfg.aggregate_encoder),
             "eval_mode": cfg.eval.mode,
         }
         schedule = OmegaConf.select(cfg, "schedule", default=None)
         if schedule is not None and "side" in schedule:  # a process per value; the configured one never runs
             side, setting, values = str(schedule.side), str(schedule.setting), list(schedule["values"])
-            key[side] = plain(Workbench.as_built(cfg)[side])
+            key[side] = built(Workbench.as_built(cfg)[side])
             key["schedule"] = {"setting": f"{side}.{setting}", "values": sorted(set(values), key=str)}
         return OmegaConf.to_yaml(key)
 
@@ -208,14 +212,18 @@ class Workbench:
 
     @classmethod
     def run_settings(cls, cfg: DictConfig) -> RunSettings:
-        """What ``cfg`` sets per run of a built trial: training settings, seed, eval period, learning rates."""
+        """What ``cfg`` sets per run of a built trial: training settings, seed, eval period, learning rates, and the
+        encoders (whose settings that are inputs of the process are written into its state)."""
+        schedule = cls.schedule(cfg)
         return RunSettings(
             training=TrainingSettings(**OmegaConf.to_container(cfg.training)),
             seed=cfg.seed,
             eval_every=cfg.eval.every,
             client_hparams=cls.optimizer_hparams(cfg.client_optimizer),
             server_hparams=cls.optimizer_hparams(cfg.server_optimizer),
-            schedule=cls.schedule(cfg),
+            schedule=schedule,
+            encoders={side: instantiate(cfg[side]) for side in ("broadcast_encoder", "aggregate_encoder")},
+            scheduled_encoders=cls.encoder_variants(cfg, schedule),
         )
 
     def recycle_worker_if_grown(self, max_growth: float | None) -> bool:

@@ -88,7 +88,7 @@ def test_a_new_encoder_builds_one_part_and_trains_as_a_fresh_build(compose_confi
     first = _trial(compose_config(QUANTIZED), data, workbench)
     # eval model, initial model weights, broadcast, client work, aggregation, server update
     assert (parts.built, parts.reused) == (6, 0)
-    other_cfg = compose_config([*QUANTIZED, "aggregate_encoder.bits=2"])
+    other_cfg = compose_config([*QUANTIZED, "aggregate_encoder.rounding=stochastic"])  # not an input: a build
     other = _trial(other_cfg, data, workbench)
     assert (parts.built, parts.reused) == (7, 5)
     assert other.process is not first.process
@@ -97,7 +97,9 @@ def test_a_new_encoder_builds_one_part_and_trains_as_a_fresh_build(compose_confi
     _final_weights(first)
     assert (parts.built, parts.reused) == (8, 6)  # ... and reused by the other structure
     # The hand-written algorithm shares the eval model, the encoded broadcast and the aggregation.
-    _trial(compose_config([*QUANTIZED, "aggregate_encoder.bits=2", "algorithm=fedavg_core"]), data, workbench)
+    _trial(
+        compose_config([*QUANTIZED, "aggregate_encoder.rounding=stochastic", "algorithm=fedavg_core"]), data, workbench
+    )
     assert (parts.built, parts.reused) == (8, 9)
 
 

@@ -77,8 +77,9 @@ def _rounds_with_plain_updates(compose_config, trial, cfg):
         state_before = None if held is None else _flat(held.residual)
         before = built.model_weights(state)
         output = built.next(state, client, round_num, settings, states)
-        plain_state = reference.built.process.set_model_weights(reference.built.initial_state(settings), before)
-        plain = reference.built.next(plain_state, client, round_num, settings, ClientStates())
+        plain_settings = dataclasses.replace(settings, encoders={})  # the reference's own encoders
+        plain_state = reference.built.process.set_model_weights(reference.built.initial_state(plain_settings), before)
+        plain = reference.built.next(plain_state, client, round_num, plain_settings, ClientStates())
         start = _flat(before.trainable)
         added = start - _flat(built.model_weights(output.state).trainable)
         update = start - _flat(reference.built.model_weights(plain.state).trainable)
@@ -151,7 +152,12 @@ def test_a_client_whose_update_the_server_ignores_keeps_its_state(compose_config
     )
     update_type = tff.StructWithPythonType([tff.TensorType(np.float32, [40]), tff.TensorType(np.float32, [5, 4])], list)
     encoder = instantiate(cfg.aggregate_encoder)
-    step = build_error_feedback_step(update_type=update_type, encoder=encoder)
+    feedback = build_error_feedback_step(update_type=update_type, encoder=encoder)
+    encoder_states = feedback.initial_encoder_states()
+
+    def step(update, state, weight):
+        return feedback.compress(update, state, weight, encoder_states)
+
     rng = np.random.default_rng(0)
     update = [rng.normal(size=[40]).astype(np.float32), rng.normal(size=[5, 4]).astype(np.float32)]
     state = [rng.normal(size=[40]).astype(np.float32), rng.normal(size=[5, 4]).astype(np.float32)]

@@ -127,8 +127,9 @@ def build_fedavg_core(
     distributor = store.broadcast(broadcast_encoder, weights_type)
     error_feedback = aggregate_encoder.error_feedback
     if error_feedback:
-        aggregator = _EmptyAggregator()
-        compress_with_feedback = store.error_feedback(aggregate_encoder, trainable_type)
+        feedback_step = store.error_feedback(aggregate_encoder, trainable_type)
+        aggregator = _EncoderStates(feedback_step.initial_encoder_states)
+        compress_with_feedback = feedback_step.compress
     else:
         aggregator = store.aggregation(aggregate_encoder, trainable_type)
 
@@ -175,7 +176,10 @@ def build_fedavg_core(
             mean_update = aggregator.next(state.aggregator, update, weight)
             new_residual = None
         else:
-            sent, new_residual, message_bits = tff.federated_map(compress_with_feedback, (update, residual, weight))
+            encoder_states = tff.federated_broadcast(state.aggregator)  # the settings, agreed before the round
+            sent, new_residual, message_bits = tff.federated_map(
+                compress_with_feedback, (update, residual, weight, encoder_states)
+            )
             up = tff.federated_sum(tff.federated_map(with_weight_bits, (message_bits, weight)))
             mean_update = tff.templates.MeasuredProcessOutput(
                 state=state.aggregator,
@@ -274,14 +278,17 @@ def build_fedavg_core(
     )
 
 
-class _EmptyAggregator:
-    """The aggregator slot of ``ServerState`` under error feedback, where the mean is taken in ``next`` itself:
-    its state is an empty structure."""
+class _EncoderStates:
+    """The aggregator slot of ``ServerState`` under error feedback, where the mean is taken in ``next`` itself: its
+    state is the per-tensor encoder states (the settings, ``fl_sweeps.compression.settings_state``)."""
+
+    def __init__(self, initial_encoder_states: Any) -> None:
+        self._initial = initial_encoder_states
 
     def initialize(self) -> Any:
         import tensorflow_federated as tff
 
-        return tff.federated_eval(tff.tensorflow.computation(lambda: ()), tff.SERVER)
+        return tff.federated_eval(self._initial, tff.SERVER)
 
 
 def _build_client_update(model: Any, optimizer: Any, clip_norm: float | None) -> Callable[..., Any]:

@@ -5,7 +5,8 @@
 message) and received (the encoders' encode parameters, such as a shared rotation's seed), summed over clients
 (``fl_sweeps.compression.measure``). As in TFF's factory, the parameters for decoding before the sum travel to the
 clients and back with the message, because ``federated_aggregate`` cannot read server values; they are not
-traffic of the algorithm and are not counted.
+traffic of the algorithm and are not counted; nor are the encoders' settings among the encode parameters
+(``fl_sweeps.compression.settings_state``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from fl_sweeps.compression.encoders import NoCompression
 from fl_sweeps.compression.measure import DOWN_KEY, UP_KEY, message_bits
+from fl_sweeps.compression.settings_state import encode_param_mask, sent
 from fl_sweeps.tff_runtime.autograph_rules import trace_tensor_encoding_without_autograph
 
 
@@ -56,18 +58,17 @@ def _measured_sum_class() -> type:
 
         def create(self, value_type: Any) -> Any:
             specs = tff.types.type_to_tf_tensor_specs(value_type)
-            encoders = [
-                te.encoders.as_gather_encoder(
-                    self._encoder.tensor_encoder(spec.shape.num_elements(), spec.dtype.is_floating), spec
-                )
-                for spec in tf.nest.flatten(specs)
+            flat_specs = tf.nest.flatten(specs)
+            tensor_encoders = [
+                self._encoder.tensor_encoder(spec.shape.num_elements(), spec.dtype.is_floating) for spec in flat_specs
             ]
-            return _build_process(value_type, specs, encoders)
+            encoders = [te.encoders.as_gather_encoder(e, s) for e, s in zip(tensor_encoders, flat_specs, strict=True)]
+            return _build_process(value_type, specs, encoders, [encode_param_mask(e) for e in tensor_encoders])
 
     return MeasuredEncodedSumFactory
 
 
-def _build_process(value_type: Any, specs: Any, encoders: list[Any]) -> Any:
+def _build_process(value_type: Any, specs: Any, encoders: list[Any], param_masks: list[tuple[bool, ...]]) -> Any:
     import tensorflow as tf
     import tensorflow_federated as tff
     from tensorflow_model_optimization.python.core.internal.tensor_encoding.core import encoding_stage
@@ -95,7 +96,7 @@ def _build_process(value_type: Any, specs: Any, encoders: list[Any]) -> Any:
             before_params=before_params,
             state_update=tuple(u for _, u in encoded),
             up=message_bits(message),
-            down=message_bits(encode_params),
+            down=message_bits([sent(p, m) for p, m in zip(encode_params, param_masks, strict=True)]),
         )
 
     encoded_type = encode.type_signature.result

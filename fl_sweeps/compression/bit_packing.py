@@ -18,6 +18,9 @@ With many levels and few values the histogram costs more than coding saves (8 bi
 9,300 against 8,064 bits). ``fl_sweeps.compression.measure.message_bits`` counts that part of the message as
 ``coded_bits`` instead of the words' size. The tests encode the same symbols with the constriction library's ANS
 coder, decode them exactly, and check that its stream is never longer than the count.
+
+``bits`` is an input of the built process (``fl_sweeps.compression.stage_base.SettingStage``): the number of words
+is computed in the computation, so one traced stage packs any width.
 """
 
 from __future__ import annotations
@@ -74,17 +77,18 @@ def _stage_class() -> type:
     import tensorflow as tf
     from tensorflow_model_optimization.python.core.internal.tensor_encoding.core import encoding_stage
 
-    from fl_sweeps.compression.stage_base import ChainStage
+    from fl_sweeps.compression.stage_base import SettingStage
 
-    @encoding_stage.tf_style_encoding_stage
-    class DenseBitpackingEncodingStage(ChainStage):
+    @encoding_stage.tf_style_adaptive_encoding_stage
+    class DenseBitpackingEncodingStage(SettingStage):
         """Packs integer-valued floats of ``bits`` bits into int32 words, 32 bits per word, and back."""
 
         ENCODED_VALUES_KEY = "bitpacked_values"
         DTYPE_KEY = "dummy_type_value"  # a scalar of the input's dtype when it is not float32
+        SETTINGS = {"bits": tf.int32}
 
         def __init__(self, bits: int, entropy_coding: bool = False) -> None:
-            self._bits = int(bits)
+            self._set_settings(bits=int(bits))
             self._entropy_coding = entropy_coding
 
         STAGE_NAME = "dense_bitpacking"
@@ -93,17 +97,18 @@ def _stage_class() -> type:
         def compressible_tensors_keys(self) -> list[str]:
             return []  # packed words are final
 
-        def encode(self, x: Any, encode_params: dict) -> dict:
-            del encode_params
-            if x.shape.num_elements() is None:
-                raise ValueError(f"bit-packing needs a static shape, got {x.shape}")
+        def encode_values(self, x: Any, params: dict) -> dict:
             values = tf.cast(tf.reshape(x, [-1]), tf.int64)
-            words = _pack(values, self._bits, x.shape.num_elements())
+            if self.fixed("bits") is not None and x.shape.num_elements() is not None:  # static: as many words
+                words = _pack_static(values, self.fixed("bits"), x.shape.num_elements())
+            else:
+                bits = tf.cast(self.setting(params, "bits"), tf.int64)
+                words = _pack(values, bits, tf.size(values, out_type=tf.int64))
             encoded = {self.ENCODED_VALUES_KEY: tf.bitcast(tf.cast(words, tf.uint32), tf.int32)}
             if x.dtype != tf.float32:
                 encoded[self.DTYPE_KEY] = tf.zeros([], x.dtype)
             if self._entropy_coding:
-                alphabet = 1 << self._bits
+                alphabet = tf.bitwise.left_shift(1, self.setting(params, "bits"))
                 counts = tf.math.bincount(tf.cast(values, tf.int32), minlength=alphabet, maxlength=alphabet)
                 encoded[CODED_BITS_KEY] = coded_bits(counts)
             return encoded
@@ -111,47 +116,73 @@ def _stage_class() -> type:
         def decode(
             self, encoded_tensors: dict, decode_params: dict, num_summands: Any = None, shape: Any = None
         ) -> Any:
-            del decode_params, num_summands
+            del num_summands
             words = tf.cast(tf.bitcast(encoded_tensors[self.ENCODED_VALUES_KEY], tf.uint32), tf.int64)
             static_shape = tf.get_static_value(shape)
             num_values = int(np.prod(static_shape)) if static_shape is not None else tf.reduce_prod(shape)
-            values = _unpack(words, self._bits, num_values)
+            if self.fixed("bits") is not None and isinstance(num_values, int):
+                values = _unpack_static(words, self.fixed("bits"), num_values)
+            else:
+                bits = tf.cast(self.setting(decode_params, "bits"), tf.int64)
+                values = _unpack(words, bits, tf.cast(num_values, tf.int64))
             dtype = encoded_tensors[self.DTYPE_KEY].dtype if self.DTYPE_KEY in encoded_tensors else tf.float32
             return tf.reshape(tf.cast(values, dtype), shape)
 
-    def _pack(values: Any, bits: int, num_values: int) -> Any:
-        """int64 words below 2**32 holding ``values`` end to end, the first value in the lowest bits."""
-        num_words = packed_words(num_values, bits)
-        if WORD_BITS % bits == 0:  # whole values per word: shift each column into place and add
+    def _pack_static(values: Any, bits: int, num_values: int) -> Any:
+        """``_pack`` with a static width and count: the words' number is static too."""
+        return tf.reshape(
+            _pack(values, tf.constant(bits, tf.int64), tf.constant(num_values, tf.int64)),
+            [packed_words(num_values, bits)],
+        )
+
+    def _unpack_static(words: Any, bits: int, num_values: int) -> Any:
+        """``_unpack`` with a static width and count."""
+        return tf.reshape(_unpack(words, tf.constant(bits, tf.int64), tf.constant(num_values, tf.int64)), [num_values])
+
+    def _pack(values: Any, bits: Any, num_values: Any) -> Any:
+        """int64 words below 2**32 holding ``values`` end to end, the first value in the lowest bits (``bits`` and
+        ``num_values`` int64 scalars)."""
+        num_words = (num_values * bits + WORD_BITS - 1) // WORD_BITS
+
+        def whole_values_per_word() -> Any:  # shift each column into place and add
             per_word = WORD_BITS // bits
             padded = tf.pad(values, [[0, num_words * per_word - num_values]])
             shifts = tf.range(per_word, dtype=tf.int64) * bits
             return tf.reduce_sum(tf.bitwise.left_shift(tf.reshape(padded, [-1, per_word]), shifts), axis=1)
-        # Values straddle words: the low part goes to word `position // 32`, the rest to the next one. The bits of
-        # different parts do not overlap, so adding them is OR.
-        position = tf.range(num_values, dtype=tf.int64) * bits
-        word = position // WORD_BITS
-        offset = position % WORD_BITS
-        low = tf.bitwise.bitwise_and(tf.bitwise.left_shift(values, offset), 0xFFFFFFFF)
-        high = tf.bitwise.right_shift(values, WORD_BITS - offset)  # zero unless the value crosses into the next word
-        parts = tf.concat([low, high], 0)
-        destinations = tf.concat([word, word + 1], 0)
-        return tf.math.unsorted_segment_sum(parts, destinations, num_words + 1)[:-1]
 
-    def _unpack(words: Any, bits: int, num_values: Any) -> Any:
+        def straddling() -> Any:
+            # Values straddle words: the low part goes to word `position // 32`, the rest to the next one. The bits
+            # of different parts do not overlap, so adding them is OR.
+            position = tf.range(num_values, dtype=tf.int64) * bits
+            word = position // WORD_BITS
+            offset = position % WORD_BITS
+            low = tf.bitwise.bitwise_and(tf.bitwise.left_shift(values, offset), 0xFFFFFFFF)
+            high = tf.bitwise.right_shift(values, WORD_BITS - offset)  # zero unless the value crosses into the next
+            parts = tf.concat([low, high], 0)
+            destinations = tf.concat([word, word + 1], 0)
+            return tf.math.unsorted_segment_sum(parts, destinations, num_words + 1)[:-1]
+
+        return tf.cond(tf.equal(WORD_BITS % bits, 0), whole_values_per_word, straddling)
+
+    def _unpack(words: Any, bits: Any, num_values: Any) -> Any:
         """The first ``num_values`` values of ``bits`` bits from int64 words made by ``_pack``."""
-        mask = (1 << bits) - 1
-        if WORD_BITS % bits == 0:
+        mask = tf.bitwise.left_shift(tf.constant(1, tf.int64), bits) - 1
+
+        def whole_values_per_word() -> Any:
             per_word = WORD_BITS // bits
             shifts = tf.range(per_word, dtype=tf.int64) * bits
             columns = tf.bitwise.right_shift(tf.expand_dims(words, 1), shifts)
             return tf.bitwise.bitwise_and(tf.reshape(columns, [-1]), mask)[:num_values]
-        position = tf.range(num_values, dtype=tf.int64) * bits
-        word = position // WORD_BITS
-        offset = position % WORD_BITS
-        extended = tf.concat([words, tf.zeros([1], tf.int64)], 0)
-        low = tf.bitwise.right_shift(tf.gather(extended, word), offset)
-        high = tf.bitwise.left_shift(tf.gather(extended, word + 1), WORD_BITS - offset)
-        return tf.bitwise.bitwise_and(tf.bitwise.bitwise_or(low, high), mask)
+
+        def straddling() -> Any:
+            position = tf.range(num_values, dtype=tf.int64) * bits
+            word = position // WORD_BITS
+            offset = position % WORD_BITS
+            extended = tf.concat([words, tf.zeros([1], tf.int64)], 0)
+            low = tf.bitwise.right_shift(tf.gather(extended, word), offset)
+            high = tf.bitwise.left_shift(tf.gather(extended, word + 1), WORD_BITS - offset)
+            return tf.bitwise.bitwise_and(tf.bitwise.bitwise_or(low, high), mask)
+
+        return tf.cond(tf.equal(WORD_BITS % bits, 0), whole_values_per_word, straddling)
 
     return DenseBitpackingEncodingStage

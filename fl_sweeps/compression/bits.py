@@ -97,6 +97,7 @@ def tensor_message_bits(encoder: NoCompression, tensor: TensorInfo, *, gather: b
     from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
     from fl_sweeps.compression.measure import message_bits
+    from fl_sweeps.compression.settings_state import encode_param_mask, sent
 
     spec = tf.TensorSpec([tensor.num_elements], tensor.dtype)
     values = tf.cast(np.random.default_rng(seed).normal(size=tensor.num_elements), tensor.dtype)
@@ -108,4 +109,5 @@ def tensor_message_bits(encoder: NoCompression, tensor: TensorInfo, *, gather: b
     gather_encoder = te.encoders.as_gather_encoder(tensor_encoder, spec)
     encode_params, _, _ = gather_encoder.get_params(gather_encoder.initial_state())
     message, _ = gather_encoder.encode(values, encode_params)
-    return int(message_bits(message)), int(message_bits(encode_params))
+    params_sent = sent(encode_params, encode_param_mask(tensor_encoder))
+    return int(message_bits(message)), int(message_bits(params_sent))

@@ -8,18 +8,24 @@ stage whose ``bits`` is null (the bit-packing stage) takes the previous stage's 
 ``TAKES_NUM_ELEMENTS`` gets the tensor's size as ``num_elements``. Tensors with at most ``threshold`` elements, and
 non-float tensors, travel unencoded.
 
+A stage setting that the stage keeps in its state (``SettingStage.SETTINGS``: ``bits``, ``fraction``, ``levels``;
+not the ``fraction`` of a sparsifier that other stages follow) is an input of the built process: ``built_key`` leaves
+its value out, so trials that differ only in such settings share one process, and each trial writes its values into
+the process state (``fl_sweeps.compression.settings_state``).
+
 Building the chain imports nothing of TensorFlow; ``tensor_encoder`` does, when the TFF process is built.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fl_sweeps.compression.encoders import NoCompression
 
 StageSpec = tuple[str, tuple[tuple[str, Any], ...]]  # (_target_, sorted settings): hashable, compared by value
+INPUT = "<input of the process>"  # a setting's value in ``built_key``: set per trial in the process state
 
 
 def freeze_stages(stages: Iterable[Any]) -> tuple[StageSpec, ...]:
@@ -40,6 +46,15 @@ def freeze_stages(stages: Iterable[Any]) -> tuple[StageSpec, ...]:
     return tuple(frozen)
 
 
+def _inputs(make: Any, last: bool) -> dict[str, Any]:
+    """The settings a stage (or the class or function ``make`` that makes it) keeps in its state as inputs of the
+    process: its ``SETTINGS``, except for a sparsifier that other stages follow (they need the number of values it
+    keeps as a static size)."""
+    if getattr(make, "SPARSIFIES", False) and not last:
+        return {}
+    return getattr(make, "SETTINGS", {})
+
+
 def _hashable(value: Any) -> Any:
     return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
 
@@ -54,6 +69,9 @@ class StageChain(NoCompression):
         threshold: Tensors with at most this many elements are sent unencoded.
         bits, fraction, levels, rounding, entropy_coding: The option's settings (null where it has none), read by
             its stages.
+        settings_as_inputs: Whether the stages' settings that can be inputs of the built process are (module
+            docstring); false traces them as constants, with messages of static shapes and no settings in the
+            process state (a build per value; the tests that count bits from TFF's types use it).
     """
 
     name: str = "chain"
@@ -64,6 +82,7 @@ class StageChain(NoCompression):
     levels: int | None = None
     rounding: str | None = None
     entropy_coding: bool = False
+    settings_as_inputs: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", freeze_stages(self.stages))
@@ -74,7 +93,25 @@ class StageChain(NoCompression):
     def tensor_settings(self, num_elements: int, is_float: bool) -> tuple[Any, ...]:
         if not self.compresses(num_elements, is_float):
             return ("identity",)
-        return ("chain", self.stages)
+        return ("chain", self._stages_without_inputs() if self.settings_as_inputs else self.stages)
+
+    def built_key(self) -> StageChain:
+        """What a built process depends on: the option without the values of its stages' settings that are inputs
+        of the process (module docstring). The option's own ``bits``/``fraction``/``levels`` are left out too: a
+        stage setting that is not an input keeps its value in the stages."""
+        if not self.settings_as_inputs:
+            return self
+        return replace(self, stages=self._stages_without_inputs(), bits=None, fraction=None, levels=None)
+
+    def _stages_without_inputs(self) -> tuple[StageSpec, ...]:
+        """The stage specs with each setting a stage keeps in its state replaced by ``INPUT``."""
+        from hydra.utils import get_object
+
+        specs = []
+        for position, (target, settings) in enumerate(self.stages):
+            inputs = _inputs(get_object(target), last=position == len(self.stages) - 1)
+            specs.append((target, tuple((key, INPUT if key in inputs else value) for key, value in settings)))
+        return tuple(specs)
 
     def stage_objects(self, num_elements: int) -> list[Any]:
         """The chain's stages for a tensor of ``num_elements`` (imports their modules)."""
@@ -91,7 +128,11 @@ class StageChain(NoCompression):
                 kwargs["bits"] = previous
             if getattr(make, "TAKES_NUM_ELEMENTS", False):
                 kwargs["num_elements"] = num_elements
-            built.append(make(**kwargs))
+            stage = make(**kwargs)
+            last = len(built) == len(self.stages) - 1
+            if getattr(stage, "SETTINGS", None) and not (self.settings_as_inputs and _inputs(stage, last=last)):
+                stage.fix_settings()
+            built.append(stage)
         return built
 
     def sparsifies(self) -> bool:

@@ -44,9 +44,14 @@ class NoCompression:
         """Whether the option sends only a subset of a tensor's values (not allowed for the broadcast of weights)."""
         return False
 
+    def built_key(self) -> NoCompression:
+        """What a process built with this option depends on (``StageChain`` leaves out the settings that are inputs
+        of the process)."""
+        return self
+
     def tensor_settings(self, num_elements: int, is_float: bool) -> tuple[Any, ...]:
-        """What ``tensor_encoder`` for one tensor depends on besides its size: a cache key, with the tensor's shape
-        (a rotation's seed also depends on the size)."""
+        """What ``tensor_encoder`` for one tensor depends on besides its size, without the settings that are inputs
+        of the process: a cache key, with the tensor's shape (a rotation's seed also depends on the size)."""
         return ("identity",)
 
     def tensor_encoder(self, num_elements: int, is_float: bool) -> Any:

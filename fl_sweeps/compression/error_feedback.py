@@ -21,19 +21,35 @@ message. Encoders that keep state across rounds are not supported (none of the o
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from fl_sweeps.compression.broadcast import simple_tensor_encoders
 from fl_sweeps.compression.encoders import NoCompression
 from fl_sweeps.compression.measure import message_bits
+from fl_sweeps.compression.settings_state import setting_mask
 from fl_sweeps.errors import ConfigError
 from fl_sweeps.tff_runtime.autograph_rules import trace_tensor_encoding_without_autograph
 
 
-def build_error_feedback_step(*, update_type: Any, encoder: NoCompression, tensor_encoders: Any = None) -> Any:
-    """A TFF computation ``(update, state, weight) -> (sent, new state, message bits)`` run at each client.
+class ErrorFeedbackStep(NamedTuple):
+    """The clients' compress-with-feedback step and the encoders' state it reads.
+
+    Attributes:
+        initial_encoder_states: TFF computation: the per-tensor encoder states (the settings), kept by the server.
+        compress: TFF computation ``(update, state, weight, encoder states) -> (sent, new state, message bits)``.
+    """
+
+    initial_encoder_states: Any
+    compress: Any
+
+
+def build_error_feedback_step(
+    *, update_type: Any, encoder: NoCompression, tensor_encoders: Any = None
+) -> ErrorFeedbackStep:
+    """A TFF computation ``(update, state, weight, encoder states) -> (sent, new state, message bits)`` run at each
+    client, and the encoder states' initial value.
 
     ``sent`` is what the server adds into the mean, ``new state`` what the client keeps (the rule
     ``encoder.error_feedback_rule`` decides both; a client of weight 0, whose update was not finite and whose
@@ -54,38 +70,44 @@ def build_error_feedback_step(*, update_type: Any, encoder: NoCompression, tenso
     trace_tensor_encoding_without_autograph()
     specs = tff.types.type_to_tf_tensor_specs(update_type)
     encoders = simple_tensor_encoders(encoder, tf.nest.flatten(specs), tensor_encoders)
-    with tf.Graph().as_default():
-        stateful = any(tf.nest.flatten(e.initial_state()) for e in encoders)
-    if stateful:
+    flat_specs = tf.nest.flatten(specs)
+    masks = [setting_mask(encoder.tensor_encoder(s.shape.num_elements(), s.dtype.is_floating)) for s in flat_specs]
+    if not all(all(mask) for mask in masks):
         raise ConfigError(
             f"aggregate_encoder.error_feedback=true is not allowed for aggregate_encoder={encoder.name}: its encoder "
             "keeps state across rounds"
         )
 
-    def round_trip(value: Any) -> tuple[Any, Any]:
+    @tff.tensorflow.computation
+    def initial_encoder_states():
+        return tuple(e.initial_state() for e in encoders)
+
+    def round_trip(value: Any, encoder_states: Any) -> tuple[Any, Any]:
         """(message, what it decodes to) of ``value``."""
         message = tuple(
-            e.encode(x, e.initial_state())[0] for e, x in zip(encoders, tf.nest.flatten(value), strict=True)
+            e.encode(x, s)[0] for e, x, s in zip(encoders, tf.nest.flatten(value), encoder_states, strict=True)
         )
         return message, tf.nest.pack_sequence_as(specs, [e.decode(m) for e, m in zip(encoders, message, strict=True)])
 
-    def ef14(update: Any, residual: Any) -> tuple[Any, Any, Any]:
+    def ef14(update: Any, residual: Any, encoder_states: Any) -> tuple[Any, Any, Any]:
         corrected = tf.nest.map_structure(tf.add, update, residual)
-        message, sent = round_trip(corrected)
+        message, sent = round_trip(corrected, encoder_states)
         return sent, tf.nest.map_structure(tf.subtract, corrected, sent), message
 
-    def ef21(update: Any, estimate: Any) -> tuple[Any, Any, Any]:
-        message, change = round_trip(tf.nest.map_structure(tf.subtract, update, estimate))
+    def ef21(update: Any, estimate: Any, encoder_states: Any) -> tuple[Any, Any, Any]:
+        message, change = round_trip(tf.nest.map_structure(tf.subtract, update, estimate), encoder_states)
         sent = tf.nest.map_structure(tf.add, estimate, change)
         return sent, sent, message
 
     rule = {"ef14": ef14, "ef21": ef21}[str(encoder.error_feedback_rule)]
 
-    @tff.tensorflow.computation(update_type, update_type, tff.TensorType(np.float32))
-    def compress_with_feedback(update, state, weight):
-        sent, new_state, message = rule(update, state)
+    @tff.tensorflow.computation(
+        update_type, update_type, tff.TensorType(np.float32), initial_encoder_states.type_signature.result
+    )
+    def compress_with_feedback(update, state, weight, encoder_states):
+        sent, new_state, message = rule(update, state, encoder_states)
         # A client whose update was not finite has weight 0: the server ignores its message, so its state stays.
         kept = tf.nest.map_structure(lambda new, old: tf.where(weight > 0, new, old), new_state, state)
         return sent, kept, message_bits(message)
 
-    return compress_with_feedback
+    return ErrorFeedbackStep(initial_encoder_states, compress_with_feedback)

@@ -25,11 +25,14 @@ def message_bits(structure: Any) -> Any:
     """Bits of a structure of tensors as sent: the sum of each tensor's elements times its dtype's width (int64).
 
     An entropy-coded part of a message (a stage output with a ``coded_bits`` key, beside the packed symbols that
-    stand in for the coded stream; ``fl_sweeps.compression.bit_packing``) counts as its ``coded_bits``.
+    stand in for the coded stream; ``fl_sweeps.compression.bit_packing``) counts as its ``coded_bits``. A stage's
+    settings (keys starting with ``setting_``) and the stage input shapes that follow from them are not counted: both
+    sides agree on them before the first round (``fl_sweeps.compression.settings_state.is_agreed_key``).
     """
     import tensorflow as tf
 
     from fl_sweeps.compression.bit_packing import CODED_BITS_KEY
+    from fl_sweeps.compression.settings_state import is_agreed_key
 
     total = tf.constant(0, tf.int64)
     stack = [structure]
@@ -41,7 +44,11 @@ def message_bits(structure: Any) -> Any:
                 key for key in node for c in coded if key != c and str(key).startswith(str(c)[: -len(CODED_BITS_KEY)])
             }
             total += sum((tf.cast(node[c], tf.int64) for c in coded), tf.constant(0, tf.int64))
-            stack.extend(value for key, value in node.items() if key not in stand_ins and key not in coded)
+            stack.extend(
+                value
+                for key, value in node.items()
+                if key not in stand_ins and key not in coded and not is_agreed_key(key)
+            )
         elif isinstance(node, (list, tuple)):
             stack.extend(node)
         else:

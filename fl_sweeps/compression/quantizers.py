@@ -2,7 +2,8 @@
 
 The symbols of every stage here lie in ``[0, 2**symbol_bits)``, so a following bit-packing stage
 (``fl_sweeps.compression.bit_packing``, ``bits: null``) sends each in ``symbol_bits`` bits. Side information (a
-range, a scale, a norm, a codebook) travels as float32.
+range, a scale, a norm, a codebook) travels as float32. ``bits`` and ``levels`` are inputs of the built process
+(``fl_sweeps.compression.stage_base.SettingStage``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal.tensor_encoding.core import encoding_stage
 
-from fl_sweeps.compression.stage_base import ChainStage, input_seed
+from fl_sweeps.compression.stage_base import ChainStage, SettingStage, input_seed
 
 ROUNDINGS = ("deterministic", "stochastic")
 
@@ -26,8 +27,8 @@ def _round(values: tf.Tensor, stochastic: bool, salt: str, seed_from: tf.Tensor)
     return tf.floor(values + noise)
 
 
-@encoding_stage.tf_style_encoding_stage
-class UniformQuantize(ChainStage):
+@encoding_stage.tf_style_adaptive_encoding_stage
+class UniformQuantize(SettingStage):
     """Uniform quantization to ``bits`` bits between the tensor's min and max (sent as two float32).
 
     Args:
@@ -37,26 +38,32 @@ class UniformQuantize(ChainStage):
 
     STAGE_NAME = "uniform_quantize"
     RANGE_KEY = "min_max"
+    SETTINGS = {"bits": tf.int32}
 
     def __init__(self, bits: int, rounding: str = "deterministic") -> None:
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+        self._set_settings(bits=int(bits))
         self._symbol_bits = int(bits)
         self._stochastic = rounding == "stochastic"
 
-    def encode(self, x: Any, encode_params: dict) -> dict:
-        del encode_params
+    def encode_values(self, x: Any, params: dict) -> dict:
         low, high = tf.reduce_min(x), tf.reduce_max(x)
-        top = float(2**self.symbol_bits - 1)
+        top = _top_level(self.setting(params, "bits"), x.dtype)
         scale = tf.math.divide_no_nan(top, high - low)
         symbols = tf.clip_by_value(_round((x - low) * scale, self._stochastic, self.STAGE_NAME, x), 0.0, top)
         return {self.ENCODED_VALUES_KEY: symbols, self.RANGE_KEY: tf.stack([low, high])}
 
     def decode(self, encoded_tensors: dict, decode_params: dict, num_summands: Any = None, shape: Any = None) -> Any:
-        del decode_params, num_summands, shape
+        del num_summands, shape
         low, high = tf.unstack(encoded_tensors[self.RANGE_KEY])
-        step = (high - low) / float(2**self.symbol_bits - 1)
+        step = (high - low) / _top_level(self.setting(decode_params, "bits"), low.dtype)
         return encoded_tensors[self.ENCODED_VALUES_KEY] * step + low
+
+
+def _top_level(bits: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """``2**bits - 1``, the highest symbol of ``bits``-bit quantization, as ``dtype``."""
+    return tf.cast(tf.bitwise.left_shift(tf.constant(1, tf.int64), tf.cast(bits, tf.int64)) - 1, dtype)
 
 
 @encoding_stage.tf_style_encoding_stage
@@ -115,8 +122,8 @@ class TernGrad(ChainStage):
         return (encoded_tensors[self.ENCODED_VALUES_KEY] - 1.0) * encoded_tensors[self.SCALE_KEY]
 
 
-@encoding_stage.tf_style_encoding_stage
-class Qsgd(ChainStage):
+@encoding_stage.tf_style_adaptive_encoding_stage
+class Qsgd(SettingStage):
     """QSGD with ``levels`` levels: ``|x_i| / ||x||_2`` rounded at random to a multiple of ``1 / levels``.
 
     Unbiased, with variance at most ``min(d / levels**2, sqrt(d) / levels) * ||x||**2`` (Alistarh et al. 2017).
@@ -126,26 +133,28 @@ class Qsgd(ChainStage):
 
     STAGE_NAME = "qsgd"
     NORM_KEY = "norm"
+    SETTINGS = {"levels": tf.int32}
 
     def __init__(self, levels: int) -> None:
-        self._levels = int(levels)
-        self._symbol_bits = math.ceil(math.log2(2 * self._levels + 1))
+        self._set_settings(levels=int(levels))
+        self._symbol_bits = math.ceil(math.log2(2 * int(levels) + 1))
 
-    def encode(self, x: Any, encode_params: dict) -> dict:
-        del encode_params
+    def encode_values(self, x: Any, params: dict) -> dict:
+        levels = tf.cast(self.setting(params, "levels"), x.dtype)
         norm = tf.norm(x)
-        scaled = tf.math.divide_no_nan(tf.abs(x), norm) * float(self._levels)
+        scaled = tf.math.divide_no_nan(tf.abs(x), norm) * levels
         level = _round(scaled, True, self.STAGE_NAME, x)
-        return {self.ENCODED_VALUES_KEY: tf.sign(x) * level + float(self._levels), self.NORM_KEY: norm}
+        return {self.ENCODED_VALUES_KEY: tf.sign(x) * level + levels, self.NORM_KEY: norm}
 
     def decode(self, encoded_tensors: dict, decode_params: dict, num_summands: Any = None, shape: Any = None) -> Any:
-        del decode_params, num_summands, shape
-        levels = float(self._levels)
-        return (encoded_tensors[self.ENCODED_VALUES_KEY] - levels) / levels * encoded_tensors[self.NORM_KEY]
+        del num_summands, shape
+        norm = encoded_tensors[self.NORM_KEY]
+        levels = tf.cast(self.setting(decode_params, "levels"), norm.dtype)
+        return (encoded_tensors[self.ENCODED_VALUES_KEY] - levels) / levels * norm
 
 
-@encoding_stage.tf_style_encoding_stage
-class NonUniform(ChainStage):
+@encoding_stage.tf_style_adaptive_encoding_stage
+class NonUniform(SettingStage):
     """Non-uniform quantization to ``2**bits`` levels placed by the data; the codebook travels (float32 each).
 
     The levels start at the values' quantiles ``(j + 0.5) / 2**bits`` and are refined by ``lloyd_iterations``
@@ -159,19 +168,20 @@ class NonUniform(ChainStage):
 
     STAGE_NAME = "nonuniform"
     CODEBOOK_KEY = "codebook"
+    SETTINGS = {"bits": tf.int32}
 
     def __init__(self, bits: int, lloyd_iterations: int = 3) -> None:
+        self._set_settings(bits=int(bits))
         self._symbol_bits = int(bits)
         self._iterations = int(lloyd_iterations)
 
-    def encode(self, x: Any, encode_params: dict) -> dict:
-        del encode_params
-        num_levels = 2**self.symbol_bits
+    def encode_values(self, x: Any, params: dict) -> dict:
+        fixed = self.fixed("bits")
+        num_levels = 2**fixed if fixed is not None else tf.bitwise.left_shift(1, self.setting(params, "bits"))
         ordered = tf.sort(x)
         size = tf.size(x)
-        positions = tf.cast(
-            (tf.range(num_levels, dtype=tf.float32) + 0.5) / num_levels * tf.cast(size, tf.float32), tf.int32
-        )
+        levels = tf.cast(num_levels, tf.float32)
+        positions = tf.cast((tf.range(levels) + 0.5) / levels * tf.cast(size, tf.float32), tf.int32)
         codebook = tf.gather(ordered, tf.minimum(positions, size - 1))
         for _ in range(self._iterations):
             cells = _nearest(codebook, x)

@@ -11,6 +11,13 @@ round and the client's data, so the same trial seed gives the same numbers bit f
 one built afresh, and every client and round draws other numbers (TFF gives a client computation no client index;
 its update is what tells clients apart). A receiver that needs the random numbers (``randk`` indices, a per-client
 rotation) gets the 64-bit fingerprint in the message, counted with the rest.
+
+Settings as inputs: a ``SettingStage`` keeps its numeric settings (``bits``, ``fraction``, ``levels``; its
+``SETTINGS``) in its tensor_encoding state instead of in the traced code, and reads them from its parameters. A
+process built for one value of a setting then runs any other value: the trial writes the encoders' states for its
+own settings into the process state (``fl_sweeps.compression.settings_state``). The settings travel with the
+parameters under keys starting with ``SETTING_PREFIX`` and are not counted: both sides agree on a trial's settings
+before its first round, as on the model's shapes.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal.tensor_encoding.core import encoding_stage
 
 SEED_KEY = "seed"
+SETTING_PREFIX = "setting_"
 
 
 def input_seed(x: tf.Tensor, salt: str) -> tf.Tensor:
@@ -37,8 +45,8 @@ def salt_value(salt: str) -> tf.Tensor:
     return tf.constant(zlib.crc32(salt.encode()), tf.int64)
 
 
-class ChainStage(encoding_stage.EncodingStageInterface):
-    """Base of the chain's stages: ``values`` in, ``values`` (compressible) plus side information out.
+class _StageProperties:
+    """What every chain stage says of itself (shared by ``ChainStage`` and ``SettingStage``).
 
     Subclasses set ``name``-giving ``STAGE_NAME``, implement ``encode``/``decode``, and say what they are:
     ``SPARSIFIES`` (sends a subset of the values; not allowed for the broadcast of weights) and ``symbol_bits``
@@ -71,8 +79,76 @@ class ChainStage(encoding_stage.EncodingStageInterface):
     def decode_needs_input_shape(self) -> bool:
         return True
 
+
+class ChainStage(_StageProperties, encoding_stage.EncodingStageInterface):
+    """Base of the chain's stages without settings in their state: ``values`` in, ``values`` (compressible) plus
+    side information out."""
+
     def get_params(self) -> tuple[dict, dict]:
         return {}, {}
+
+
+class SettingStage(_StageProperties, encoding_stage.AdaptiveEncodingStageInterface):
+    """Base of the chain's stages whose numeric settings are inputs of the built process (module docstring).
+
+    Subclasses name their settings and dtypes in ``SETTINGS`` (``{"bits": tf.int32}``), store their Python values
+    with ``_set_settings`` in ``__init__``, implement ``encode_values(x, settings)`` (the encoded tensors; each
+    setting a scalar tensor) and ``decode`` (reading them with ``setting``), and never use a setting's Python value
+    in traced code: the value traced is only the process's initial one.
+    """
+
+    SETTINGS: dict[str, tf.DType] = {}
+
+    def _set_settings(self, **values: Any) -> None:
+        self._settings = dict(values)
+        self._inputs = set(self.SETTINGS)
+
+    def fix_settings(self) -> None:
+        """Trace the settings as constants instead (a build per value): the chain does so for a sparsifier that
+        other stages follow, whose decoders need the number of values it keeps as a static size."""
+        self._inputs = set()
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings this stage was made with (Python values)."""
+        return self._settings
+
+    @property
+    def state_update_aggregation_modes(self) -> dict:
+        return {}
+
+    def initial_state(self) -> dict:
+        return {
+            SETTING_PREFIX + name: tf.constant(self._settings[name], dtype)
+            for name, dtype in self.SETTINGS.items()
+            if name in self._inputs
+        }
+
+    def update_state(self, state: dict, state_update_tensors: dict) -> dict:
+        del state_update_tensors  # settings change only between trials, written by the trainer
+        return dict(state)
+
+    def get_params(self, state: dict) -> tuple[dict, dict]:
+        params = {key: state[key] for key in state}
+        return params, dict(params)
+
+    def encode(self, x: Any, encode_params: dict) -> tuple[dict, dict]:
+        return self.encode_values(x, encode_params), {}
+
+    def encode_values(self, x: Any, params: dict) -> dict:
+        """The encoded tensors of ``x``; ``setting(params, name)`` gives each setting as a scalar tensor."""
+        raise NotImplementedError
+
+    def fixed(self, name: str) -> Any:
+        """The Python value of the setting ``name`` if it is traced as a constant (``fix_settings``), else None:
+        sizes that depend on it are then static."""
+        return None if name in self._inputs else self._settings[name]
+
+    def setting(self, params: dict, name: str) -> tf.Tensor:
+        """The setting ``name`` from encode or decode parameters (a constant if ``fix_settings`` was called)."""
+        if name not in self._inputs:
+            return tf.constant(self._settings[name], self.SETTINGS[name])
+        return params[SETTING_PREFIX + name]
 
 
 def num_elements(shape: Any) -> Any:

@@ -8,6 +8,7 @@ import functools
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
+import attrs
 import numpy as np
 
 from fl_sweeps.algorithms.fedavg_core import ClientStatefulProcess
@@ -15,6 +16,7 @@ from fl_sweeps.built_parts import BuiltParts, kept
 from fl_sweeps.compression.bits import BitsPerClient, TensorInfo, bits_per_client
 from fl_sweeps.compression.encoders import NoCompression
 from fl_sweeps.compression.measure import CHANGE_MESSAGE_KEY, DOWN_KEY, FULL_MODEL_KEY
+from fl_sweeps.compression.settings_state import write_part_settings
 from fl_sweeps.data.federated_data import FederatedData
 from fl_sweeps.errors import ConfigError
 from fl_sweeps.trainer.client_states import ClientStates
@@ -116,14 +118,22 @@ class BuiltProcess:
             aggregate_encoder=aggregate_encoder,
         )
         self.num_parameters = int(sum(t.num_elements for t in trainable + non_trainable))
+        self._tensors = (trainable + non_trainable, trainable)
+        self._specs = (
+            tf.nest.flatten(tff.types.type_to_tf_tensor_specs(weights_type)),
+            tf.nest.flatten(tff.types.type_to_tf_tensor_specs(weights_type.trainable)),
+        )
         self._delta_to_all = broadcast_encoder.delta and broadcast_encoder.delta_receivers == "all"
-        base = {"broadcast_encoder": broadcast_encoder, "aggregate_encoder": aggregate_encoder}
+        self.encoders = {"broadcast_encoder": broadcast_encoder, "aggregate_encoder": aggregate_encoder}
+        self._bits: dict[tuple[Any, Any], BitsPerClient] = {
+            (broadcast_encoder, aggregate_encoder): self.bits_per_client
+        }
         self.variants: dict[Any, Any] = {None: self.process}
-        self.variant_bits: dict[Any, BitsPerClient] = {None: self.bits_per_client}
+        built_keys = {side: encoder.built_key() for side, encoder in self.encoders.items()}
         for value, encoders in (variants or {}).items():  # a compression schedule's processes, one per value
-            chosen = {**base, **encoders}
+            chosen = {**self.encoders, **encoders}
             process = self.process
-            if chosen != base:  # the same builder and arguments as above, with this value's encoders
+            if {side: e.built_key() for side, e in chosen.items()} != built_keys:  # not only inputs differ
                 process = (algorithm or build_compressed_fed_avg)(
                     model_fn=model_fn,
                     client_optimizer=client_optimizer,
@@ -132,11 +142,8 @@ class BuiltProcess:
                     parts=parts,
                     model_key=model_key,
                 )
-            check_same_state(self.process, process, f"{variant_setting}={value}")
+                check_same_state(self.process, process, f"{variant_setting}={value}")
             self.variants[value] = process
-            self.variant_bits[value] = bits_per_client(
-                model_tensors=trainable + non_trainable, update_tensors=trainable, **chosen
-            )
         self._initial_state: Any = None
         self._seeded_state: tuple[int, Any] | None = None  # (seed, initial state with the seed's weights)
         self._hparams: Any = None
@@ -191,8 +198,9 @@ class BuiltProcess:
             )
         return output
 
-    def select(self, value: Any) -> None:
-        """Run the next rounds with the process built for ``value`` of the scheduled setting (None: as built).
+    def select(self, value: Any, state: Any, settings: RunSettings) -> Any:
+        """Run the next rounds with the process built for ``value`` of the scheduled setting (None: as built), and
+        return ``state`` with that value's encoder settings written in (``with_settings``).
 
         Raises:
             ValueError: No process was built for ``value``.
@@ -201,6 +209,33 @@ class BuiltProcess:
             built = ", ".join(str(v) for v in self.variants if v is not None) or "none"
             raise ValueError(f"no process was built for the scheduled value {value!r} (built: {built})")
         self.process = self.variants[value]
+        return self.with_settings(state, self.encoders_for(settings, value))
+
+    def encoders_for(self, settings: RunSettings, value: Any = None) -> dict[str, NoCompression]:
+        """The encoders of a run with ``settings`` in a round whose scheduled value is ``value`` (None: none)."""
+        return {**self.encoders, **settings.encoders, **settings.scheduled_encoders.get(value, {})}
+
+    def bits_for(self, encoders: Mapping[str, NoCompression]) -> BitsPerClient:
+        """``bits_per_client`` of ``encoders`` (kept: measuring encodes every tensor once)."""
+        key = (encoders["broadcast_encoder"], encoders["aggregate_encoder"])
+        if key not in self._bits:
+            model_tensors, update_tensors = self._tensors
+            self._bits[key] = bits_per_client(model_tensors=model_tensors, update_tensors=update_tensors, **encoders)
+        return self._bits[key]
+
+    def with_settings(self, state: Any, encoders: Mapping[str, NoCompression]) -> Any:
+        """``state`` with the settings that are inputs of the process (``bits``, ``fraction``, ``levels``;
+        ``fl_sweeps.compression.settings_state``) set to those of ``encoders``: a process built for other values
+        of them runs these. Encoders must differ from the built ones in such settings only."""
+        for side, encoder in encoders.items():
+            if encoder.built_key() != self.encoders[side].built_key():
+                raise ValueError(f"{side}={encoder.name} differs from the built process in more than its inputs")
+        model_specs, update_specs = self._specs
+        written = {
+            "distributor": write_part_settings(state.distributor, encoders["broadcast_encoder"], model_specs),
+            "aggregator": write_part_settings(state.aggregator, encoders["aggregate_encoder"], update_specs),
+        }
+        return state._replace(**written) if hasattr(state, "_replace") else attrs.evolve(state, **written)
 
     def initial_state(self, settings: RunSettings) -> Any:
         """The process's initial state: weights drawn from ``settings.seed`` (same seed, same start) and the
@@ -219,6 +254,7 @@ class BuiltProcess:
             self._seeded_state = (settings.seed, state)
             self._hparams = self.process.get_hparams(state)
         hparams = copy.deepcopy(self._hparams)
+        state = self.with_settings(self._seeded_state[1], self.encoders_for(settings))
         for part, values in (("client_work", settings.client_hparams), ("finalizer", settings.server_hparams)):
             unknown = set(values) - set(hparams[part])
             if unknown:
@@ -226,7 +262,7 @@ class BuiltProcess:
             hparams[part].update(
                 {k: np.asarray(v, dtype=np.asarray(hparams[part][k]).dtype) for k, v in values.items()}
             )
-        return self.process.set_hparams(self._seeded_state[1], hparams)
+        return self.process.set_hparams(state, hparams)
 
     def _initial_weights(self, seed: int) -> Any:
         """Initial model weights drawn from ``seed`` by a fresh Keras model; kept in ``parts`` by model and seed,

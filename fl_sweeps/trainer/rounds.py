@@ -73,7 +73,9 @@ class FederatedTrial:
         schedule plans before any round has run (``Schedule.planned``)."""
         clients = settings.training.clients_per_round
         return sum(
-            self.built.variant_bits[settings.schedule.planned(round_num)].for_clients(clients).total
+            self.built.bits_for(self.built.encoders_for(settings, settings.schedule.planned(round_num)))
+            .for_clients(clients)
+            .total
             for round_num in range(1, settings.training.rounds + 1)
         )
 
@@ -97,7 +99,8 @@ class FederatedTrial:
         for round_num in range(1, rounds + 1):
             started = time.perf_counter()
             scheduled = settings.schedule.value(round_num, history)
-            self.built.select(scheduled)
+            if scheduled is not None or round_num == 1:
+                state = self.built.select(scheduled, state, settings)
             chosen = rng.choice(len(client_ids_all), size=settings.training.clients_per_round, replace=False)
             client_ids = [client_ids_all[i] for i in sorted(chosen)]
             output = self.built.next(state, client_ids, round_num, settings, self.client_states)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from fl_sweeps.compression.schedules import Constant, Schedule
 
@@ -42,7 +43,10 @@ class RunSettings:
             not given keep the values the optimizer was built with.
         server_hparams: Server optimizer hyperparameters by TFF name.
         schedule: The compression schedule: the value of one encoder setting in each round (the built trial holds
-            a process for each value it can take).
+            a process for each value it can take that is not an input of the process).
+        encoders: The run's ``broadcast_encoder``/``aggregate_encoder`` by side, where they differ from the built
+            process's in settings that are inputs of it (``bits``, ``fraction``, ``levels``); absent: as built.
+        scheduled_encoders: For each value of the schedule, the encoders that change with it.
     """
 
     training: TrainingSettings
@@ -51,3 +55,5 @@ class RunSettings:
     client_hparams: Mapping[str, float] = field(default_factory=dict)
     server_hparams: Mapping[str, float] = field(default_factory=dict)
     schedule: Schedule = field(default_factory=Constant)
+    encoders: Mapping[str, Any] = field(default_factory=dict)
+    scheduled_encoders: Mapping[Any, Mapping[str, Any]] = field(default_factory=dict)
