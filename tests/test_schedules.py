@@ -192,6 +192,14 @@ def test_a_sweep_that_pairs_a_schedule_with_an_option_lacking_its_setting_stops_
     assert str(error.value).endswith("(when the sweep picks schedule=plateau aggregate_encoder=topk debug=tiny)")
 
 
+def test_a_value_that_fills_a_missing_key_reaches_every_combination(tmp_path):
+    """``data=mnist data.path=<dir>`` with several options picked (the header command of ``sweep=matched_budget``):
+    the path fills the data config's ``???`` in each combination checked."""
+    _sweep_space("data=mnist", f"data.path={tmp_path}", "aggregate_encoder=choice(uniform,topk,none)")
+    with pytest.raises(ConfigError, match="data.path is required"):
+        _sweep_space("data=mnist", "aggregate_encoder=choice(uniform,topk,none)")
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

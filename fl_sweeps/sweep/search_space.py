@@ -229,7 +229,7 @@ def _check_combinations(
         picked = " ".join(f"{group}={option}" for group, option in combination.items())
         try:
             for key, value in fixed.items():
-                if OmegaConf.select(trial_config, key, default=_ABSENT) is not _ABSENT:
+                if _has_key(trial_config, key):
                     OmegaConf.update(trial_config, key, value, merge=True)
             validate(trial_config)
         except ConfigError as error:
@@ -237,6 +237,14 @@ def _check_combinations(
         except OmegaConfBaseException as error:
             raise ConfigError(f"{first_line(error)} (when the sweep picks {picked})") from None
     return keys
+
+
+def _has_key(config: DictConfig, key: str) -> bool:
+    """Whether the dotted ``key`` is in ``config``, set or still missing (``???``: ``OmegaConf.select`` takes a
+    missing value for an absent key, and ``data.path=...`` on the command line must fill it)."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(config, parent_key, default=None) if parent_key else config
+    return isinstance(parent, DictConfig) and leaf in parent.keys()
 
 
 def _compose(config_loader: Any, config: DictConfig, combination: Mapping[str, str]) -> DictConfig:
