@@ -34,7 +34,8 @@ def _canonical(computation) -> str:
 @pytest.fixture(scope="module")
 def processes(compose_config, workbench: Workbench):
     quantized = compose_config([*BASE, *COMPRESSION["quantized"]])
-    other = compose_config([*BASE, *COMPRESSION["quantized"], "aggregate_encoder.bits=2"])
+    # rounding is traced (a new aggregation part); bits would not be: it is an input of the process
+    other = compose_config([*BASE, *COMPRESSION["quantized"], "aggregate_encoder.rounding=stochastic"])
     return workbench.build_trial(quantized).process, workbench.build_trial(other).process
 
 
