@@ -3,9 +3,10 @@
 The ``schedule`` config group picks one by ``_target_``: ``Constant`` (no schedule: the encoders as configured),
 ``Steps`` (fixed values from given rounds on, e.g. 2 bits early, 8 later) and ``Plateau`` (a ladder of values,
 one step up whenever the training loss stops falling). A schedule names the encoder (``side``,
-``aggregate_encoder`` or ``broadcast_encoder``) and its setting (``bits``, ``fraction``, ``levels``); the trial
-builds one TFF process per value the schedule can take (``values``) and runs each round with the process of that
-round's value, carrying the same server state (``fl_sweeps.trainer.process.BuiltProcess``).
+``aggregate_encoder`` or ``broadcast_encoder``) and its setting (``bits``, ``fraction``, ``levels``). Each round
+the trial writes that round's value into the server state of one process (the setting is an input of it,
+``fl_sweeps.compression.settings_state``); a setting that is not (the ``fraction`` of ``topk_uniform``) gets a
+process per value, all carrying the same server state (``fl_sweeps.trainer.process.BuiltProcess``).
 
 A schedule is a pure function of the round and the records of the rounds before it, so a run repeats exactly.
 """

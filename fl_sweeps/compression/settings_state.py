@@ -82,12 +82,12 @@ def sent(values: Sequence[Any], mask: Sequence[bool]) -> list[Any]:
     return [value for value, is_setting in zip(values, mask, strict=True) if not is_setting]
 
 
-def settings_values(tensor_encoder: Any) -> tuple[np.ndarray, ...]:
-    """The setting elements of ``tensor_encoder``'s flattened initial state (its settings), as NumPy values."""
+def settings_values(tensor_encoder: Any, mask: Sequence[bool]) -> tuple[np.ndarray, ...]:
+    """The setting elements (``mask``, from ``setting_mask``) of ``tensor_encoder``'s flattened initial state, as
+    NumPy values."""
     import tensorflow as tf
 
     state = tf.nest.flatten(tensor_encoder.initial_state())
-    mask = setting_mask(tensor_encoder)
     return tuple(np.asarray(value) for value, is_setting in zip(state, mask, strict=True) if is_setting)
 
 
@@ -108,7 +108,8 @@ def tensor_settings_state(encoder: Any, num_elements: int, is_float: bool) -> tu
     """``(setting_mask, settings_values)`` of ``encoder``'s encoder for one tensor, kept (a schedule writes the same
     settings every round)."""
     tensor_encoder = encoder.tensor_encoder(num_elements, is_float)
-    return setting_mask(tensor_encoder), settings_values(tensor_encoder)
+    mask = setting_mask(tensor_encoder)
+    return mask, settings_values(tensor_encoder, mask)
 
 
 def write_encoder_states(per_tensor_states: Sequence[Any], encoder: Any, flat_specs: Sequence[Any]) -> tuple:

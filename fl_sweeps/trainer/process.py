@@ -37,13 +37,15 @@ class BuiltProcess:
         model_builder: ``(input_shape, num_classes) -> tf.keras.Model``, the ``model`` config group's function.
         model_fn: No-argument function returning the ``tff.learning.models.VariableModel`` the process trains.
         process: The ``tff.learning.templates.LearningProcess``.
-        bits_per_client: Bits one participating client costs a round, in each direction, exactly as encoded.
+        bits_per_client: Bits one participating client costs a round, in each direction, exactly as encoded, with
+            the encoders as built (a run with other settings: ``bits_for``).
         num_parameters: Values in the model's weights.
         parts: Store of built parts shared with other processes (None: nothing shared).
         model_key: What ``model_builder`` builds on this data; parts that depend on the model are shared by it.
         variants: The process for each value of a scheduled setting (None: the process as built), all with the
-            same state; ``select`` picks the one the next rounds run.
-        variant_bits: ``bits_per_client`` of each of them.
+            same state; ``select`` picks the one the next rounds run (the same process for every value of a
+            setting that is an input of it).
+        encoders: The ``broadcast_encoder`` and ``aggregate_encoder`` the process was built with.
     """
 
     def __init__(
