@@ -27,6 +27,13 @@ them).
 
 ``--stem`` writes to ``results/<stem>.*`` instead (rows already there for other variants are kept, so a new
 variant c can be compared with an earlier a).
+
+A run can be stopped and started again with the same command: every ``--checkpoint-every`` rounds, and when a
+variant stops, each variant's run is saved to ``results/checkpoints/<stem>/<variant>.ckpt`` (a ``RunCheckpoint``:
+the process state, the client sampler, the clients' residuals and held rounds), and the next start goes on from
+it with the rows up to it; a variant whose rows already end its run is not run again. Seeds of the record take
+hours each, longer than a session. A resumed run gives the numbers of one that never stopped
+(``tests/test_run_checkpoint.py``).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fl_run import DEFAULT_DATA, RESULTS, build, compose, read_rows, rounds_to, settings
+from fl_run import DEFAULT_DATA, RESULTS, build, compose, ended_run, read_rows, rounds_to, settings
 
 VARIANTS = {
     "a-none": ["broadcast_encoder=none", "aggregate_encoder=none"],
@@ -191,6 +198,7 @@ def main() -> None:
     parser.add_argument("--targets", default=None, help="comma-separated accuracies (default: the issue's)")
     parser.add_argument("--seed", type=int, default=None, help="the trials' seed (default: the config's)")
     parser.add_argument("--stem", default=None, help="results file stem (default: bits_<dataset>)")
+    parser.add_argument("--checkpoint-every", type=int, default=5, help="rounds between saved runs (0: never)")
     args = parser.parse_args()
 
     data_overrides, folder, targets = DATASETS[args.dataset]
@@ -213,6 +221,7 @@ def main() -> None:
         report(read_rows(rows_path), targets, meta, stem)
         return
 
+    from fl_sweeps.trainer.run_checkpoint import RunCheckpoint
     from fl_sweeps.workbench import Workbench
 
     base = [
@@ -234,23 +243,53 @@ def main() -> None:
     ]
     variants = {**VARIANTS, "a-none": [*VARIANTS["a-none"], *args.a.split()], "c-sweep": args.c.split()}
     names = args.variants.split(",")
-    cfgs = {name: compose([*base, *variants[name]]) for name in names}
-    data = Workbench.load_data(cfgs[names[0]].data)
-    runs = {name: build(cfg, data).run(settings(cfg)) for name, cfg in cfgs.items()}
-    kept = [r for r in read_rows(rows_path) if r["label"] not in names]  # other variants' rows stay
+    overrides = {name: [*base, *variants[name]] for name in names}
+    checkpoint_dir = RESULTS / "checkpoints" / stem
+    checkpoints = {
+        name: RunCheckpoint.load(checkpoint_dir / f"{name}.ckpt", " ".join(overrides[name])) for name in names
+    }
+    # Rows of other variants stay; a variant's rows stay up to its checkpoint (the rounds after it run again).
+    kept = [
+        r
+        for r in read_rows(rows_path)
+        if r["label"] not in names or (checkpoints[r["label"]] and r["round"] <= checkpoints[r["label"]].round)
+    ]
     rows_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    recent = {
+        name: [r["eval_accuracy"] for r in kept if r["label"] == name and r["eval_accuracy"] is not None]
+        for name in names
+    }  # each variant's evaluated accuracies
+    wall_before = {name: max((r["wall_s"] for r in kept if r["label"] == name), default=0.0) for name in names}
+    ended = [
+        name
+        for name in names
+        if checkpoints[name] and ended_run(checkpoints[name].round, recent[name], targets, args.max_rounds)
+    ]
+    for name in ended:
+        print(f"[{name}] already ended at round {checkpoints[name].round}", flush=True)
+    todo = [name for name in names if name not in ended]
+    cfgs = {name: compose(overrides[name]) for name in todo}
+    data = Workbench.load_data(cfgs[todo[0]].data) if todo else None
+    trials = {name: build(cfg, data) for name, cfg in cfgs.items()}
+    runs = {name: trial.run(settings(cfgs[name]), resume=checkpoints[name]) for name, trial in trials.items()}
+    for name in todo:
+        if checkpoints[name]:
+            print(f"[{name}] resumed after round {checkpoints[name].round}", flush=True)
+
+    def save(name: str) -> None:
+        if args.checkpoint_every and trials[name].checkpoint is not None:
+            trials[name].checkpoint.tag = " ".join(overrides[name])
+            trials[name].checkpoint.save(checkpoint_dir / f"{name}.ckpt")
+
     deadline = time.time() + 60 * args.deadline_minutes if args.deadline_minutes else None
     started = time.time()
-    rows: list[dict[str, Any]] = []
-    recent: dict[str, list[float]] = {name: [] for name in runs}  # each variant's evaluated accuracies
     while runs and (deadline is None or time.time() < deadline):
         for name in list(runs):
             record = next(runs[name], None)
             if record is None:
                 del runs[name]
                 continue
-            row = {"label": name, **record.__dict__, "wall_s": round(time.time() - started, 1)}
-            rows.append(row)
+            row = {"label": name, **record.__dict__, "wall_s": round(wall_before[name] + time.time() - started, 1)}
             with rows_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             acc = record.eval_accuracy
@@ -261,9 +300,11 @@ def main() -> None:
             )
             if acc is not None:
                 recent[name].append(acc)
-            last5 = recent[name][-5:]
-            if len(last5) == 5 and sum(last5) / 5 >= targets[-1]:
-                del runs[name]  # the 5-round mean reached the highest target: nothing more to measure
+            if ended_run(record.round, recent[name], targets, args.max_rounds):
+                save(name)  # the variant's end: a start with the same command does not run it again
+                del runs[name]
+            elif args.checkpoint_every and record.round % args.checkpoint_every == 0:
+                save(name)
     report(read_rows(rows_path), targets, meta, stem)
 
 

@@ -107,6 +107,13 @@ def rounds_to(rows: Sequence[dict[str, Any]], target: float) -> dict[str, Any] |
     return None
 
 
+def ended_run(round_num: int, accuracies: Sequence[float], targets: Sequence[float], max_rounds: int) -> bool:
+    """Whether a variant of ``bits_to_accuracy.py`` ends after ``round_num``: the mean of its last 5 evaluated
+    accuracies reached the highest target (nothing more to measure), or it ran ``max_rounds``."""
+    last5 = list(accuracies)[-5:]
+    return round_num >= max_rounds or (len(last5) == 5 and sum(last5) / 5 >= max(targets))
+
+
 def read_rows(path: Path, label: str | None = None) -> list[dict[str, Any]]:
     """Rows of a JSON-lines result file (of one ``label`` if given)."""
     if not path.exists():

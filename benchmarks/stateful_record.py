@@ -10,7 +10,8 @@ The protocol, one command per data set (each step is skipped when its output exi
    overrides are read from its trial's Hydra record (config group choices and value overrides).
 3. **Each seed:** ``bits_to_accuracy.py`` trains the baseline (a) and the pick (c) side by side until the mean of the
    last 5 rounds reaches the highest target (or ``--max-rounds``), one JSON line per round
-   (``results/record_<dataset>_seed<N>.jsonl``).
+   (``results/record_<dataset>_seed<N>.jsonl``). Each variant's run is saved every 5 rounds, so a seed cut short
+   (a seed takes hours) goes on from there when the command runs again, with the numbers of an uncut run.
 4. **Summary:** per seed, the bits of a over c to each target at the first crossing and by the 5-round mean; their
    median and range over the seeds; all curves in one plot. ``results/record_<dataset>.{json,md,png}``; each
    sweep's report (trials, front plot) is copied to ``results/record_<dataset>_<sweep>/`` and the picks are kept in
@@ -33,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fl_run import DEFAULT_DATA, REPO, RESULTS, read_rows
+from fl_run import DEFAULT_DATA, REPO, RESULTS, ended_run, read_rows
 
 SWEEP_ROUNDS = 10
 SWEEP_DATA = {
@@ -136,6 +137,18 @@ def run_seed(dataset: str, seed: int, a: list[str], c: list[str], args: argparse
     ]
     print(f"[record] seed {seed}: a = {' '.join(a)}; c = {' '.join(c)}", flush=True)
     subprocess.run(cmd, check=True)
+
+
+def seed_ended(dataset: str, seed: int, max_rounds: int) -> bool:
+    """Whether both variants of ``seed`` ran to their end (``fl_run.ended_run``) by the seed's rows; a seed cut
+    short goes on from its checkpoints when run again."""
+    rows = read_rows(RESULTS / f"record_{dataset}_seed{seed}.jsonl")
+    for label in ("a-none", "c-sweep"):
+        mine = [r for r in rows if r["label"] == label]
+        accuracies = [r["eval_accuracy"] for r in mine if r["eval_accuracy"] is not None]
+        if not mine or not ended_run(mine[-1]["round"], accuracies, TARGETS[dataset], max_rounds):
+            return False
+    return True
 
 
 def ratio_stats(values: list[float | None]) -> dict[str, Any]:
@@ -279,14 +292,11 @@ def main() -> None:
                 out = RESULTS / f"record_{args.dataset}_{sweep}"
                 shutil.copytree(report, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("report.html"))
         for seed in args.seeds:
-            done = (
-                json.loads(p.read_text()) if (p := RESULTS / f"record_{args.dataset}_seed{seed}.json").exists() else {}
-            )
-            if done.get("variants", {}).keys() >= {"a-none", "c-sweep"}:
+            if seed_ended(args.dataset, seed, args.max_rounds):
                 continue
             a = [o for o in picks["record_baseline"]["overrides"] if "_optimizer" in o]
             run_seed(args.dataset, seed, a, picks["record_stateful"]["overrides"], args)
-    seeds = [s for s in args.seeds if (RESULTS / f"record_{args.dataset}_seed{s}.json").exists()]  # those finished
+    seeds = [s for s in args.seeds if seed_ended(args.dataset, s, args.max_rounds)]  # those finished
     summary = summarize(args.dataset, seeds, json.loads(picks_path.read_text()))
     (RESULTS / f"record_{args.dataset}.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_markdown(summary, RESULTS / f"record_{args.dataset}.md")

@@ -3,7 +3,8 @@
 The trainer knows nothing of Hydra or MLflow: it takes built objects and yields one ``RoundRecord`` per round.
 ``process`` builds the TFF learning process (``BuiltProcess``), ``evaluation`` evaluates its weights
 (``CentralizedEvaluator`` or ``FederatedEvaluator``), ``rounds`` runs the round loop (``FederatedTrial``),
-``settings`` holds what a run may change and ``client_states`` what clients keep across rounds.
+``settings`` holds what a run may change, ``client_states`` what clients keep across rounds and ``run_checkpoint``
+where a run stands after a round (to go on from it in another process).
 """
 
 from fl_sweeps.records import RoundRecord
@@ -17,6 +18,7 @@ from fl_sweeps.trainer.evaluation import (
 )
 from fl_sweeps.trainer.process import BuiltProcess
 from fl_sweeps.trainer.rounds import FederatedTrial, check_finite
+from fl_sweeps.trainer.run_checkpoint import RunCheckpoint
 from fl_sweeps.trainer.settings import RunSettings, TrainingSettings
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "FederatedEvaluator",
     "FederatedTrial",
     "RoundRecord",
+    "RunCheckpoint",
     "RunSettings",
     "TrainingSettings",
     "build_evaluator",

@@ -246,9 +246,7 @@ class BuiltProcess:
         A sweep's trials share their seed, so the state with the seed's weights is kept and each run only sets its
         hyperparameters (one call to the TFF worker instead of building a Keras model and three calls).
         """
-        import tensorflow as tf
-
-        tf.keras.utils.set_random_seed(settings.seed)  # as a fresh draw would leave Python's, NumPy's and TF's seeds
+        self.seed_globals(settings.seed)
         if self._seeded_state is None or self._seeded_state[0] != settings.seed:
             if self._initial_state is None:
                 self._initial_state = self.process.initialize()
@@ -265,6 +263,15 @@ class BuiltProcess:
                 {k: np.asarray(v, dtype=np.asarray(hparams[part][k]).dtype) for k, v in values.items()}
             )
         return self.process.set_hparams(state, hparams)
+
+    @staticmethod
+    def seed_globals(seed: int) -> None:
+        """Set Python's, NumPy's and TensorFlow's global seeds to ``seed``, as a fresh draw of the initial weights
+        leaves them. A run starts with it (``initial_state``), and a resumed run too: the clients' dataset
+        shuffles take TensorFlow's global seed with their own (``client_dataset``)."""
+        import tensorflow as tf
+
+        tf.keras.utils.set_random_seed(seed)
 
     def _initial_weights(self, seed: int) -> Any:
         """Initial model weights drawn from ``seed`` by a fresh Keras model; kept in ``parts`` by model and seed,

@@ -17,6 +17,7 @@ from fl_sweeps.records import RoundRecord
 from fl_sweeps.trainer.client_states import ClientStates
 from fl_sweeps.trainer.evaluation import Evaluator
 from fl_sweeps.trainer.process import BuiltProcess
+from fl_sweeps.trainer.run_checkpoint import RunCheckpoint
 from fl_sweeps.trainer.settings import RunSettings
 
 
@@ -28,6 +29,8 @@ class FederatedTrial:
         evaluator: Evaluates the model weights on eval rounds.
         client_states: What clients keep across the rounds of the current run, by client id (empty at its start).
         final_state: The process state after the last round of the last run.
+        checkpoint: Where the current run stands after the round just yielded (``RunCheckpoint``): save it before
+            asking for the next record, since the next round changes the clients' states in place.
     """
 
     def __init__(self, built: BuiltProcess, evaluator: Evaluator) -> None:
@@ -35,6 +38,7 @@ class FederatedTrial:
         self.evaluator = evaluator
         self.client_states = ClientStates()
         self.final_state: Any = None
+        self.checkpoint: RunCheckpoint | None = None
 
     @property
     def data(self) -> FederatedData:
@@ -79,27 +83,41 @@ class FederatedTrial:
             for round_num in range(1, settings.training.rounds + 1)
         )
 
-    def run(self, settings: RunSettings) -> Iterator[RoundRecord]:
+    def run(self, settings: RunSettings, resume: RunCheckpoint | None = None) -> Iterator[RoundRecord]:
         """Train for ``settings.training.rounds`` rounds, yielding a record after each.
 
         Clients are sampled without replacement from a generator seeded with ``settings.seed``; evaluation runs
         every ``settings.eval_every`` rounds and after the last round. Clients start the run with no state. Each
         round runs the process built for the value ``settings.schedule`` gives it from the records before it.
 
+        Args:
+            settings: The run's settings.
+            resume: Go on after this checkpoint's round (of a run with the same settings) instead of starting at
+                round 1; the records of its rounds are not yielded again.
+
         Raises:
             DivergedError: The loss, the averaged update or the weights stopped being finite.
         """
-        rng = np.random.default_rng(settings.seed)
-        self.client_states = ClientStates()
-        state = self.built.initial_state(settings)
+        if resume is None:
+            resume = RunCheckpoint(
+                round=0,
+                state=self.built.initial_state(settings),
+                sampler=np.random.default_rng(settings.seed),
+                client_states=ClientStates(),
+                cumulative_bits=0,
+            )
+        else:
+            self.built.seed_globals(settings.seed)  # as ``initial_state`` left them in the run that was saved
+        rng, state, cumulative = resume.sampler, resume.state, resume.cumulative_bits
+        self.client_states = resume.client_states
         client_ids_all = self.data.client_ids
-        cumulative = 0
         rounds = settings.training.rounds
-        history: list[RoundRecord] = []
-        for round_num in range(1, rounds + 1):
+        history: list[RoundRecord] = list(resume.history)
+        first_round = resume.round + 1
+        for round_num in range(first_round, rounds + 1):
             started = time.perf_counter()
             scheduled = settings.schedule.value(round_num, history)
-            if scheduled is not None or round_num == 1:
+            if scheduled is not None or round_num == first_round:
                 state = self.built.select(scheduled, state, settings)
             chosen = rng.choice(len(client_ids_all), size=settings.training.clients_per_round, replace=False)
             client_ids = [client_ids_all[i] for i in sorted(chosen)]
@@ -128,6 +146,7 @@ class FederatedTrial:
                 scheduled={} if scheduled is None else {settings.schedule.key: scheduled},
             )
             history.append(record)
+            self.checkpoint = RunCheckpoint(round_num, state, rng, self.client_states, cumulative, list(history))
             yield record
         self.final_state = state
 
