@@ -20,6 +20,9 @@ The protocol, one command per data set (each step is skipped when its output exi
     uv run python benchmarks/stateful_record.py --dataset mnist --seeds 0 1 2
     uv run python benchmarks/stateful_record.py --dataset mnist --summarize   # step 4 only
 
+``--compressed record_coded`` runs the second protocol: ``conf/sweep/record_coded.yaml`` (the same search with the
+broadcast entropy coded) against the same baseline pick, into ``results/record_<dataset>_coded*``.
+
 Sweeps run in ``--workdir`` (default: the repository; ``optuna.db``, ``mlruns``, ``multirun/`` there).
 """
 
@@ -48,6 +51,9 @@ TRAINING = {"epochs": 1, "batch": 50}
 # benchmark's own.
 PICKED_GROUPS = ("algorithm", "broadcast_encoder", "aggregate_encoder", "client_optimizer", "server_optimizer")
 TARGET_RATIO = 25.0
+# The compressed sweeps (conf/sweep/) and the suffix of their seeds' files: record_stateful.yaml is the first
+# protocol, record_coded.yaml its second (the broadcast entropy coded), against the same baseline pick.
+COMPRESSED_SWEEPS = {"record_stateful": "", "record_coded": "_coded"}
 
 
 def study_name(sweep: str, dataset: str) -> str:
@@ -118,9 +124,9 @@ def pick(study: Any, *, within: float | None) -> Any:
     return min((t for t in study.best_trials if t.values[0] >= best - within), key=lambda t: t.values[1])
 
 
-def run_seed(dataset: str, seed: int, a: list[str], c: list[str], args: argparse.Namespace) -> None:
+def run_seed(dataset: str, seed: int, a: list[str], c: list[str], args: argparse.Namespace, prefix: str) -> None:
     """``bits_to_accuracy.py`` for one seed, variants a and c, unless both already reached the end."""
-    stem = f"record_{dataset}_seed{seed}"
+    stem = f"{prefix}_seed{seed}"
     cmd = [
         sys.executable,
         str(Path(__file__).parent / "bits_to_accuracy.py"),
@@ -139,10 +145,10 @@ def run_seed(dataset: str, seed: int, a: list[str], c: list[str], args: argparse
     subprocess.run(cmd, check=True)
 
 
-def seed_ended(dataset: str, seed: int, max_rounds: int) -> bool:
+def seed_ended(dataset: str, seed: int, max_rounds: int, prefix: str) -> bool:
     """Whether both variants of ``seed`` ran to their end (``fl_run.ended_run``) by the seed's rows; a seed cut
     short goes on from its checkpoints when run again."""
-    rows = read_rows(RESULTS / f"record_{dataset}_seed{seed}.jsonl")
+    rows = read_rows(RESULTS / f"{prefix}_seed{seed}.jsonl")
     for label in ("a-none", "c-sweep"):
         mine = [r for r in rows if r["label"] == label]
         accuracies = [r["eval_accuracy"] for r in mine if r["eval_accuracy"] is not None]
@@ -163,9 +169,9 @@ def ratio_stats(values: list[float | None]) -> dict[str, Any]:
     }
 
 
-def summarize(dataset: str, seeds: list[int], picks: dict[str, Any]) -> dict[str, Any]:
+def summarize(dataset: str, seeds: list[int], picks: dict[str, Any], prefix: str) -> dict[str, Any]:
     """Ratios a/c over the seeds' summaries, for each target, first crossing and 5-round mean."""
-    per_seed = {s: json.loads((RESULTS / f"record_{dataset}_seed{s}.json").read_text()) for s in seeds}
+    per_seed = {s: json.loads((RESULTS / f"{prefix}_seed{s}.json").read_text()) for s in seeds}
     table: dict[str, dict[str, Any]] = {}
     for kind in ("to_target", "to_target_mean_of_5"):
         for t in TARGETS[dataset]:
@@ -219,7 +225,7 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
     print("\n".join(lines))
 
 
-def plot(dataset: str, seeds: list[int], path: Path) -> None:
+def plot(dataset: str, seeds: list[int], path: Path, prefix: str) -> None:
     """Accuracy against cumulative bits (log) and against the round, every seed, a and c in one colour each."""
     import matplotlib
 
@@ -231,7 +237,7 @@ def plot(dataset: str, seeds: list[int], path: Path) -> None:
     names = {"a-none": "a: uncompressed, tuned", "c-sweep": "c: the sweep's pick"}
     for s in seeds:
         for label, colour in colours.items():
-            rows = [r for r in read_rows(RESULTS / f"record_{dataset}_seed{s}.jsonl", label) if r["eval_accuracy"]]
+            rows = [r for r in read_rows(RESULTS / f"{prefix}_seed{s}.jsonl", label) if r["eval_accuracy"]]
             kw = {"color": colour, "linewidth": 0.9, "alpha": 0.8, "label": names[label] if s == seeds[0] else None}
             ax_bits.plot([r["cumulative_bits"] for r in rows], [r["eval_accuracy"] for r in rows], **kw)
             ax_rounds.plot([r["round"] for r in rows], [r["eval_accuracy"] for r in rows], **kw)
@@ -262,14 +268,16 @@ def main() -> None:
     parser.add_argument("--max-rounds", type=int, default=300)
     parser.add_argument("--workdir", type=Path, default=REPO, help="where the sweeps keep their stores")
     parser.add_argument("--summarize", action="store_true", help="only step 4, from the seeds' files")
+    parser.add_argument("--compressed", choices=COMPRESSED_SWEEPS, default="record_stateful", help="c's sweep")
     args = parser.parse_args()
     workdir = args.workdir.resolve()
+    prefix = f"record_{args.dataset}" + COMPRESSED_SWEEPS[args.compressed]  # the files of the seeds and summary
 
     picks_path = RESULTS / f"record_{args.dataset}_picks.json"
     if not args.summarize:
         # Picks already made are kept (the file is committed; the sweeps' stores may be on another machine).
         picks = json.loads(picks_path.read_text()) if picks_path.exists() else {}
-        for sweep, within in (("record_baseline", None), ("record_stateful", args.within)):
+        for sweep, within in (("record_baseline", None), (args.compressed, args.within)):
             if sweep in picks:
                 continue
             study = study_name(sweep, args.dataset)
@@ -292,15 +300,15 @@ def main() -> None:
                 out = RESULTS / f"record_{args.dataset}_{sweep}"
                 shutil.copytree(report, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("report.html"))
         for seed in args.seeds:
-            if seed_ended(args.dataset, seed, args.max_rounds):
+            if seed_ended(args.dataset, seed, args.max_rounds, prefix):
                 continue
             a = [o for o in picks["record_baseline"]["overrides"] if "_optimizer" in o]
-            run_seed(args.dataset, seed, a, picks["record_stateful"]["overrides"], args)
-    seeds = [s for s in args.seeds if seed_ended(args.dataset, s, args.max_rounds)]  # those finished
-    summary = summarize(args.dataset, seeds, json.loads(picks_path.read_text()))
-    (RESULTS / f"record_{args.dataset}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    write_markdown(summary, RESULTS / f"record_{args.dataset}.md")
-    plot(args.dataset, seeds, RESULTS / f"record_{args.dataset}.png")
+            run_seed(args.dataset, seed, a, picks[args.compressed]["overrides"], args, prefix)
+    seeds = [s for s in args.seeds if seed_ended(args.dataset, s, args.max_rounds, prefix)]  # those finished
+    summary = summarize(args.dataset, seeds, json.loads(picks_path.read_text()), prefix)
+    (RESULTS / f"{prefix}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_markdown(summary, RESULTS / f"{prefix}.md")
+    plot(args.dataset, seeds, RESULTS / f"{prefix}.png", prefix)
     final = summary["ratios"][f"to_target_mean_of_5/{max(TARGETS[args.dataset]):g}"]
     print(
         f"[record] bits a/c to {max(TARGETS[args.dataset]):.1%} (5-round mean): median {final['median']}, "
