@@ -21,7 +21,8 @@ The protocol, one command per data set (each step is skipped when its output exi
     uv run python benchmarks/stateful_record.py --dataset mnist --summarize   # step 4 only
 
 ``--compressed record_coded`` runs the second protocol: ``conf/sweep/record_coded.yaml`` (the same search with the
-broadcast entropy coded) against the same baseline pick, into ``results/record_<dataset>_coded*``.
+broadcast entropy coded) against the same baseline pick, into ``results/record_<dataset>_coded*``; a seed whose
+baseline already ended in the first protocol takes that run instead of training it again.
 
 Sweeps run in ``--workdir`` (default: the repository; ``optuna.db``, ``mlruns``, ``multirun/`` there).
 """
@@ -124,8 +125,35 @@ def pick(study: Any, *, within: float | None) -> Any:
     return min((t for t in study.best_trials if t.values[0] >= best - within), key=lambda t: t.values[1])
 
 
+def reuse_baseline(dataset: str, seed: int, prefix: str, max_rounds: int) -> None:
+    """Give a second protocol's seed the first protocol's ended baseline run (rows and saved run), if there is one.
+
+    Both protocols run the same baseline pick with the same seed, and a run's numbers depend only on its config and
+    seed, so the baseline (hours a seed) runs once. Without the first protocol's saved run (checkpoints are not
+    committed) the baseline runs again.
+    """
+    first = f"record_{dataset}"
+    if prefix == first:
+        return
+    source = RESULTS / "checkpoints" / f"{first}_seed{seed}" / "a-none.ckpt"
+    target = RESULTS / "checkpoints" / f"{prefix}_seed{seed}" / "a-none.ckpt"
+    base_rows = read_rows(RESULTS / f"{first}_seed{seed}.jsonl", "a-none")
+    accuracies = [r["eval_accuracy"] for r in base_rows if r["eval_accuracy"] is not None]
+    if target.exists() or not source.exists() or not base_rows:
+        return
+    if not ended_run(base_rows[-1]["round"], accuracies, TARGETS[dataset], max_rounds):
+        return
+    rows_path = RESULTS / f"{prefix}_seed{seed}.jsonl"
+    rows = [r for r in read_rows(rows_path) if r["label"] != "a-none"]
+    rows_path.write_text("".join(json.dumps(r) + "\n" for r in [*base_rows, *rows]))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    print(f"[record] seed {seed}: the baseline's run is {first}_seed{seed}'s, ended at round {base_rows[-1]['round']}")
+
+
 def run_seed(dataset: str, seed: int, a: list[str], c: list[str], args: argparse.Namespace, prefix: str) -> None:
     """``bits_to_accuracy.py`` for one seed, variants a and c, unless both already reached the end."""
+    reuse_baseline(dataset, seed, prefix, args.max_rounds)
     stem = f"{prefix}_seed{seed}"
     cmd = [
         sys.executable,
