@@ -26,6 +26,7 @@ from analysis.pareto import ACCURACY, BITS, finished
 DPI = 120
 COLORBAR_TICKS = 5
 FRONT_COLOR = "tab:red"
+LABEL_HEIGHT = 10  # points between the baselines of two front labels (8-point text)
 STATUS_STYLE = {  # status -> (marker, color, label)
     "pruned": ("x", "tab:gray", "pruned (where it stopped)"),
     "killed": ("x", "tab:gray", "killed (where it stopped)"),
@@ -134,19 +135,28 @@ def plot_front(
             front[BITS], front[ACCURACY], s=70, facecolors="none", edgecolors=FRONT_COLOR, linewidths=1.5, zorder=4
         )
         middle = np.sqrt(front[BITS].min() * front[BITS].max()) if (front[BITS] > 0).all() else np.inf
-        for _, row in front.iterrows():
+        # Labels go top-down; one that would overlap the last label on its side moves below it.
+        low, high = ax.get_ylim()
+        height = ax.get_window_extent().height * 72 / figure.dpi  # the axes' height in points
+        lowest: dict[bool, float] = {}  # per side: the last label's baseline, in points above the axes' bottom
+        for _, row in front.sort_values(ACCURACY, ascending=False).iterrows():
             text = trial_label(row)
             if isinstance(row.get("compression"), str):
                 text += f" {row['compression']}"
-            right = row[BITS] <= middle  # labels point inward, away from the axis edges
+            right = bool(row[BITS] <= middle)  # labels point inward, away from the axis edges
+            point = (row[ACCURACY] - low) / (high - low) * height
+            baseline = min(point - 12, lowest.get(right, np.inf) - LABEL_HEIGHT)
+            lowest[right] = baseline
             ax.annotate(
                 text,
                 (row[BITS], row[ACCURACY]),
                 textcoords="offset points",
-                xytext=(7 if right else -7, -12),
+                xytext=(7 if right else -7, baseline - point),
                 ha="left" if right else "right",
                 fontsize=8,
                 color=FRONT_COLOR,
+                bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.75},
+                zorder=4.5,  # above the points it may cross, below the knee's star
             )
     if knee is not None:
         ax.scatter(

@@ -1,5 +1,5 @@
-"""``analysis.plots`` on hand-built trials: axes fitted to the data, tick labels that do not overlap, rounded values
-and option names in legends, colour bars with several ticks."""
+"""``analysis.plots`` on hand-built trials: axes fitted to the data, tick labels and front labels that do not
+overlap, rounded values and option names in legends, colour bars with several ticks."""
 
 from __future__ import annotations
 
@@ -69,3 +69,25 @@ def test_parameters_panel_rounds_values_names_options_and_has_colour_bar_ticks()
     assert "0.16" in epochs and "0.1599378367661829" not in epochs
     for ax in panels.values():
         assert not _labels_overlap(figure, ax.xaxis)
+
+
+def test_front_labels_of_points_at_almost_equal_accuracy_do_not_overlap():
+    trials = trials_frame()
+    # Two front points 0.015 apart in accuracy at neighbouring bits, labels pointing the same way: drawn where the
+    # points are, the labels would cover each other.
+    trials["eval_accuracy"] = [0.1, 0.35, 0.655, 0.3, 0.67]
+    trials["total_bits"] = [3.9e8, 4.5e8, 5.6e8, 5.8e8, 6.2e8]
+    trials["compression"] = "broadcast hadamard 3-bit + aggregate topk"
+    front = trials.iloc[[1, 2, 4]]
+    figure = plots.plot_front(trials, front)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    boxes = [text.get_window_extent(renderer) for text in figure.axes[0].texts if text.get_text().startswith("#")]
+    assert len(boxes) == len(front)
+    overlapping = [
+        (a, b)
+        for i, a in enumerate(boxes)
+        for b in boxes[i + 1 :]
+        if a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+    ]
+    assert not overlapping
