@@ -21,8 +21,8 @@ The protocol, one command per data set (each step is skipped when its output exi
     uv run python benchmarks/stateful_record.py --dataset mnist --summarize   # step 4 only
 
 ``--compressed record_coded`` runs the second protocol: ``conf/sweep/record_coded.yaml`` (the same search with the
-broadcast entropy coded) against the same baseline pick, into ``results/record_<dataset>_coded*``; a seed whose
-baseline already ended in the first protocol takes that run instead of training it again.
+broadcast and the update entropy coded) against the same baseline pick, into ``results/record_<dataset>_coded*``; a
+seed whose baseline already ended in the first protocol takes that run instead of training it again.
 
 Sweeps run in ``--workdir`` (default: the repository; ``optuna.db``, ``mlruns``, ``multirun/`` there).
 """
@@ -53,7 +53,7 @@ TRAINING = {"epochs": 1, "batch": 50}
 PICKED_GROUPS = ("algorithm", "broadcast_encoder", "aggregate_encoder", "client_optimizer", "server_optimizer")
 TARGET_RATIO = 25.0
 # The compressed sweeps (conf/sweep/) and the suffix of their seeds' files: record_stateful.yaml is the first
-# protocol, record_coded.yaml its second (the broadcast entropy coded), against the same baseline pick.
+# protocol, record_coded.yaml its second (broadcast and update entropy coded), against the same baseline pick.
 COMPRESSED_SWEEPS = {"record_stateful": "", "record_coded": "_coded"}
 
 

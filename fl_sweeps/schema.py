@@ -262,7 +262,7 @@ class CompressorConfig:
     name: str = MISSING
     stages: list[Any] = MISSING
     threshold: int = MISSING
-    entropy_coding: bool = MISSING  # only options whose stages quantize (end in the packing stage) can take true
+    entropy_coding: bool = MISSING  # true only where a stage takes it: the packing stage, top-k's positions
 
 
 @dataclass

@@ -70,16 +70,16 @@ SCHEDULABLE = ("bits", "fraction", "levels")  # the settings a schedule can chan
 
 
 def check_entropy_coding(cfg: DictConfig) -> None:
-    """Raise ``ConfigError`` if ``entropy_coding`` is on for an option whose stages do not quantize (no stage of it
-    takes ``entropy_coding``: the symbol-packing stage does)."""
+    """Raise ``ConfigError`` if ``entropy_coding`` is on for an option with nothing to code (no stage of it takes
+    ``entropy_coding``: the symbol-packing stage and top-k's positions do)."""
     for side in ("broadcast_encoder", "aggregate_encoder"):
         if OmegaConf.select(cfg, f"{side}.entropy_coding", default=False) is True:
             stages = OmegaConf.select(cfg, f"{side}.stages", default=[]) or []
             if not any("entropy_coding" in stage for stage in stages):
                 raise ConfigError(
-                    f"{side}.entropy_coding=true is not allowed for {side}={cfg[side].get('name')}: it does not "
-                    "quantize; use entropy_coding with uniform, hadamard, sign, terngrad, qsgd, drive, nonuniform "
-                    "or topk_uniform"
+                    f"{side}.entropy_coding=true is not allowed for {side}={cfg[side].get('name')}: it neither "
+                    "quantizes nor sends positions; use entropy_coding with uniform, hadamard, sign, terngrad, qsgd, "
+                    "drive, nonuniform, topk, topk_uniform or rotated_topk"
                 )
 
 

@@ -25,6 +25,15 @@ def kept(n: int, fraction: float) -> int:
     return max(1, min(n, math.ceil(round(fraction * n, 9))))
 
 
+def positions(n: int, k: int, coded: bool) -> int:
+    """Bits of the positions of ``k`` kept values of ``n``: int32 indices, or (``coded``) the ``n``-bit map of kept
+    positions coded under the static model "kept with probability k/n", in whole 32-bit words."""
+    if not coded:
+        return 32 * k
+    information = n * math.log2(n) - sum(c * math.log2(c) for c in (k, n - k) if c)
+    return math.ceil((information + 64 + n / 1024) / WORD) * WORD
+
+
 def rotated(n: int) -> int:
     rows, block = rotation_layout(n)
     return rows * block
@@ -34,6 +43,9 @@ def formula(encoder: Any, n: int) -> tuple[int, int]:
     """(message, encode-parameter) bits of one compressed float32 tensor of ``n`` elements."""
     name = encoder.name
     bits, fraction, levels = (getattr(encoder, key, None) for key in ("bits", "fraction", "levels"))
+    coded = bool(getattr(encoder, "entropy_coding", False))
+    if coded and name not in ("topk", "rotated_topk"):  # coded symbols: their length depends on the values
+        raise KeyError(f"no formula for option {name} with entropy_coding")
     if name == "none":
         return n * FLOAT, 0
     if name == "uniform":
@@ -51,12 +63,13 @@ def formula(encoder: Any, n: int) -> tuple[int, int]:
     if name == "nonuniform":
         return words(n, bits) + 2**bits * FLOAT, 0
     if name == "topk":
-        return kept(n, fraction) * (FLOAT + 32), 0
+        return kept(n, fraction) * FLOAT + positions(n, kept(n, fraction), coded), 0
     if name == "randk":
         return kept(n, fraction) * FLOAT + SEED64, 0
     if name == "topk_uniform":
         k = kept(n, fraction)
         return k * 32 + words(k, bits) + 2 * FLOAT, 0
     if name == "rotated_topk":
-        return kept(rotated(n), fraction) * (FLOAT + 32) + SEED64, 0
+        k = kept(rotated(n), fraction)
+        return k * FLOAT + positions(rotated(n), k, coded) + SEED64, 0
     raise KeyError(f"no formula for option {name}")

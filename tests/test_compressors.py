@@ -21,10 +21,17 @@ SETTINGS = {  # options with numeric settings, and values to try
     "hadamard": [{"bits": 2}, {"bits": 5}],
     "qsgd": [{"levels": 1}, {"levels": 4}, {"levels": 100}],
     "nonuniform": [{"bits": 1}, {"bits": 3}, {"bits": 6}],
-    "topk": [{"fraction": 0.01}, {"fraction": 0.3}, {"fraction": 1.0}],
+    "topk": [
+        {"fraction": 0.01},
+        {"fraction": 0.3},
+        {"fraction": 1.0},
+        {"fraction": 0.01, "entropy_coding": True},
+        {"fraction": 0.3, "entropy_coding": True},
+        {"fraction": 1.0, "entropy_coding": True},
+    ],
     "randk": [{"fraction": 0.05}, {"fraction": 1.0}],
     "topk_uniform": [{"fraction": 0.1, "bits": 2}, {"fraction": 0.5, "bits": 4}],
-    "rotated_topk": [{"fraction": 0.2}],
+    "rotated_topk": [{"fraction": 0.2}, {"fraction": 0.05, "entropy_coding": True}],
 }
 STOCHASTIC = {
     "uniform": {"rounding": "stochastic", "bits": 2},

@@ -1,5 +1,6 @@
-"""Entropy coding of quantized symbols: the counted length is a real coder's (constriction's ANS coder, which
-decodes exactly) or more, below fixed width on peaked data, and only quantizing options take it."""
+"""Entropy coding of quantized symbols and of top-k's positions: the counted length is a real coder's
+(constriction's ANS coder, which decodes exactly) or more, below fixed width on peaked data, and only options with
+something to code take it."""
 
 from __future__ import annotations
 
@@ -31,12 +32,12 @@ def _encode(option, x: np.ndarray) -> tuple[dict, np.ndarray, int]:
     return {k: v.numpy() for k, v in message.items()}, decoded, int(message_bits(message))
 
 
-def _ans_stream_bits(symbols: np.ndarray, alphabet: int) -> int:
-    """Bits of constriction's ANS stream of ``symbols`` under the static model of their own histogram; asserts
-    that the stream decodes to the symbols."""
+def _ans_stream_bits(symbols: np.ndarray, alphabet: int, model: np.ndarray | None = None) -> int:
+    """Bits of constriction's ANS stream of ``symbols`` under a static model, by default their own histogram;
+    asserts that the stream decodes to the symbols."""
     import constriction
 
-    counts = np.bincount(symbols, minlength=alphabet).astype(np.float64)
+    counts = np.bincount(symbols, minlength=alphabet).astype(np.float64) if model is None else model
     model = constriction.stream.model.Categorical(counts / counts.sum(), perfect=False)
     coder = constriction.stream.stack.AnsCoder()
     coder.encode_reverse(symbols.astype(np.int32), model)
@@ -68,7 +69,9 @@ def test_uniform_entropy_coded_length(compose_config, bits, n):
     assert _ans_stream_bits(symbols, 2**bits) <= stream
 
 
-@pytest.mark.parametrize("name", ["qsgd", "terngrad", "nonuniform", "drive", "hadamard", "topk_uniform", "sign"])
+@pytest.mark.parametrize(
+    "name", ["qsgd", "terngrad", "nonuniform", "drive", "hadamard", "topk_uniform", "sign", "topk", "rotated_topk"]
+)
 def test_every_quantizing_option_takes_entropy_coding(compose_config, name):
     x = np.random.default_rng(0).laplace(size=20000).astype(np.float32)
     _, coded_values, coded = _encode(encoder(compose_config, name, threshold=0, entropy_coding=True), x)
@@ -85,10 +88,30 @@ def test_qsgd_with_many_levels_codes_far_below_fixed_width(compose_config):
     assert coded < 0.6 * fixed
 
 
-@pytest.mark.parametrize("name", ["topk", "randk", "rotated_topk"])
-def test_entropy_coding_on_an_option_that_does_not_quantize_fails_in_one_line(compose_config, name):
+@pytest.mark.parametrize(("fraction", "n"), [(0.01, 50000), (0.1, 50000), (0.01, 2000)])
+def test_topk_positions_coded_length(compose_config, fraction, n):
+    """Top-k's positions coded as a map of kept positions (probability k/n, known to the receiver): the same values,
+    the int32 indices replaced by the coded map's length, which a real coder reaches and decodes exactly."""
+    x = np.random.default_rng(n).laplace(size=n).astype(np.float32)
+    coded_message, coded_values, coded = _encode(
+        encoder(compose_config, "topk", fraction=fraction, threshold=0, entropy_coding=True), x
+    )
+    _, plain_values, fixed = _encode(encoder(compose_config, "topk", fraction=fraction, threshold=0), x)
+    np.testing.assert_array_equal(coded_values, plain_values)
+    k = math.ceil(fraction * n)
+    kept_map = np.zeros(n, np.int64)
+    kept_map[coded_message[next(key for key in coded_message if key.endswith("/indices"))]] = 1
+    assert kept_map.sum() == k
+    information = n * math.log2(n) - k * math.log2(k) - (n - k) * math.log2(n - k)
+    stream = 32 * math.ceil((information + 64 + n / 1024) / 32)
+    assert coded == fixed - 32 * k + stream  # the values as before, the coded map in place of the indices
+    assert coded < fixed
+    assert _ans_stream_bits(kept_map, 2, model=np.array([n - k, k], np.float64)) <= stream
+
+
+def test_entropy_coding_on_an_option_with_nothing_to_code_fails_in_one_line(compose_config):
     with pytest.raises(ConfigError) as error:
-        validate(compose_config([f"aggregate_encoder={name}", "aggregate_encoder.entropy_coding=true"]))
+        validate(compose_config(["aggregate_encoder=randk", "aggregate_encoder.entropy_coding=true"]))
     assert str(error.value).startswith("aggregate_encoder.entropy_coding=true is not allowed")
 
 

@@ -55,13 +55,21 @@ def coded_bits(counts: Any) -> Any:
     static code, plus the histogram, each count in ``ceil(log2(N + 1))`` bits."""
     import tensorflow as tf
 
+    total = tf.reduce_sum(tf.cast(counts, tf.float64))
+    count_bits = tf.cast(tf.math.ceil(_log2(total + 1.0)), tf.int64)
+    return coded_stream_bits(counts) + tf.size(counts, out_type=tf.int64) * count_bits
+
+
+def coded_stream_bits(counts: Any) -> Any:
+    """Bits of the stream alone (TF ops; int64), for a receiver that knows the model: ``32·ceil((N log2 N −
+    Σ c log2 c + 64 + N/1024) / 32)`` for ``N`` symbols with counts ``c`` (module docstring)."""
+    import tensorflow as tf
+
     counts = tf.cast(counts, tf.float64)
     total = tf.reduce_sum(counts)
     information = total * _log2(total) - tf.reduce_sum(tf.math.multiply_no_nan(_log2(counts), counts))
     stream = information + STATE_BITS + total * PRECISION_ALLOWANCE
-    words = tf.cast(tf.math.ceil(stream / WORD_BITS), tf.int64)
-    count_bits = tf.cast(tf.math.ceil(_log2(total + 1.0)), tf.int64)
-    return words * WORD_BITS + tf.size(counts, out_type=tf.int64) * count_bits
+    return tf.cast(tf.math.ceil(stream / WORD_BITS), tf.int64) * WORD_BITS
 
 
 def _log2(x: Any) -> Any:

@@ -25,7 +25,8 @@ def message_bits(structure: Any) -> Any:
     """Bits of a structure of tensors as sent: the sum of each tensor's elements times its dtype's width (int64).
 
     An entropy-coded part of a message (a stage output with a ``coded_bits`` key, beside the packed symbols that
-    stand in for the coded stream; ``fl_sweeps.compression.bit_packing``) counts as its ``coded_bits``. A stage's
+    stand in for the coded stream, ``fl_sweeps.compression.bit_packing``; or an ``<output>_coded_bits`` key, beside
+    the one output it stands for, as top-k's coded positions) counts as its coded length. A stage's
     settings (keys starting with ``setting_``) and the stage input shapes that follow from them are not counted: both
     sides agree on them before the first round (``fl_sweeps.compression.settings_state.is_agreed_key``).
     """
@@ -39,10 +40,8 @@ def message_bits(structure: Any) -> Any:
     while stack:
         node = stack.pop()
         if isinstance(node, Mapping):
-            coded = [key for key in node if str(key).split("/")[-1] == CODED_BITS_KEY]
-            stand_ins = {
-                key for key in node for c in coded if key != c and str(key).startswith(str(c)[: -len(CODED_BITS_KEY)])
-            }
+            coded = [key for key in node if str(key).split("/")[-1].endswith(CODED_BITS_KEY)]
+            stand_ins = {key for key in node for c in coded if key != c and _stands_in(str(key), str(c))}
             total += sum((tf.cast(node[c], tf.int64) for c in coded), tf.constant(0, tf.int64))
             stack.extend(
                 value
@@ -55,6 +54,17 @@ def message_bits(structure: Any) -> Any:
             width = 1 if node.dtype == tf.bool else node.dtype.size * 8
             total += tf.cast(tf.size(node, out_type=tf.int64), tf.int64) * width
     return total
+
+
+def _stands_in(key: str, coded: str) -> bool:
+    """Whether ``key`` is counted as the coded length ``coded`` (a sibling key): ``<name>_coded_bits`` stands in
+    for ``<name>`` alone (top-k's coded positions), ``coded_bits`` for all the stage's outputs (packed symbols)."""
+    from fl_sweeps.compression.bit_packing import CODED_BITS_KEY
+
+    prefix = coded[: -len(CODED_BITS_KEY)]
+    if prefix.endswith("_"):
+        return key == prefix[:-1]
+    return key.startswith(prefix)
 
 
 def round_bits(metrics: Any) -> BitsPerClient:

@@ -1,11 +1,17 @@
 """Sparsifying stages: send ``k = ceil(fraction * d)`` of a flat tensor's ``d`` values (at least one).
 
 ``TopK`` sends the ``k`` largest magnitudes with their indices (int32 each); ties are broken by position, and the
-message always has ``k`` values and ``k`` indices. ``RandK`` sends ``k`` values chosen at random, scaled by
-``d / k`` so the estimate is unbiased, and the 64-bit seed from which the receiver draws the same indices.
-Sparsifiers are not allowed for the broadcast of model weights (a client cannot rebuild the model from a subset).
-``fraction`` is an input of the built process (``fl_sweeps.compression.stage_base.SettingStage``): ``k`` is computed
-in the computation, in float64 as ``kept_count`` does in Python.
+message always has ``k`` values and ``k`` indices. With ``entropy_coding`` the positions are counted as sent
+losslessly coded instead: the ``d``-bit map of kept positions under the static model "kept with probability
+``k/d``", which the receiver knows from ``fraction`` and the shape, so no model travels; about ``d·H(k/d)`` bits,
+8.1 a kept value at 1% instead of 32 (``fl_sweeps.compression.bit_packing.coded_stream_bits`` of the counts
+``[d − k, k]``). As for quantized symbols, the int32 indices stand in for the coded stream in the computation.
+
+``RandK`` sends ``k`` values chosen at random, scaled by ``d / k`` so the estimate is unbiased, and the 64-bit seed
+from which the receiver draws the same indices. Sparsifiers are not allowed for the broadcast of model weights (a
+client cannot rebuild the model from a subset). ``fraction`` is an input of the built process
+(``fl_sweeps.compression.stage_base.SettingStage``): ``k`` is computed in the computation, in float64 as
+``kept_count`` does in Python.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal.tensor_encoding.core import encoding_stage
 
+from fl_sweeps.compression.bit_packing import CODED_BITS_KEY, coded_stream_bits
 from fl_sweeps.compression.stage_base import SEED_KEY, SettingStage, input_seed, num_elements, salt_value
 
 
@@ -56,14 +63,26 @@ class _Sparsifier(SettingStage):
 
 @encoding_stage.tf_style_adaptive_encoding_stage
 class TopK(_Sparsifier):
-    """The ``k`` largest-magnitude values and their int32 indices (``fraction`` in (0, 1])."""
+    """The ``k`` largest-magnitude values and their int32 indices (``fraction`` in (0, 1]), the positions counted as
+    coded with ``entropy_coding`` (module docstring)."""
 
     STAGE_NAME = "topk"
     INDICES_KEY = "indices"
+    CODED_INDICES_KEY = f"{INDICES_KEY}_{CODED_BITS_KEY}"  # counted in place of INDICES_KEY (measure.message_bits)
+
+    def __init__(self, fraction: float, entropy_coding: bool = False) -> None:
+        super().__init__(fraction)
+        self._entropy_coding = bool(entropy_coding)
 
     def encode_values(self, x: Any, params: dict) -> dict:
-        _, indices = tf.math.top_k(tf.abs(x), k=self._count(x, params), sorted=False)
-        return {self.ENCODED_VALUES_KEY: tf.gather(x, indices), self.INDICES_KEY: indices}
+        count = self._count(x, params)
+        _, indices = tf.math.top_k(tf.abs(x), k=count, sorted=False)
+        encoded = {self.ENCODED_VALUES_KEY: tf.gather(x, indices), self.INDICES_KEY: indices}
+        if self._entropy_coding:
+            kept = tf.cast(count, tf.int64)
+            size = tf.constant(x.shape.num_elements(), tf.int64)
+            encoded[self.CODED_INDICES_KEY] = coded_stream_bits(tf.stack([size - kept, kept]))
+        return encoded
 
     def decode(self, encoded_tensors: dict, decode_params: dict, num_summands: Any = None, shape: Any = None) -> Any:
         del decode_params, num_summands
