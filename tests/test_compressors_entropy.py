@@ -139,3 +139,28 @@ def test_entropy_coding_on_a_real_process(compose_config, tff_worker):
     assert [r.train_loss for r in coded] == [r.train_loss for r in fixed]
     for c, f in zip(coded, fixed, strict=True):
         assert c.aggregate_bits < f.aggregate_bits and c.broadcast_bits != f.broadcast_bits
+
+
+@pytest.mark.slow
+def test_coded_topk_positions_on_a_real_process_with_error_feedback(compose_config, tff_worker):
+    """Top-k's coded positions in a real ``fedavg_core`` process with error feedback: the same training, fewer
+    aggregation bits each round, the broadcast's unchanged."""
+
+    def run(entropy_coding: bool) -> list:
+        cfg = compose_config(
+            [
+                *TINY,
+                "algorithm=fedavg_core",
+                "aggregate_encoder=topk",
+                "aggregate_encoder.fraction=0.05",
+                "aggregate_encoder.threshold=0",
+                "aggregate_encoder.error_feedback=true",
+                f"aggregate_encoder.entropy_coding={entropy_coding}",
+            ]
+        )
+        return list(build_trial(cfg).run(run_settings(cfg)))
+
+    coded, plain = run(True), run(False)
+    assert [r.train_loss for r in coded] == [r.train_loss for r in plain]
+    for c, p in zip(coded, plain, strict=True):
+        assert c.aggregate_bits < p.aggregate_bits and c.broadcast_bits == p.broadcast_bits
