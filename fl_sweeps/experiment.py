@@ -92,8 +92,8 @@ def run_trial(
         parent_run_id=cfg.trial.parent_run_id,
         description=describe(public, options, data_description=data.description),
     )
-    rounds_log.debug(f"MLflow run {recorder.run_id}: {compression}; {data.description}")
     with recorder:
+        rounds_log.debug(f"MLflow run {recorder.run_id}: {compression}; {data.description}")
         recorder.log_dataset(
             name=options.get("data", data.name),
             config=public["data"],

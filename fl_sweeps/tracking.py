@@ -94,20 +94,31 @@ class TrialRun:
             all_tags["mlflow.parentRunId"] = parent_run_id
         if description:
             all_tags["mlflow.note.content"] = description  # the run's description in MLflow's UI
-        self.run_id = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
+        self._create = {"experiment_id": experiment_id, "run_name": run_name, "tags": all_tags}
+        self.run_id = ""  # set by ``__enter__``, which creates the run
         self._params = dict(params or {})
         self._config_yaml = config_yaml
         self._last: RoundRecord | None = None
         self._last_eval: RoundRecord | None = None
 
     def __enter__(self) -> TrialRun:
+        """Create the run and log its params and config; a run interrupted here still ends KILLED or FAILED.
+
+        The run is created here, not in ``__init__``, so no signal can land between its creation and the ``with``
+        block that ends it.
+        """
         from mlflow.entities import Param
 
-        params = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(self._params.items())]
-        for start in range(0, len(params), 100):
-            self.client.log_batch(self.run_id, params=params[start : start + 100])
-        if self._config_yaml is not None:
-            self.client.log_text(self.run_id, self._config_yaml, "config.yaml")
+        self.run_id = self.client.create_run(**self._create).info.run_id
+        try:
+            params = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(self._params.items())]
+            for start in range(0, len(params), 100):
+                self.client.log_batch(self.run_id, params=params[start : start + 100])
+            if self._config_yaml is not None:
+                self.client.log_text(self.run_id, self._config_yaml, "config.yaml")
+        except BaseException as error:
+            self.__exit__(type(error), error, error.__traceback__)
+            raise
         return self
 
     def log_params(self, params: Mapping[str, Any]) -> None:

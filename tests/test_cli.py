@@ -82,8 +82,13 @@ def _has_run(db: Path) -> bool:
         return False
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
-def test_signal_mid_training_leaves_no_worker(tmp_path, signum):
+@pytest.mark.parametrize(
+    ("signum", "delay"),
+    [(signal.SIGTERM, 3), (signal.SIGINT, 3), (signal.SIGKILL, 3), (signal.SIGINT, 0)],
+    ids=["SIGTERM", "SIGINT", "SIGKILL", "SIGINT-as-the-run-is-created"],
+)
+def test_signal_mid_training_leaves_no_worker(tmp_path, signum, delay):
+    """A signal leaves no worker and ends the run KILLED, also one that lands while the run's params are logged."""
     before = worker_pids()
     process = _start(tmp_path, *TINY, "training.rounds=100000", "eval.every=1000")
     deadline = time.monotonic() + 120
@@ -93,7 +98,7 @@ def test_signal_mid_training_leaves_no_worker(tmp_path, signum):
     assert workers, "the CLI never started its TFF worker"
     while not _has_run(tmp_path / "mlflow.db") and time.monotonic() < deadline:
         time.sleep(0.2)
-    time.sleep(3)  # well into training (the run exists, so the store's schema is complete)
+    time.sleep(delay)  # 3 s: well into training (the run exists, so the store's schema is complete)
     os.kill(process.pid, signum)
     process.communicate(timeout=60)
     assert process.returncode != 0
