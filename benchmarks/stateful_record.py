@@ -23,6 +23,8 @@ The protocol, one command per data set (each step is skipped when its output exi
 ``--compressed record_coded`` runs the second protocol: ``conf/sweep/record_coded.yaml`` (the same search with the
 broadcast and the update entropy coded) against the same baseline pick, into ``results/record_<dataset>_coded*``; a
 seed whose baseline already ended in the first protocol takes that run instead of training it again.
+``--compressed record_difference`` runs the third (``conf/sweep/record_difference.yaml``: the broadcast as one
+compressed difference a sampled client, ``broadcast_encoder.catch_up=difference``) the same way.
 
 Sweeps run in ``--workdir`` (default: the repository; ``optuna.db``, ``mlruns``, ``multirun/`` there).
 """
@@ -53,8 +55,9 @@ TRAINING = {"epochs": 1, "batch": 50}
 PICKED_GROUPS = ("algorithm", "broadcast_encoder", "aggregate_encoder", "client_optimizer", "server_optimizer")
 TARGET_RATIO = 25.0
 # The compressed sweeps (conf/sweep/) and the suffix of their seeds' files: record_stateful.yaml is the first
-# protocol, record_coded.yaml its second (broadcast and update entropy coded), against the same baseline pick.
-COMPRESSED_SWEEPS = {"record_stateful": "", "record_coded": "_coded"}
+# protocol, record_coded.yaml its second (broadcast and update entropy coded), record_difference.yaml its third (the
+# broadcast as one difference a sampled client, both directions coded), against the same baseline pick.
+COMPRESSED_SWEEPS = {"record_stateful": "", "record_coded": "_coded", "record_difference": "_difference"}
 
 
 def study_name(sweep: str, dataset: str) -> str:

@@ -50,6 +50,18 @@ class BuiltParts:
             lambda: build(value_type=weights_type, encoder=encoder, tensor_encoders=self.tensor_encoders),
         )
 
+    def difference_catch_up(self, encoder: Any, weights_type: Any) -> Any:
+        """The difference catch-up of the broadcast (``broadcast_encoder.catch_up=difference``) for ``encoder`` and
+        the model weights' TFF type."""
+        from fl_sweeps.compression.difference_catch_up import build_difference_catch_up
+
+        return self.get(
+            ("difference catch-up", encoder.built_key(), str(weights_type)),
+            lambda: build_difference_catch_up(
+                value_type=weights_type, encoder=encoder, tensor_encoders=self.tensor_encoders
+            ),
+        )
+
     def error_feedback(self, encoder: Any, update_type: Any) -> Any:
         """The clients' compress-with-feedback step for ``encoder`` and the model update's TFF type."""
         from fl_sweeps.compression.error_feedback import build_error_feedback_step

@@ -26,5 +26,5 @@ class RoundRecord:
     aggregate_bits: int
     cumulative_bits: int
     seconds: float
-    client_state_bytes: int | None = None  # memory of the clients' residuals after the round (error feedback only)
+    client_state_bytes: int | None = None  # clients' residuals and held models after the round, in memory
     scheduled: dict[str, Any] = field(default_factory=dict)

@@ -35,6 +35,13 @@ class DeltaReceivers(StrEnum):
     all = "all"
 
 
+class CatchUp(StrEnum):
+    """``broadcast_encoder.catch_up``: what a sampled client of a delta broadcast receives to catch up."""
+
+    messages = "messages"
+    difference = "difference"
+
+
 class FeedbackRule(StrEnum):
     """``aggregate_encoder.error_feedback_rule``: what a client keeps (``fl_sweeps.compression.error_feedback``)."""
 
@@ -352,7 +359,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "server_optimizer": {"sgd": SgdConfig, "sgdm": SgdmConfig, "adam": AdamConfig},
     "algorithm": {"fedavg": FedAvgConfig, "fedavg_core": FedAvgCoreConfig},
     "broadcast_encoder": _with_side_keys(
-        ENCODER_SCHEMAS, [("delta", bool), ("delta_receivers", DeltaReceivers)], "Broadcast"
+        ENCODER_SCHEMAS, [("delta", bool), ("delta_receivers", DeltaReceivers), ("catch_up", CatchUp)], "Broadcast"
     ),
     "aggregate_encoder": _with_side_keys(
         ENCODER_SCHEMAS, [("error_feedback", bool), ("error_feedback_rule", FeedbackRule)], "Aggregate"

@@ -89,8 +89,9 @@ SPARSIFIER_MODULE = "fl_sweeps.compression.sparsifiers."  # every stage there se
 
 
 def check_stateful_compression(cfg: DictConfig) -> None:
-    """Raise ``ConfigError`` for error feedback that cannot work (on ``none``, or with an algorithm whose clients
-    keep no state) and for a sparsifying broadcast that sends the model itself instead of its change."""
+    """Raise ``ConfigError`` for error feedback or a difference catch-up that cannot work (on ``none``, without a
+    delta broadcast to sampled clients, or with an algorithm whose clients keep no state) and for a sparsifying
+    broadcast that sends the model itself instead of its change."""
     aggregate = cfg.get("aggregate_encoder")
     if aggregate is not None and aggregate.get("error_feedback") is True:
         if not aggregate.get("stages"):
@@ -111,6 +112,19 @@ def check_stateful_compression(cfg: DictConfig) -> None:
             "broadcast_encoder.delta_receivers=all is not allowed with broadcast_encoder.delta=false: only a delta "
             "broadcast has receivers to choose; set broadcast_encoder.delta=true"
         )
+    if broadcast is not None and broadcast.get("catch_up") == "difference":
+        if broadcast.get("delta") is not True or broadcast.get("delta_receivers") != "sampled":
+            raise ConfigError(
+                "broadcast_encoder.catch_up=difference is not allowed without broadcast_encoder.delta=true and "
+                "delta_receivers=sampled: only clients that receive when sampled have a gap to catch up; set both"
+            )
+        target = OmegaConf.select(cfg, "algorithm._target_", default=None)
+        if target not in CLIENT_STATE_ALGORITHMS:
+            raise ConfigError(
+                "broadcast_encoder.catch_up=difference is not allowed with this algorithm: the model each client "
+                f"holds is kept across rounds only in algorithm={'|'.join(CLIENT_STATE_ALGORITHMS.values())}; add "
+                "algorithm=fedavg_core"
+            )
     if broadcast is not None and broadcast.get("delta") is not True:
         stages = broadcast.get("stages") or []
         if any(str(stage.get("_target_", "")).startswith(SPARSIFIER_MODULE) for stage in stages):

@@ -2,7 +2,7 @@
 
 The record of issue 19 takes hours a seed, longer than a session; ``benchmarks/bits_to_accuracy.py`` saves a
 ``RunCheckpoint`` after every round and goes on from it. Everything a round reads must be in it: the process state,
-the client sampler, the clients' residuals and held rounds, the catch-up ledger, and the records an adaptive
+the client sampler, the clients' residuals, held rounds or held models, the catch-up ledger, and the records an adaptive
 schedule reads.
 """
 
@@ -43,13 +43,19 @@ def _numbers(records) -> list[dict]:
     return [{k: v for k, v in dataclasses.asdict(r).items() if k != "seconds"} for r in records]
 
 
-def test_resumed_run_equals_the_run_that_never_stopped(compose_config, tmp_path):
-    cfg = compose_config(STATEFUL)
+# The same with the difference catch-up: each client's held model instead of held rounds and the ledger.
+HELD_MODELS = [*STATEFUL, "broadcast_encoder.catch_up=difference"]
+
+
+@pytest.mark.parametrize("overrides", [STATEFUL, HELD_MODELS], ids=["held-rounds", "held-models"])
+def test_resumed_run_equals_the_run_that_never_stopped(compose_config, tmp_path, overrides):
+    cfg = compose_config(overrides)
     trial = build_trial(cfg)
     settings = run_settings(cfg)
     straight = list(trial.run(settings))
     straight_weights = trial.model_weights(trial.final_state).trainable
     straight_residuals = {cid: s.residual for cid, s in trial.client_states.items()}
+    straight_held = {cid: s.held_model for cid, s in trial.client_states.items()}
 
     path = tmp_path / "run.ckpt"
     first = trial.run(settings)
@@ -61,8 +67,12 @@ def test_resumed_run_equals_the_run_that_never_stopped(compose_config, tmp_path)
 
     resumed_from = RunCheckpoint.load(path, tag="stateful")
     assert resumed_from.round == 2
-    held = [s.held_round for s in resumed_from.client_states.values()]
-    assert 2 in held and all(s.residual is not None for s in resumed_from.client_states.values())
+    saved = resumed_from.client_states.values()
+    if overrides is HELD_MODELS:
+        assert all(s.held_model is not None and s.held_round is None for s in saved)
+    else:
+        assert 2 in [s.held_round for s in saved]
+    assert all(s.residual is not None for s in saved)
     after = list(trial.run(settings, resume=resumed_from))
 
     assert [r.round for r in after] == [3, 4]
@@ -75,6 +85,10 @@ def test_resumed_run_equals_the_run_that_never_stopped(compose_config, tmp_path)
     for cid, residual in straight_residuals.items():
         for got, want in zip(trial.client_states[cid].residual, residual, strict=True):
             np.testing.assert_array_equal(got, want)
+    for cid, held in straight_held.items():
+        if held is not None:
+            for got, want in zip(trial.client_states[cid].held_model.trainable, held.trainable, strict=True):
+                np.testing.assert_array_equal(got, want)
 
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path):

@@ -305,6 +305,24 @@ def test_the_ledger_charges_the_whole_model_or_the_missed_changes_whichever_is_f
             ["broadcast_encoder=uniform", "broadcast_encoder.delta_receivers=all"],
             "broadcast_encoder.delta_receivers=all is not allowed with broadcast_encoder.delta=false",
         ),
+        (
+            ["algorithm=fedavg_core", "broadcast_encoder=uniform", "broadcast_encoder.catch_up=difference"],
+            "broadcast_encoder.catch_up=difference is not allowed without broadcast_encoder.delta=true",
+        ),
+        (
+            [
+                "algorithm=fedavg_core",
+                "broadcast_encoder=uniform",
+                "broadcast_encoder.delta=true",
+                "broadcast_encoder.delta_receivers=all",
+                "broadcast_encoder.catch_up=difference",
+            ],
+            "broadcast_encoder.catch_up=difference is not allowed without broadcast_encoder.delta=true",
+        ),
+        (
+            ["broadcast_encoder=uniform", "broadcast_encoder.delta=true", "broadcast_encoder.catch_up=difference"],
+            "broadcast_encoder.catch_up=difference is not allowed with this algorithm",
+        ),
     ],
 )
 def test_stateful_compression_that_cannot_work_fails_in_one_line(compose_config, overrides, message):
@@ -319,3 +337,103 @@ def test_a_misspelt_stateful_key_names_the_options_keys(compose_config):
         compose_config(["broadcast_encoder=uniform", "broadcast_encoder.error_feedback=true"])
     message = user_error(error.value)
     assert "broadcast_encoder.error_feedback" in message and "delta" in message and "\n" not in message
+
+
+# The difference catch-up: one message a sampled client, the compressed difference from the model it holds.
+DIFFERENCE = [
+    *TINY,
+    "algorithm=fedavg_core",
+    "broadcast_encoder=hadamard",
+    "broadcast_encoder.bits=2",
+    "broadcast_encoder.rounding=stochastic",
+    "broadcast_encoder.threshold=0",
+    "broadcast_encoder.delta=true",
+    "broadcast_encoder.catch_up=difference",
+    "training.rounds=6",
+    "data.num_clients=6",
+    "training.clients_per_round=2",
+]
+
+
+@functools.cache
+def _difference_trial(compose_config):
+    cfg = compose_config(DIFFERENCE)
+    validate(cfg)
+    return cfg, build_trial(cfg)
+
+
+def _encode_as_the_server(cfg, encoder_states, model, held):
+    """What the server sends a client holding ``held`` when its model is ``model``, and what that decodes to:
+    encoded here with the option's own encoders, outside the process, from the server's encoder states."""
+    import tensorflow as tf
+    from hydra.utils import instantiate
+
+    from fl_sweeps.compression.broadcast import simple_tensor_encoders
+    from fl_sweeps.compression.measure import message_bits
+
+    flat_model, flat_held = tf.nest.flatten(model), tf.nest.flatten(held)
+    specs = [tf.TensorSpec(np.shape(w), tf.float32) for w in flat_model]
+    encoders = simple_tensor_encoders(instantiate(cfg.broadcast_encoder), specs)
+    message = [
+        e.encode(tf.constant(w - h), s)[0]
+        for e, w, h, s in zip(encoders, flat_model, flat_held, encoder_states, strict=True)
+    ]
+    rebuilt = [h + e.decode(m).numpy() for e, h, m in zip(encoders, flat_held, message, strict=True)]
+    return rebuilt, int(message_bits(message))
+
+
+@pytest.mark.slow
+def test_difference_catch_up_sends_one_counted_message_the_server_can_rebuild(compose_config, tff_worker):
+    from fl_sweeps.compression.bits import SEED_BITS
+
+    cfg, trial = _difference_trial(compose_config)
+    settings = run_settings(cfg)
+    built, states = trial.built, ClientStates()
+    state = built.initial_state(settings)
+    initial = built.model_weights(state)
+    server_copy = {}  # the model the server records for each client, rebuilt from the messages alone
+    rng = np.random.default_rng(3)
+    gaps = []
+    for round_num in range(1, settings.training.rounds + 1):
+        clients = [str(c) for c in rng.choice(trial.data.client_ids, size=2, replace=False)]
+        weights = built.model_weights(state)
+        model = [np.asarray(w) for w in [*weights.trainable, *weights.non_trainable]]
+        encoder_states = state.distributor
+        output = built.next(state, clients, round_num, settings, states)
+        expected_bits = 0
+        for client in clients:
+            held = server_copy.get(client, [*initial.trainable, *initial.non_trainable])
+            rebuilt, bits = _encode_as_the_server(cfg, encoder_states, model, held)
+            expected_bits += bits + (SEED_BITS if client not in server_copy else 0)
+            got = [*states[client].held_model.trainable, *states[client].held_model.non_trainable]
+            for g, r in zip(got, rebuilt, strict=True):
+                np.testing.assert_array_equal(g, r)  # the client holds exactly the server's record of it
+            error, gap = np.linalg.norm(_flat(got) - _flat(model)), np.linalg.norm(_flat(model) - _flat(held))
+            if gap == 0:  # round 1: the client holds the model already, and the zero difference keeps it
+                assert error == 0
+            else:
+                gaps.append(error / gap)
+            server_copy[client] = rebuilt
+        assert output.metrics["distributor"]["bits_server_to_clients"] == expected_bits
+        state = output.state
+    per_message = trial.bits_per_client.broadcast - SEED_BITS
+    assert 0 < per_message < 32 * trial.num_parameters / 4  # 2-bit symbols, rows padded, a scale and seed a tensor
+    assert gaps and max(gaps) < 1, "each message brings the client nearer the server's model"
+    assert len(server_copy) < 2 * settings.training.rounds, "some client was sampled twice"
+
+
+@pytest.mark.slow
+def test_difference_catch_up_starts_empty_each_run_and_repeats_bit_for_bit(compose_config, tff_worker):
+    cfg, trial = _difference_trial(compose_config)
+    settings = run_settings(cfg)
+    first = list(trial.run(settings))
+    held = {cid: _flat(s.held_model.trainable) for cid, s in trial.client_states.items()}
+    second = list(trial.run(settings))
+    assert [dataclasses.replace(r, seconds=0) for r in first] == [dataclasses.replace(r, seconds=0) for r in second]
+    assert set(trial.client_states) == set(held)
+    for cid, model in held.items():
+        np.testing.assert_array_equal(_flat(trial.client_states[cid].held_model.trainable), model)
+    # Round 1 sends two first messages (the seed each); the state is two held models, then one more per new client.
+    assert first[0].broadcast_bits == 2 * trial.bits_per_client.broadcast
+    assert first[0].client_state_bytes == 2 * trial.num_parameters * 4
+    assert first[-1].client_state_bytes == len(held) * trial.num_parameters * 4

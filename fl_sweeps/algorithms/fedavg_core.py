@@ -13,12 +13,14 @@ The starting point for your own algorithm. Every step of a round is spelt out he
 5. ``server_update`` (TensorFlow): one server optimizer step with the mean update (skipped if it is not finite).
 
 ``next`` composes these with ``tff.federated_computation`` and the result is packed as a
-``tff.learning.templates.LearningProcess``. With ``aggregate_encoder.error_feedback=true`` step 4 changes: each
-client compresses its update plus the residual it kept (``fl_sweeps.compression.error_feedback``) and the server
-averages the decoded messages; the residuals come in with the clients' data and go out with the round's output,
-so the process is a ``ClientStatefulProcess`` instead. Without clipping it computes what
-``tff.learning.algorithms.build_weighted_fed_avg`` computes, operation for operation, so both give the same weights
-(tests/test_algorithm.py). To change the algorithm, edit ``_build_client_update`` (local training) or
+``tff.learning.templates.LearningProcess``. With ``aggregate_encoder.error_feedback=true`` step 4 changes: each client
+compresses its update plus the residual it kept (``fl_sweeps.compression.error_feedback``) and the server averages the
+decoded messages; the residuals come in with the clients' data and go out with the round's output, so the process is a
+``ClientStatefulProcess`` instead. With ``broadcast_encoder.catch_up=difference`` step 2 changes the same way: each
+sampled client comes in with the model it holds and receives the compressed difference between the server's model and
+it (``fl_sweeps.compression.difference_catch_up``), and goes out with the model it rebuilt. Without clipping it
+computes what ``tff.learning.algorithms.build_weighted_fed_avg`` computes, operation for operation, so both give the
+same weights (tests/test_algorithm.py). To change the algorithm, edit ``_build_client_update`` (local training) or
 ``_build_server_update`` (how the server applies the mean update), or add steps to ``next_fn``.
 """
 
@@ -57,11 +59,16 @@ class ClientStatefulProcess(NamedTuple):
     """A learning process whose clients keep state across rounds: ``LearningProcess``'s computations, but ``next``
     takes each client's state with its data and returns the clients' new states.
 
+    A client's state has the keys of ``CLIENT_STATE_KEYS`` the process uses: ``residual`` (error feedback) and
+    ``held_model`` (the difference catch-up; its input also says ``held_from_seed``: the client has never been
+    sampled and holds the initial model, drawn from the run's seed).
+
     Attributes:
         initialize, get_model_weights, set_model_weights, get_hparams, set_hparams: As in ``LearningProcess``.
-        next: ``(state, [{"data": dataset, "residual": residual}, ...]) -> (LearningProcessOutput, [residual, ...])``,
-            one entry per sampled client, in order.
-        initial_client_state: A client's state before its first round (zeros like the trainable weights).
+        next: ``(state, [{"data": dataset, **client state}, ...]) -> (LearningProcessOutput, [client state, ...])``,
+            one entry per sampled client, in order; a client state is an ``OrderedDict``.
+        initial_client_state: ``initial model weights -> OrderedDict``: a client's state before its first round
+            (zero residuals, the initial model held), with ``held_from_seed`` if the process holds models.
     """
 
     initialize: Any
@@ -124,7 +131,12 @@ def build_fedavg_core(
     data_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
 
     store = parts if parts is not None else BuiltParts()
-    distributor = store.broadcast(broadcast_encoder, weights_type)
+    difference_catch_up = broadcast_encoder.delta and broadcast_encoder.catch_up == "difference"
+    if difference_catch_up:
+        catch_up = store.difference_catch_up(broadcast_encoder, weights_type)
+        distributor = catch_up
+    else:
+        distributor = store.broadcast(broadcast_encoder, weights_type)
     error_feedback = aggregate_encoder.error_feedback
     if error_feedback:
         feedback_step = store.error_feedback(aggregate_encoder, trainable_type)
@@ -166,8 +178,27 @@ def build_fedavg_core(
 
     state_type = initialize.type_signature.result
 
-    def train_round(state, client_data, residual=None):
-        broadcast = distributor.next(state.distributor, state.global_model_weights)
+    def receive_difference(state, held_model, held_from_seed):
+        """Step 2 with the difference catch-up: each client's message, its rebuilt model and the server's states."""
+        model_at_clients = tff.federated_broadcast(state.global_model_weights)  # the simulation's transport only
+        encoder_states = tff.federated_broadcast(state.distributor)  # agreed before the round
+        rebuilt, bits = tff.federated_map(
+            catch_up.receive, (model_at_clients, held_model, held_from_seed, encoder_states)
+        )
+        measurements = collections.OrderedDict(
+            [(DOWN_KEY, tff.federated_sum(bits)), (UP_KEY, tff.federated_value(np.int64(0), tff.SERVER))]
+        )
+        return tff.templates.MeasuredProcessOutput(
+            state=tff.federated_map(catch_up.advance, (state.distributor, state.global_model_weights)),
+            result=rebuilt,
+            measurements=tff.federated_zip(measurements),
+        )
+
+    def train_round(state, client_data, residual=None, held_model=None, held_from_seed=None):
+        if held_model is None:
+            broadcast = distributor.next(state.distributor, state.global_model_weights)
+        else:
+            broadcast = receive_difference(state, held_model, held_from_seed)
         hparams_at_clients = tff.federated_broadcast(state.client_optimizer)
         update, weight, local_metrics = tff.federated_map(
             client_update, (hparams_at_clients, broadcast.result, client_data)
@@ -209,7 +240,12 @@ def build_fedavg_core(
             finalizer=tff.federated_zip(collections.OrderedDict(update_non_finite=update_non_finite)),
         )
         output = tff.learning.templates.LearningProcessOutput(tff.federated_zip(new_state), tff.federated_zip(metrics))
-        return output, new_residual
+        client_state = collections.OrderedDict()
+        if residual is not None:
+            client_state["residual"] = new_residual
+        if held_model is not None:
+            client_state["held_model"] = broadcast.result
+        return output, client_state
 
     if error_feedback:
 
@@ -217,11 +253,25 @@ def build_fedavg_core(
         def with_weight_bits(message_bits, weight):
             return message_bits + tf.constant(32, tf.int64)  # the weight travels as float32, as without feedback
 
-        client_input_type = collections.OrderedDict(data=data_type, residual=trainable_type)
+    client_state_types = collections.OrderedDict()
+    if error_feedback:
+        client_state_types["residual"] = trainable_type
+    if difference_catch_up:
+        client_state_types["held_model"] = weights_type
+        client_state_types["held_from_seed"] = tff.TensorType(np.bool_)
+    if client_state_types:
+        client_input_type = collections.OrderedDict(data=data_type, **client_state_types)
 
         @tff.federated_computation(state_type, tff.FederatedType(client_input_type, tff.CLIENTS))
         def next_fn(state, client_input):
-            return train_round(state, client_input.data, client_input.residual)
+            output, client_state = train_round(
+                state,
+                client_input.data,
+                residual=client_input.residual if error_feedback else None,
+                held_model=client_input.held_model if difference_catch_up else None,
+                held_from_seed=client_input.held_from_seed if difference_catch_up else None,
+            )
+            return output, tff.federated_zip(client_state)
 
     else:
 
@@ -255,8 +305,19 @@ def build_fedavg_core(
             server_optimizer=server_optimizer.set_hparams(state.server_optimizer, hparams["finalizer"]),
         )
 
-    if error_feedback:
+    if client_state_types:
         trainable_specs = tff.types.type_to_tf_tensor_specs(trainable_type)
+
+        def initial_client_state(initial_weights: Any) -> collections.OrderedDict:
+            start = collections.OrderedDict()
+            if error_feedback:
+                flat_specs = tf.nest.flatten(trainable_specs)
+                start["residual"] = [np.zeros(s.shape, s.dtype.as_numpy_dtype) for s in flat_specs]
+            if difference_catch_up:
+                start["held_model"] = initial_weights
+                start["held_from_seed"] = np.bool_(True)
+            return start
+
         return ClientStatefulProcess(
             initialize=initialize,
             next=next_fn,
@@ -264,9 +325,7 @@ def build_fedavg_core(
             set_model_weights=set_model_weights,
             get_hparams=get_hparams,
             set_hparams=set_hparams,
-            initial_client_state=lambda: [
-                np.zeros(s.shape, s.dtype.as_numpy_dtype) for s in tf.nest.flatten(trainable_specs)
-            ],
+            initial_client_state=initial_client_state,
         )
     return tff.learning.templates.LearningProcess(
         initialize,

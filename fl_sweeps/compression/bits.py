@@ -16,6 +16,7 @@ import numpy as np
 from fl_sweeps.compression.encoders import NoCompression
 
 WEIGHT_BITS = 32  # each client's aggregation weight (its example count) as float32
+SEED_BITS = 64  # the run's seed, from which a client never sampled draws the initial model (difference catch-up)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ def bits_per_client(
     """Bits exchanged with one client in one FedAvg round, measured on encoded random tensors.
 
     With a delta broadcast (``broadcast_encoder.delta``) what a client receives depends on when it was last sampled
-    (``fl_sweeps.compression.catch_up``): at most the whole model uncompressed, which is what is planned here.
+    (``fl_sweeps.compression.catch_up``): at most the whole model uncompressed, which is what is planned here. With
+    the difference catch-up it is one message, plus the run's seed on the first one (planned with the seed).
 
     Args:
         model_tensors: The model weights the server broadcasts (trainable then non-trainable).
@@ -75,7 +77,9 @@ def bits_per_client(
         broadcast_encoder: Encoder of the server→client model broadcast.
         aggregate_encoder: Encoder of the client→server update aggregation.
     """
-    if broadcast_encoder.delta:
+    if broadcast_encoder.delta and broadcast_encoder.catch_up == "difference":
+        down = SEED_BITS + sum(tensor_message_bits(broadcast_encoder, t, gather=False)[0] for t in model_tensors)
+    elif broadcast_encoder.delta:
         down = sum(t.num_elements * t.dtype_bits for t in model_tensors)
     else:
         down = sum(tensor_message_bits(broadcast_encoder, t, gather=False)[0] for t in model_tensors)

@@ -28,6 +28,10 @@ class NoCompression:
         delta_receivers: Broadcast only, with ``delta``: ``sampled`` (a client receives only in the rounds it is
             sampled in, and catches up then: cross-device) or ``all`` (every client receives every round's change:
             cross-silo).
+        catch_up: Broadcast only, with ``delta`` to sampled receivers: how a sampled client catches up,
+            ``messages`` (every change it missed, or the model if fewer bits; ``fl_sweeps.compression.catch_up``) or
+            ``difference`` (one message, the compressed difference between the server's model and the one it holds;
+            ``fl_sweeps.compression.difference_catch_up``).
     """
 
     name: str = "none"
@@ -35,6 +39,7 @@ class NoCompression:
     error_feedback_rule: str = "ef14"
     delta: bool = False
     delta_receivers: str = "sampled"
+    catch_up: str = "messages"
 
     def compresses(self, num_elements: int, is_float: bool) -> bool:
         """Whether a tensor of this size and kind is encoded (never)."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from fl_sweeps.compression.catch_up import CatchUpLedger
 
@@ -15,10 +18,34 @@ class ClientState:
     Attributes:
         residual: Error feedback: what its compressed updates have not carried yet (None before its first round).
         held_round: Delta broadcast: the round whose reference model it holds (None: never sampled).
+        held_model: Difference catch-up: the model it rebuilt when last sampled, which the server keeps a copy of
+            (None: never sampled; it holds the run's initial model).
     """
 
     residual: list[Any] | None = None
     held_round: int | None = None
+    held_model: Any = None
+
+    def round_input(self, start: Mapping[str, Any]) -> dict[str, Any]:
+        """What goes into a round with the client's data: for each key of ``start`` (the process's
+        ``initial_client_state``: ``residual``, ``held_model``, ``held_from_seed``) the value it keeps, or the
+        start's value if it has none yet."""
+        kept = {"residual": self.residual, "held_model": self.held_model}
+        values = {key: start[key] if kept.get(key) is None else kept[key] for key in start}
+        if "held_from_seed" in start:
+            values["held_from_seed"] = np.bool_(self.held_model is None)
+        return values
+
+    def keep(self, kept_state: Mapping[str, Any]) -> None:
+        """Store what the round returned for this client (``residual``, ``held_model``) as numpy arrays."""
+        if "residual" in kept_state:
+            self.residual = [np.asarray(r) for r in kept_state["residual"]]
+        if "held_model" in kept_state:
+            held = kept_state["held_model"]
+            self.held_model = type(held)(
+                trainable=[np.asarray(w) for w in held.trainable],
+                non_trainable=[np.asarray(w) for w in held.non_trainable],
+            )
 
 
 class ClientStates(dict[str, ClientState]):
@@ -45,8 +72,13 @@ class ClientStates(dict[str, ClientState]):
         return _HeldRounds(self)
 
     def nbytes(self) -> int:
-        """Bytes the clients' states take in memory (the residuals; a held round is one integer)."""
-        return sum(sum(r.nbytes for r in s.residual) for s in self.values() if s.residual is not None)
+        """Bytes the clients' states take in memory (residuals and held models; a held round is one integer)."""
+        total = 0
+        for state in self.values():
+            total += sum(r.nbytes for r in state.residual or [])
+            if state.held_model is not None:
+                total += sum(w.nbytes for w in [*state.held_model.trainable, *state.held_model.non_trainable])
+        return total
 
 
 class _HeldRounds:

@@ -168,25 +168,24 @@ class BuiltProcess:
     ) -> Any:
         """One round of the process with the sampled clients ``client_ids``: its ``LearningProcessOutput``.
 
-        ``client_states`` holds what clients keep across rounds. With error feedback (a ``ClientStatefulProcess``)
-        each sampled client's residual goes into the round with its data and its new residual is stored. With a
-        delta broadcast the broadcast bits of the round are each receiving client's catch-up
-        (``fl_sweeps.compression.catch_up``; the sampled clients, or every client with ``delta_receivers=all``),
-        written into the metrics where the measured bits are read.
+        ``client_states`` holds what clients keep across rounds. With error feedback or the difference catch-up (a
+        ``ClientStatefulProcess``) each sampled client's residual or held model goes into the round with its data
+        (before its first round: zeros, and the run's initial model) and what it keeps after the round is stored.
+        With a delta broadcast that sends the missed changes, the broadcast bits of the round are each receiving
+        client's catch-up (``fl_sweeps.compression.catch_up``; the sampled clients, or every client with
+        ``delta_receivers=all``), written into the metrics where the measured bits are read.
         """
         datasets = [self.client_dataset(client_id, round_num, settings) for client_id in client_ids]
         if isinstance(self.process, ClientStatefulProcess):
             entries = [client_states.entry(client_id) for client_id in client_ids]
+            start = self.process.initial_client_state(self._initial_weights(settings.seed))
             inputs = [
-                collections.OrderedDict(
-                    data=dataset,
-                    residual=entry.residual if entry.residual is not None else self.process.initial_client_state(),
-                )
+                collections.OrderedDict(data=dataset, **entry.round_input(start))
                 for dataset, entry in zip(datasets, entries, strict=True)
             ]
-            output, residuals = self.process.next(state, inputs)
-            for entry, residual in zip(entries, residuals, strict=True):
-                entry.residual = [np.asarray(r) for r in residual]
+            output, kept_states = self.process.next(state, inputs)
+            for entry, kept_state in zip(entries, kept_states, strict=True):
+                entry.keep(kept_state)
         else:
             output = self.process.next(state, datasets)
         distributor = output.metrics["distributor"]
