@@ -192,6 +192,20 @@ def test_a_sweep_that_pairs_a_schedule_with_an_option_lacking_its_setting_stops_
     assert str(error.value).endswith("(when the sweep picks schedule=plateau aggregate_encoder=topk debug=tiny)")
 
 
+def test_fixed_values_that_only_go_together_are_checked_together():
+    """``catch_up=difference`` alone is refused (it needs ``delta=true``); fixed beside it, both pass, in every
+    combination of the options swept, and a fixed value the others do not mend is still refused."""
+    together = ["algorithm=fedavg_core", "broadcast_encoder.delta=true", "broadcast_encoder.catch_up=difference"]
+    space = _sweep_space(*together, "broadcast_encoder=choice(hadamard,drive)", "broadcast_encoder.bits=choice(2,3)")
+    assert space.fixed["broadcast_encoder.catch_up"] == "difference"
+    with pytest.raises(ConfigError) as error:
+        _sweep_space("algorithm=fedavg_core", "broadcast_encoder.catch_up=difference")
+    assert str(error.value).startswith("broadcast_encoder.catch_up=difference is not allowed without")
+    with pytest.raises(ConfigError) as error:
+        _sweep_space(*together[1:], "broadcast_encoder=choice(hadamard,drive)")  # TFF's FedAvg keeps no client state
+    assert "broadcast_encoder.catch_up=difference is not allowed with this algorithm" in str(error.value)
+
+
 def test_a_value_that_fills_a_missing_key_reaches_every_combination(tmp_path):
     """``data=mnist data.path=<dir>`` with several options picked (the header command of ``sweep=matched_budget``):
     the path fills the data config's ``???`` in each combination checked."""

@@ -11,6 +11,7 @@ each becomes a one-line ``ConfigError`` naming the key and what is allowed.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 from collections.abc import Mapping
@@ -172,9 +173,18 @@ def check_search_space(overrides: list[str], config: DictConfig, config_loader: 
     candidates |= {key: [value] for key, value in fixed_values.items()}
     groups = _groups(config_loader)
     swept_groups = {key for key in candidates if key in groups}
-    task_config = copy.deepcopy(config)
+    # Every trial gets the fixed values, so each value is checked with them: settings that only go together
+    # (``broadcast_encoder.catch_up=difference`` needs ``delta=true`` and ``algorithm=fedavg_core``) are fixed
+    # together. A fixed value that does not apply is left out here and reported by its own check below.
+    fixed_options = {key: str(value) for key, value in fixed_values.items() if key in groups}
+    fixed_options = {key: option for key, option in fixed_options.items() if option in _options(config_loader, key)}
+    task_config = _compose(config_loader, config, fixed_options) if fixed_options else copy.deepcopy(config)
     with open_dict(task_config):
         task_config.pop("hydra", None)  # the job's settings only (Hydra's own need its runtime values)
+    for key, value in fixed_values.items():
+        if key not in groups and _has_key(task_config, key):
+            with contextlib.suppress(OmegaConfBaseException):
+                OmegaConf.update(task_config, key, value, merge=True)
     for key, values in candidates.items():
         for value in values:
             _check_value(key, value, task_config, config_loader, groups, swept_groups)
