@@ -99,13 +99,7 @@ def check_stateful_compression(cfg: DictConfig) -> None:
                 f"aggregate_encoder.error_feedback=true is not allowed for aggregate_encoder={aggregate.get('name')}: "
                 "it loses nothing to feed back; use it with a lossy option (uniform, topk, sign, ...)"
             )
-        target = OmegaConf.select(cfg, "algorithm._target_", default=None)
-        if target not in CLIENT_STATE_ALGORITHMS:
-            raise ConfigError(
-                "aggregate_encoder.error_feedback=true is not allowed with this algorithm: clients keep state "
-                f"across rounds only in algorithm={'|'.join(CLIENT_STATE_ALGORITHMS.values())}; add "
-                "algorithm=fedavg_core"
-            )
+        _needs_client_state(cfg, "aggregate_encoder.error_feedback=true", "clients keep state")
     broadcast = cfg.get("broadcast_encoder")
     if broadcast is not None and broadcast.get("delta") is not True and broadcast.get("delta_receivers") == "all":
         raise ConfigError(
@@ -118,13 +112,7 @@ def check_stateful_compression(cfg: DictConfig) -> None:
                 "broadcast_encoder.catch_up=difference is not allowed without broadcast_encoder.delta=true and "
                 "delta_receivers=sampled: only clients that receive when sampled have a gap to catch up; set both"
             )
-        target = OmegaConf.select(cfg, "algorithm._target_", default=None)
-        if target not in CLIENT_STATE_ALGORITHMS:
-            raise ConfigError(
-                "broadcast_encoder.catch_up=difference is not allowed with this algorithm: the model each client "
-                f"holds is kept across rounds only in algorithm={'|'.join(CLIENT_STATE_ALGORITHMS.values())}; add "
-                "algorithm=fedavg_core"
-            )
+        _needs_client_state(cfg, "broadcast_encoder.catch_up=difference", "the model each client holds is kept")
     if broadcast is not None and broadcast.get("delta") is not True:
         stages = broadcast.get("stages") or []
         if any(str(stage.get("_target_", "")).startswith(SPARSIFIER_MODULE) for stage in stages):
@@ -133,6 +121,15 @@ def check_stateful_compression(cfg: DictConfig) -> None:
                 "a subset of the values, from which a client cannot rebuild the model; use delta=true (the change "
                 "of the model is sent)"
             )
+
+
+def _needs_client_state(cfg: DictConfig, setting: str, what: str) -> None:
+    """Raise ``ConfigError`` for ``setting`` unless the algorithm keeps client state across rounds (``what`` is)."""
+    if OmegaConf.select(cfg, "algorithm._target_", default=None) not in CLIENT_STATE_ALGORITHMS:
+        raise ConfigError(
+            f"{setting} is not allowed with this algorithm: {what} across rounds only in "
+            f"algorithm={'|'.join(CLIENT_STATE_ALGORITHMS.values())}; add algorithm=fedavg_core"
+        )
 
 
 def check_schedule(cfg: DictConfig) -> None:

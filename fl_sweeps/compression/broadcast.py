@@ -34,14 +34,7 @@ def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression, tensor_e
 
     if encoder.sparsifies():
         raise ConfigError(f"broadcast_encoder={encoder.name} sparsifies: a client cannot rebuild the model from it")
-    trace_tensor_encoding_without_autograph()
-    specs = tff.types.type_to_tf_tensor_specs(value_type)
-    encoders = simple_tensor_encoders(encoder, tf.nest.flatten(specs), tensor_encoders)
-
-    @tff.tensorflow.computation
-    def initial_state():
-        return tuple(e.initial_state() for e in encoders)
-
+    specs, encoders, initial_state = per_tensor_encoders(encoder, value_type, tensor_encoders)
     state_type = initial_state.type_signature.result
 
     @tff.tensorflow.computation(state_type, value_type)
@@ -78,6 +71,24 @@ def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression, tensor_e
         )
 
     return tff.learning.templates.DistributionProcess(init_fn, next_fn)
+
+
+def per_tensor_encoders(encoder: NoCompression, value_type: Any, tensor_encoders: Any = None) -> tuple[Any, list, Any]:
+    """``value_type``'s tensor specs (nested as the value), one ``SimpleEncoder`` per tensor
+    (``simple_tensor_encoders``) and a TFF computation of their initial states: what every part that encodes a whole
+    model or update starts from."""
+    import tensorflow as tf
+    import tensorflow_federated as tff
+
+    trace_tensor_encoding_without_autograph()
+    specs = tff.types.type_to_tf_tensor_specs(value_type)
+    encoders = simple_tensor_encoders(encoder, tf.nest.flatten(specs), tensor_encoders)
+
+    @tff.tensorflow.computation
+    def initial_states():
+        return tuple(e.initial_state() for e in encoders)
+
+    return specs, encoders, initial_states
 
 
 def simple_tensor_encoders(encoder: NoCompression, flat_specs: list[Any], tensor_encoders: Any = None) -> list[Any]:

@@ -29,10 +29,9 @@ from typing import Any
 import numpy as np
 
 from fl_sweeps.compression.bits import SEED_BITS
-from fl_sweeps.compression.broadcast import simple_tensor_encoders
+from fl_sweeps.compression.broadcast import per_tensor_encoders
 from fl_sweeps.compression.encoders import NoCompression
 from fl_sweeps.compression.measure import message_bits
-from fl_sweeps.tff_runtime.autograph_rules import trace_tensor_encoding_without_autograph
 
 
 class DifferenceCatchUp:
@@ -73,14 +72,7 @@ def build_difference_catch_up(
     import tensorflow as tf
     import tensorflow_federated as tff
 
-    trace_tensor_encoding_without_autograph()
-    specs = tff.types.type_to_tf_tensor_specs(value_type)
-    encoders = simple_tensor_encoders(encoder, tf.nest.flatten(specs), tensor_encoders)
-
-    @tff.tensorflow.computation
-    def initial_encoder_states():
-        return tuple(e.initial_state() for e in encoders)
-
+    specs, encoders, initial_encoder_states = per_tensor_encoders(encoder, value_type, tensor_encoders)
     states_type = initial_encoder_states.type_signature.result
 
     @tff.tensorflow.computation(states_type, value_type)

@@ -25,12 +25,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fl_sweeps.compression.broadcast import simple_tensor_encoders
+from fl_sweeps.compression.broadcast import per_tensor_encoders
 from fl_sweeps.compression.encoders import NoCompression
 from fl_sweeps.compression.measure import message_bits
 from fl_sweeps.compression.settings_state import setting_mask
 from fl_sweeps.errors import ConfigError
-from fl_sweeps.tff_runtime.autograph_rules import trace_tensor_encoding_without_autograph
 
 
 class ErrorFeedbackStep(NamedTuple):
@@ -67,9 +66,7 @@ def build_error_feedback_step(
     import tensorflow as tf
     import tensorflow_federated as tff
 
-    trace_tensor_encoding_without_autograph()
-    specs = tff.types.type_to_tf_tensor_specs(update_type)
-    encoders = simple_tensor_encoders(encoder, tf.nest.flatten(specs), tensor_encoders)
+    specs, encoders, initial_encoder_states = per_tensor_encoders(encoder, update_type, tensor_encoders)
     flat_specs = tf.nest.flatten(specs)
     masks = [setting_mask(encoder.tensor_encoder(s.shape.num_elements(), s.dtype.is_floating)) for s in flat_specs]
     if not all(all(mask) for mask in masks):
@@ -77,10 +74,6 @@ def build_error_feedback_step(
             f"aggregate_encoder.error_feedback=true is not allowed for aggregate_encoder={encoder.name}: its encoder "
             "keeps state across rounds"
         )
-
-    @tff.tensorflow.computation
-    def initial_encoder_states():
-        return tuple(e.initial_state() for e in encoders)
 
     def round_trip(value: Any, encoder_states: Any) -> tuple[Any, Any]:
         """(message, what it decodes to) of ``value``."""
