@@ -13,7 +13,8 @@ from typing import Any
 
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_")
 DIRECTIONS = {"aggregate_encoder": "aggregate", "broadcast_encoder": "broadcast"}
-SWITCHED = {"error_feedback_rule": "error_feedback", "delta_receivers": "delta"}  # setting -> the switch it needs
+# setting -> the switch it needs (shown only when that switch is on)
+SWITCHED = {"error_feedback_rule": "error_feedback", "delta_receivers": "delta", "catch_up": "delta"}
 
 
 def option_names(config: Mapping[str, Any], choices: Mapping[str, str | None]) -> dict[str, str]:
