@@ -59,9 +59,9 @@ class ClientStatefulProcess(NamedTuple):
     """A learning process whose clients keep state across rounds: ``LearningProcess``'s computations, but ``next``
     takes each client's state with its data and returns the clients' new states.
 
-    A client's state has the keys of ``CLIENT_STATE_KEYS`` the process uses: ``residual`` (error feedback) and
-    ``held_model`` (the difference catch-up; its input also says ``held_from_seed``: the client has never been
-    sampled and holds the initial model, drawn from the run's seed).
+    A client's state has the keys its process uses: ``residual`` (error feedback) and ``held_model`` (the difference
+    catch-up; its input also says ``held_from_seed``: the client has never been sampled and holds the initial model,
+    drawn from the run's seed).
 
     Attributes:
         initialize, get_model_weights, set_model_weights, get_hparams, set_hparams: As in ``LearningProcess``.
@@ -131,10 +131,9 @@ def build_fedavg_core(
     data_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
 
     store = parts if parts is not None else BuiltParts()
-    difference_catch_up = broadcast_encoder.delta and broadcast_encoder.catch_up == "difference"
+    difference_catch_up = broadcast_encoder.sends_difference
     if difference_catch_up:
-        catch_up = store.difference_catch_up(broadcast_encoder, weights_type)
-        distributor = catch_up
+        distributor = catch_up = store.difference_catch_up(broadcast_encoder, weights_type)
     else:
         distributor = store.broadcast(broadcast_encoder, weights_type)
     error_feedback = aggregate_encoder.error_feedback

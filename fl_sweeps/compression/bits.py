@@ -77,7 +77,7 @@ def bits_per_client(
         broadcast_encoder: Encoder of the server→client model broadcast.
         aggregate_encoder: Encoder of the client→server update aggregation.
     """
-    if broadcast_encoder.delta and broadcast_encoder.catch_up == "difference":
+    if broadcast_encoder.sends_difference:
         down = SEED_BITS + sum(tensor_message_bits(broadcast_encoder, t, gather=False)[0] for t in model_tensors)
     elif broadcast_encoder.delta:
         down = sum(t.num_elements * t.dtype_bits for t in model_tensors)

@@ -41,6 +41,12 @@ class NoCompression:
     delta_receivers: str = "sampled"
     catch_up: str = "messages"
 
+    @property
+    def sends_difference(self) -> bool:
+        """Whether the broadcast sends each sampled client one difference from the model it holds (the delta
+        broadcast with ``catch_up=difference``)."""
+        return self.delta and self.catch_up == "difference"
+
     def compresses(self, num_elements: int, is_float: bool) -> bool:
         """Whether a tensor of this size and kind is encoded (never)."""
         return False

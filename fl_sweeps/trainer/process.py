@@ -149,6 +149,7 @@ class BuiltProcess:
         self._initial_state: Any = None
         self._seeded_state: tuple[int, Any] | None = None  # (seed, initial state with the seed's weights)
         self._hparams: Any = None
+        self._client_starts: dict[int, Any] = {}  # seed -> a client's state before its first round
 
     def client_dataset(self, client_id: str, round_num: int, settings: RunSettings) -> Any:
         """The client's pipeline for one round: repeat for local epochs, shuffle (seeded by round), batch."""
@@ -178,7 +179,7 @@ class BuiltProcess:
         datasets = [self.client_dataset(client_id, round_num, settings) for client_id in client_ids]
         if isinstance(self.process, ClientStatefulProcess):
             entries = [client_states.entry(client_id) for client_id in client_ids]
-            start = self.process.initial_client_state(self._initial_weights(settings.seed))
+            start = self._client_start(settings.seed)
             inputs = [
                 collections.OrderedDict(data=dataset, **entry.round_input(start))
                 for dataset, entry in zip(datasets, entries, strict=True)
@@ -198,6 +199,13 @@ class BuiltProcess:
                 distributor[FULL_MODEL_KEY],
             )
         return output
+
+    def _client_start(self, seed: int) -> Any:
+        """A client's state before its first round in a run of ``seed`` (zero residuals, the seed's initial model
+        held), made once a seed, not every round: without ``parts`` drawing the initial model builds a Keras model."""
+        if seed not in self._client_starts:
+            self._client_starts = {seed: self.process.initial_client_state(self._initial_weights(seed))}
+        return self._client_starts[seed]
 
     def select(self, value: Any, state: Any, settings: RunSettings) -> Any:
         """Run the next rounds with the process built for ``value`` of the scheduled setting (None: as built), and
