@@ -54,6 +54,7 @@ TRAINING = {"epochs": 1, "batch": 50}
 # benchmark's own.
 PICKED_GROUPS = ("algorithm", "broadcast_encoder", "aggregate_encoder", "client_optimizer", "server_optimizer")
 TARGET_RATIO = 25.0
+VARIANT_LABELS = ("a-none", "c-sweep")  # bits_to_accuracy.py's names of the baseline and the compressed pick
 # The compressed sweeps (conf/sweep/) and the suffix of their seeds' files: record_stateful.yaml is the first
 # protocol, record_coded.yaml its second (broadcast and update entropy coded), record_difference.yaml its third (the
 # broadcast as one difference a sampled client, both directions coded), against the same baseline pick.
@@ -129,35 +130,35 @@ def pick(study: Any, *, within: float | None) -> Any:
 
 
 def reuse_baseline(dataset: str, seed: int, prefix: str, max_rounds: int) -> None:
-    """Give a second protocol's seed the first protocol's ended baseline run (rows and saved run), if there is one.
+    """Give a second protocol's seed the first protocol's ended baseline run (rows, and saved run if kept).
 
     Both protocols run the same baseline pick with the same seed, and a run's numbers depend only on its config and
-    seed, so the baseline (hours a seed) runs once. Without the first protocol's saved run (checkpoints are not
-    committed) the baseline runs again.
+    seed, so the baseline (hours a seed) runs once. An ended run needs only its rows: checkpoints are not committed,
+    and one is copied only where this machine still has it.
     """
     first = f"record_{dataset}"
-    if prefix == first:
-        return
-    source = RESULTS / "checkpoints" / f"{first}_seed{seed}" / "a-none.ckpt"
-    target = RESULTS / "checkpoints" / f"{prefix}_seed{seed}" / "a-none.ckpt"
-    base_rows = read_rows(RESULTS / f"{first}_seed{seed}.jsonl", "a-none")
-    accuracies = [r["eval_accuracy"] for r in base_rows if r["eval_accuracy"] is not None]
-    if target.exists() or not source.exists() or not base_rows:
-        return
-    if not ended_run(base_rows[-1]["round"], accuracies, TARGETS[dataset], max_rounds):
-        return
     rows_path = RESULTS / f"{prefix}_seed{seed}.jsonl"
+    if prefix == first or variant_ended(rows_path, "a-none", dataset, max_rounds):
+        return
+    base_rows = read_rows(RESULTS / f"{first}_seed{seed}.jsonl", "a-none")
+    if not variant_ended(RESULTS / f"{first}_seed{seed}.jsonl", "a-none", dataset, max_rounds):
+        return
     rows = [r for r in read_rows(rows_path) if r["label"] != "a-none"]
     rows_path.write_text("".join(json.dumps(r) + "\n" for r in [*base_rows, *rows]))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    source = RESULTS / "checkpoints" / f"{first}_seed{seed}" / "a-none.ckpt"
+    if source.exists():
+        target = RESULTS / "checkpoints" / f"{prefix}_seed{seed}" / "a-none.ckpt"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
     print(f"[record] seed {seed}: the baseline's run is {first}_seed{seed}'s, ended at round {base_rows[-1]['round']}")
 
 
 def run_seed(dataset: str, seed: int, a: list[str], c: list[str], args: argparse.Namespace, prefix: str) -> None:
-    """``bits_to_accuracy.py`` for one seed, variants a and c, unless both already reached the end."""
+    """``bits_to_accuracy.py`` for one seed: the variants (a, c) whose rows have not reached their end."""
     reuse_baseline(dataset, seed, prefix, args.max_rounds)
     stem = f"{prefix}_seed{seed}"
+    # A variant whose rows already ended is not trained again, even where its saved run is gone (a new machine).
+    todo = [v for v in VARIANT_LABELS if not variant_ended(RESULTS / f"{stem}.jsonl", v, dataset, args.max_rounds)]
     cmd = [
         sys.executable,
         str(Path(__file__).parent / "bits_to_accuracy.py"),
@@ -166,7 +167,7 @@ def run_seed(dataset: str, seed: int, a: list[str], c: list[str], args: argparse
         f"--epochs={TRAINING['epochs']}",
         f"--batch={TRAINING['batch']}",
         f"--max-rounds={args.max_rounds}",
-        "--variants=a-none,c-sweep",
+        f"--variants={','.join(todo)}",
         f"--seed={seed}",
         f"--stem={stem}",
         f"--a={' '.join(a)}",
@@ -176,16 +177,18 @@ def run_seed(dataset: str, seed: int, a: list[str], c: list[str], args: argparse
     subprocess.run(cmd, check=True)
 
 
+def variant_ended(rows_path: Path, label: str, dataset: str, max_rounds: int) -> bool:
+    """Whether variant ``label`` of a seed's rows ran to its end (``fl_run.ended_run``)."""
+    mine = read_rows(rows_path, label)
+    accuracies = [r["eval_accuracy"] for r in mine if r["eval_accuracy"] is not None]
+    return bool(mine) and ended_run(mine[-1]["round"], accuracies, TARGETS[dataset], max_rounds)
+
+
 def seed_ended(dataset: str, seed: int, max_rounds: int, prefix: str) -> bool:
-    """Whether both variants of ``seed`` ran to their end (``fl_run.ended_run``) by the seed's rows; a seed cut
-    short goes on from its checkpoints when run again."""
-    rows = read_rows(RESULTS / f"{prefix}_seed{seed}.jsonl")
-    for label in ("a-none", "c-sweep"):
-        mine = [r for r in rows if r["label"] == label]
-        accuracies = [r["eval_accuracy"] for r in mine if r["eval_accuracy"] is not None]
-        if not mine or not ended_run(mine[-1]["round"], accuracies, TARGETS[dataset], max_rounds):
-            return False
-    return True
+    """Whether both variants of ``seed`` ran to their end by the seed's rows; a seed cut short goes on from its
+    checkpoints when run again (or from its start, for a variant whose checkpoint is gone)."""
+    rows_path = RESULTS / f"{prefix}_seed{seed}.jsonl"
+    return all(variant_ended(rows_path, label, dataset, max_rounds) for label in VARIANT_LABELS)
 
 
 def ratio_stats(values: list[float | None]) -> dict[str, Any]:
