@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from fl_sweeps.cli import config_dir
 from fl_sweeps.compression.bits import WEIGHT_BITS
-from fl_sweeps.compression.schedules import Constant, Plateau, Steps
+from fl_sweeps.compression.schedules import LOSS_BITS, Constant, Plateau, Steps
 from fl_sweeps.errors import ConfigError
 from fl_sweeps.experiment import run_trial
 from fl_sweeps.records import RoundRecord
@@ -82,6 +82,13 @@ def test_plateau_moves_up_when_the_loss_stalls_and_not_while_it_falls():
     assert values[8:] == [8] * 3  # the top of the ladder stays
     assert [plateau.planned(t) for t in (1, 5, 20)] == [2, 2, 2]  # before any round ran: the first rung
     assert _values(plateau, stalled) == values  # a function of the records: the same records, the same values
+
+
+def test_only_a_schedule_that_reads_the_run_sends_anything_of_its_own():
+    assert Steps(side="aggregate_encoder", setting="bits", values=(2, 8), from_rounds=(1, 3)).control_bits.total == 0
+    for values, rung_bits in (((2,), 0), ((2, 8), 1), ((2, 4, 8), 2), ((1, 2, 3, 4, 5), 3)):
+        bits = Plateau(side="aggregate_encoder", setting="bits", values=values).control_bits
+        assert (bits.broadcast, bits.aggregate) == (rung_bits, LOSS_BITS)
 
 
 def test_plateau_with_patience_one_judges_each_round_after_the_first():
@@ -312,6 +319,14 @@ def test_the_plateau_rule_climbs_its_ladder_in_a_real_run(compose_config, workbe
     records = list(trial.run(Workbench.run_settings(cfg)))
     assert [r.scheduled["aggregate_encoder.bits"] for r in records] == [2, 2, 8, 8]
     assert records[1].aggregate_bits < records[2].aggregate_bits == records[3].aggregate_bits
+    # The steps run took the same values; the rule's readings travel on top: each client's loss (32 bits) up, the
+    # rung of a 2-value ladder (1 bit) down.
+    steps_cfg, steps_result, client = steps_run
+    clients = cfg.training.clients_per_round
+    steps_up = _history(client, steps_result.run_id, "comm/aggregate_bits")
+    steps_down = _history(client, steps_result.run_id, "comm/broadcast_bits")
+    assert [r.aggregate_bits for r in records] == [up + clients * LOSS_BITS for up in steps_up]
+    assert [r.broadcast_bits for r in records] == [down + clients * 1 for down in steps_down]
 
 
 @pytest.mark.slow

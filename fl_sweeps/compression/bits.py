@@ -52,6 +52,10 @@ class BitsPerClient:
         """The same round's bits summed over ``num_clients`` participating clients."""
         return BitsPerClient(self.broadcast * num_clients, self.aggregate * num_clients)
 
+    def __add__(self, other: BitsPerClient) -> BitsPerClient:
+        """Both messages' bits, direction by direction."""
+        return BitsPerClient(self.broadcast + other.broadcast, self.aggregate + other.aggregate)
+
     @property
     def total(self) -> int:
         """Both directions."""

@@ -9,15 +9,21 @@ the trial writes that round's value into the server state of one process (the se
 process per value, all carrying the same server state (``fl_sweeps.trainer.process.BuiltProcess``).
 
 A schedule is a pure function of the round and the records of the rounds before it, so a run repeats exactly.
+What a schedule needs to travel is counted (``Schedule.control_bits``): nothing for one fixed before round 1, the
+clients' losses and the value in effect for one that adapts to them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fl_sweeps.compression.bits import BitsPerClient
 from fl_sweeps.records import RoundRecord
+
+LOSS_BITS = 32  # a client's mean training loss as float32 (its weight already travels with its update)
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,12 @@ class Schedule:
         """The value of round ``round_num`` before any round has run: exact for a schedule that reads no records,
         the lowest rung for one that only moves up from it (what a sweep plans a trial's bits with)."""
         return self.value(round_num, ())
+
+    @property
+    def control_bits(self) -> BitsPerClient:
+        """What the schedule adds to each participating client's messages in a round, besides the encoders': nothing
+        for a schedule both sides know before round 1."""
+        return BitsPerClient(broadcast=0, aggregate=0)
 
 
 @dataclass(frozen=True)
@@ -116,3 +128,11 @@ class Plateau(Schedule):
             if latest > before * (1 - self.min_improvement):
                 level, moved_at = level + 1, round_t
         return self.values[level]
+
+    @property
+    def control_bits(self) -> BitsPerClient:
+        """The rule reads the training loss, so each client sends its mean loss (``LOSS_BITS``); a client cannot
+        know the rung in effect (it saw no other round's loss), so each receives its index in the ladder, which both
+        sides know before round 1."""
+        rung = math.ceil(math.log2(len(self.values))) if len(self.values) > 1 else 0
+        return BitsPerClient(broadcast=rung, aggregate=LOSS_BITS)

@@ -76,8 +76,9 @@ class FederatedTrial:
         """The bits a run with ``settings`` communicates if it runs to the end, each round with the value its
         schedule plans before any round has run (``Schedule.planned``)."""
         clients = settings.training.clients_per_round
+        control = settings.schedule.control_bits
         return sum(
-            self.built.bits_for(self.built.encoders_for(settings, settings.schedule.planned(round_num)))
+            (self.built.bits_for(self.built.encoders_for(settings, settings.schedule.planned(round_num))) + control)
             .for_clients(clients)
             .total
             for round_num in range(1, settings.training.rounds + 1)
@@ -130,7 +131,8 @@ class FederatedTrial:
             eval_loss = eval_accuracy = None
             if round_num % settings.eval_every == 0 or round_num == rounds:
                 eval_loss, eval_accuracy = self.evaluator.evaluate(weights)
-            bits = round_bits(output.metrics)  # measured from the round's messages
+            # Measured from the round's messages, plus what the schedule needs sent (an adaptive rule's readings).
+            bits = round_bits(output.metrics) + settings.schedule.control_bits.for_clients(len(client_ids))
             cumulative += bits.total
             record = RoundRecord(
                 round=round_num,
