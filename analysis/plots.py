@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -139,6 +140,7 @@ def plot_front(
         low, high = ax.get_ylim()
         height = ax.get_window_extent().height * 72 / figure.dpi  # the axes' height in points
         lowest: dict[bool, float] = {}  # per side: the last label's baseline, in points above the axes' bottom
+        labels = []
         for _, row in front.sort_values(ACCURACY, ascending=False).iterrows():
             text = trial_label(row)
             if isinstance(row.get("compression"), str):
@@ -147,7 +149,7 @@ def plot_front(
             point = (row[ACCURACY] - low) / (high - low) * height
             baseline = min(point - 12, lowest.get(right, np.inf) - LABEL_HEIGHT)
             lowest[right] = baseline
-            ax.annotate(
+            label = ax.annotate(
                 text,
                 (row[BITS], row[ACCURACY]),
                 textcoords="offset points",
@@ -158,6 +160,7 @@ def plot_front(
                 bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.75},
                 zorder=4.5,  # above the points it may cross, below the knee's star
             )
+            labels.append(label)
     if knee is not None:
         ax.scatter(
             [knee[BITS]],
@@ -174,7 +177,29 @@ def plot_front(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title or "Accuracy against communicated bits")
+    if len(front):
+        _separate(figure, labels)
     return save(figure, path)
+
+
+def _separate(figure: Figure, labels: Sequence[Any]) -> None:
+    """Move each label down a line at a time until it covers none placed before it (``labels`` top-down).
+
+    Labels on the two sides of the front's middle point towards each other, so a long one can run into one of the
+    other side; their extents are known only once the figure is laid out, so this runs after everything else.
+    """
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    placed: list[Any] = []
+    for label in labels:
+        box = label.get_window_extent(renderer)
+        for _ in range(3 * len(labels)):  # a line at a time: enough to pass below all the others
+            if not any(box.overlaps(other) for other in placed):
+                break
+            x, y = label.xyann
+            label.xyann = (x, y - LABEL_HEIGHT)
+            box = label.get_window_extent(renderer)
+        placed.append(box)
 
 
 def plot_curves(

@@ -71,14 +71,7 @@ def test_parameters_panel_rounds_values_names_options_and_has_colour_bar_ticks()
         assert not _labels_overlap(figure, ax.xaxis)
 
 
-def test_front_labels_of_points_at_almost_equal_accuracy_do_not_overlap():
-    trials = trials_frame()
-    # Two front points 0.015 apart in accuracy at neighbouring bits, labels pointing the same way: drawn where the
-    # points are, the labels would cover each other.
-    trials["eval_accuracy"] = [0.1, 0.35, 0.655, 0.3, 0.67]
-    trials["total_bits"] = [3.9e8, 4.5e8, 5.6e8, 5.8e8, 6.2e8]
-    trials["compression"] = "broadcast hadamard 3-bit + aggregate topk"
-    front = trials.iloc[[1, 2, 4]]
+def _front_label_boxes_overlap(trials: pd.DataFrame, front: pd.DataFrame) -> list:
     figure = plots.plot_front(trials, front)
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
@@ -90,4 +83,24 @@ def test_front_labels_of_points_at_almost_equal_accuracy_do_not_overlap():
         for b in boxes[i + 1 :]
         if a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
     ]
-    assert not overlapping
+    return overlapping
+
+
+def test_front_labels_of_points_at_almost_equal_accuracy_do_not_overlap():
+    trials = trials_frame()
+    # Two front points 0.015 apart in accuracy at neighbouring bits, labels pointing the same way: drawn where the
+    # points are, the labels would cover each other.
+    trials["eval_accuracy"] = [0.1, 0.35, 0.655, 0.3, 0.67]
+    trials["total_bits"] = [3.9e8, 4.5e8, 5.6e8, 5.8e8, 6.2e8]
+    trials["compression"] = "broadcast hadamard 3-bit + aggregate topk"
+    assert not _front_label_boxes_overlap(trials, trials.iloc[[1, 2, 4]])
+
+
+def test_front_labels_pointing_towards_each_other_from_the_two_sides_do_not_overlap():
+    trials = trials_frame()
+    # A point left of the middle (label to its right) a little below two points right of it (labels to their
+    # left): with long labels, each side's run into the other's in the middle of the plot.
+    trials["eval_accuracy"] = [0.10, 0.72, 0.55, 0.75, 0.755]
+    trials["total_bits"] = [1.8e8, 2.3e8, 2.6e8, 2.9e8, 3.25e8]
+    trials["compression"] = "broadcast drive 2-bit delta difference + aggregate topk 2% error feedback"
+    assert not _front_label_boxes_overlap(trials, trials.iloc[[0, 1, 3, 4]])
