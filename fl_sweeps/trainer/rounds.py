@@ -52,7 +52,8 @@ class FederatedTrial:
 
     @property
     def bits_per_client(self) -> BitsPerClient:
-        """Bits one participating client costs a round, in each direction."""
+        """Bits one participating client costs a round, in each direction, with the encoders the process was built
+        with (a reused trial runs others: a run's own bits are ``planned_bits`` and its records)."""
         return self.built.bits_per_client
 
     @property
