@@ -84,7 +84,9 @@ def summarize(rows: list[dict[str, Any]], targets: tuple[float, ...], meta: dict
         per_variant[label] = {
             "rounds_run": len(mine),
             "best_accuracy": max(accs) if accs else None,
-            "bits_per_round": mine[0]["broadcast_bits"] + mine[0]["aggregate_bits"] if mine else None,
+            # The mean over the rounds run: a round's bits vary with coding and catch-up (round 1 of a
+            # difference broadcast sends almost nothing).
+            "bits_per_round": mine[-1]["cumulative_bits"] / len(mine) if mine else None,
             "cumulative_bits": mine[-1]["cumulative_bits"] if mine else 0,
             "to_target": {f"{t:g}": rounds_to(mine, t) for t in targets},
             "to_target_mean_of_5": {f"{t:g}": rounds_to(mean_of_last(mine, 5), t) for t in targets},

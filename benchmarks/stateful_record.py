@@ -153,12 +153,25 @@ def reuse_baseline(dataset: str, seed: int, prefix: str, max_rounds: int) -> Non
     print(f"[record] seed {seed}: the baseline's run is {first}_seed{seed}'s, ended at round {base_rows[-1]['round']}")
 
 
-def run_seed(dataset: str, seed: int, a: list[str], c: list[str], args: argparse.Namespace, prefix: str) -> None:
-    """``bits_to_accuracy.py`` for one seed: the variants (a, c) whose rows have not reached their end."""
-    reuse_baseline(dataset, seed, prefix, args.max_rounds)
+def run_seed(
+    dataset: str,
+    seed: int,
+    a: list[str],
+    c: list[str],
+    args: argparse.Namespace,
+    prefix: str,
+    *,
+    summary_only: bool = False,
+) -> None:
+    """``bits_to_accuracy.py`` for one seed: the variants (a, c) whose rows have not reached their end, or with
+    ``summary_only`` the seed's summary and plot rebuilt from its rows."""
     stem = f"{prefix}_seed{seed}"
-    # A variant whose rows already ended is not trained again, even where its saved run is gone (a new machine).
-    todo = [v for v in VARIANT_LABELS if not variant_ended(RESULTS / f"{stem}.jsonl", v, dataset, args.max_rounds)]
+    if summary_only:
+        todo = list(VARIANT_LABELS)
+    else:
+        reuse_baseline(dataset, seed, prefix, args.max_rounds)
+        # A variant whose rows already ended is not trained again, even where its saved run is gone (a new machine).
+        todo = [v for v in VARIANT_LABELS if not variant_ended(RESULTS / f"{stem}.jsonl", v, dataset, args.max_rounds)]
     cmd = [
         sys.executable,
         str(Path(__file__).parent / "bits_to_accuracy.py"),
@@ -172,6 +185,7 @@ def run_seed(dataset: str, seed: int, a: list[str], c: list[str], args: argparse
         f"--stem={stem}",
         f"--a={' '.join(a)}",
         f"--c={' '.join(c)}",
+        *(["--summarize"] if summary_only else []),
     ]
     print(f"[record] seed {seed}: a = {' '.join(a)}; c = {' '.join(c)}", flush=True)
     subprocess.run(cmd, check=True)
@@ -354,6 +368,11 @@ def main() -> None:
             a = [o for o in picks["record_baseline"]["overrides"] if "_optimizer" in o]
             run_seed(args.dataset, seed, a, picks[args.compressed]["overrides"], args, prefix)
     seeds = [s for s in args.seeds if seed_ended(args.dataset, s, args.max_rounds, prefix)]  # those finished
+    if args.summarize:  # each seed's summary again from its rows, as the code now reads them
+        picks = json.loads(picks_path.read_text())
+        a = [o for o in picks["record_baseline"]["overrides"] if "_optimizer" in o]
+        for seed in seeds:
+            run_seed(args.dataset, seed, a, picks[args.compressed]["overrides"], args, prefix, summary_only=True)
     summary = summarize(args.dataset, seeds, json.loads(picks_path.read_text()), prefix)
     (RESULTS / f"{prefix}.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_markdown(summary, RESULTS / f"{prefix}.md")
