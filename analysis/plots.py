@@ -129,6 +129,7 @@ def plot_front(
                     color=color,
                     label=label,
                 )
+    labels: list[Any] = []  # the front's labels, top-down
     if len(front):
         xs, ys = _staircase(front[BITS].to_numpy(float), front[ACCURACY].to_numpy(float))
         ax.plot(xs, ys, color=FRONT_COLOR, linewidth=1.5, zorder=3, label=f"Pareto front ({len(front)} trials)")
@@ -140,7 +141,6 @@ def plot_front(
         low, high = ax.get_ylim()
         height = ax.get_window_extent().height * 72 / figure.dpi  # the axes' height in points
         lowest: dict[bool, float] = {}  # per side: the last label's baseline, in points above the axes' bottom
-        labels = []
         for _, row in front.sort_values(ACCURACY, ascending=False).iterrows():
             text = trial_label(row)
             if isinstance(row.get("compression"), str):
@@ -177,7 +177,7 @@ def plot_front(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title or "Accuracy against communicated bits")
-    if len(front):
+    if labels:
         _separate(figure, labels)
     return save(figure, path)
 

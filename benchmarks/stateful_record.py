@@ -132,6 +132,11 @@ def pick(study: Any, *, within: float | None) -> Any:
     return min((t for t in study.best_trials if t.values[0] >= best - within), key=lambda t: t.values[1])
 
 
+def baseline_overrides(picks: dict[str, Any]) -> list[str]:
+    """Variant a's overrides: the baseline pick's learning rates (bits_to_accuracy.py's a is uncompressed already)."""
+    return [o for o in picks["record_baseline"]["overrides"] if "_optimizer" in o]
+
+
 def reuse_baseline(dataset: str, seed: int, prefix: str, max_rounds: int) -> None:
     """Give a second protocol's seed the first protocol's ended baseline run (rows, and saved run if kept).
 
@@ -143,9 +148,10 @@ def reuse_baseline(dataset: str, seed: int, prefix: str, max_rounds: int) -> Non
     rows_path = RESULTS / f"{prefix}_seed{seed}.jsonl"
     if prefix == first or variant_ended(rows_path, "a-none", dataset, max_rounds):
         return
-    base_rows = read_rows(RESULTS / f"{first}_seed{seed}.jsonl", "a-none")
-    if not variant_ended(RESULTS / f"{first}_seed{seed}.jsonl", "a-none", dataset, max_rounds):
+    base_path = RESULTS / f"{first}_seed{seed}.jsonl"
+    if not variant_ended(base_path, "a-none", dataset, max_rounds):
         return
+    base_rows = read_rows(base_path, "a-none")
     rows = [r for r in read_rows(rows_path) if r["label"] != "a-none"]
     rows_path.write_text("".join(json.dumps(r) + "\n" for r in [*base_rows, *rows]))
     source = RESULTS / "checkpoints" / f"{first}_seed{seed}" / "a-none.ckpt"
@@ -368,14 +374,13 @@ def main() -> None:
         for seed in args.seeds:
             if seed_ended(args.dataset, seed, args.max_rounds, prefix):
                 continue
-            a = [o for o in picks["record_baseline"]["overrides"] if "_optimizer" in o]
-            run_seed(args.dataset, seed, a, picks[args.compressed]["overrides"], args, prefix)
+            run_seed(args.dataset, seed, baseline_overrides(picks), picks[args.compressed]["overrides"], args, prefix)
     seeds = [s for s in args.seeds if seed_ended(args.dataset, s, args.max_rounds, prefix)]  # those finished
     if args.summarize:  # each seed's summary again from its rows, as the code now reads them
         picks = json.loads(picks_path.read_text())
-        a = [o for o in picks["record_baseline"]["overrides"] if "_optimizer" in o]
+        a, c = baseline_overrides(picks), picks[args.compressed]["overrides"]
         for seed in seeds:
-            run_seed(args.dataset, seed, a, picks[args.compressed]["overrides"], args, prefix, summary_only=True)
+            run_seed(args.dataset, seed, a, c, args, prefix, summary_only=True)
     summary = summarize(args.dataset, seeds, json.loads(picks_path.read_text()), prefix)
     (RESULTS / f"{prefix}.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_markdown(summary, RESULTS / f"{prefix}.md")
