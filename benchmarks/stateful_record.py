@@ -51,7 +51,13 @@ SWEEP_DATA = {
     "femnist": ["data=femnist"],
 }
 FOLDERS = {"mnist": "mnist", "femnist": "femnist_leaf"}
-TARGETS = {"mnist": (0.97, 0.98, 0.985), "femnist": (0.70, 0.75, 0.80)}
+# FEMNIST's highest target is the one the tuned baseline reaches in about 200 rounds: its 5-round mean rose ~0.1 points
+# per 10 rounds near 0.69 (seed 0, rounds 170-197), so 75% and 80% (set before any run at these settings) would take
+# it far past 300 rounds. Fixed from the baseline alone, before any compressed run of the record.
+TARGETS = {"mnist": (0.97, 0.98, 0.985), "femnist": (0.65, 0.68, 0.70)}
+# Rounds a variant may run before its seed ends without reaching. FEMNIST's baseline needs 190-214 rounds to 70%, and
+# its compressed sweep trials were 15-20 points behind the baseline's after 50 rounds: room for the pick to need 2x.
+MAX_ROUNDS = {"mnist": 300, "femnist": 400}
 TRAINING = {"epochs": 1, "batch": 50}
 # A pick keeps the overrides of these config groups and their keys; the rest (data, rounds, trial.*) is the
 # benchmark's own.
@@ -189,6 +195,7 @@ def run_seed(
         f"--epochs={TRAINING['epochs']}",
         f"--batch={TRAINING['batch']}",
         f"--max-rounds={args.max_rounds}",
+        f"--targets={','.join(f'{t:g}' for t in TARGETS[dataset])}",
         f"--variants={','.join(todo)}",
         f"--seed={seed}",
         f"--stem={stem}",
@@ -337,11 +344,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sweep-seed", type=int, default=0, help="the sweeps' seed (sampler and trials)")
     parser.add_argument("--within", type=float, default=0.02, help="accuracy the compressed pick may give up")
-    parser.add_argument("--max-rounds", type=int, default=300)
+    parser.add_argument("--max-rounds", type=int, default=None, help="rounds a variant may run (default: MAX_ROUNDS)")
     parser.add_argument("--workdir", type=Path, default=REPO, help="where the sweeps keep their stores")
     parser.add_argument("--summarize", action="store_true", help="only step 4, from the seeds' files")
     parser.add_argument("--compressed", choices=COMPRESSED_SWEEPS, default="record_stateful", help="c's sweep")
     args = parser.parse_args()
+    args.max_rounds = args.max_rounds or MAX_ROUNDS[args.dataset]
     workdir = args.workdir.resolve()
     prefix = f"record_{args.dataset}" + COMPRESSED_SWEEPS[args.compressed]  # the files of the seeds and summary
 
