@@ -53,11 +53,16 @@ def run_trial(
     Raises:
         ConfigError: A setting is out of range.
         DataError: The data set cannot be read or partitioned as asked.
+        SystemExit: SIGTERM arrived; whatever failed after it (the worker is stopped at once) is taken as its
+            consequence, so the trial counts as interrupted.
     """
     workbench = workbench or WORKBENCH
     validate(cfg)
-    workbench.recycle_worker_if_grown(cfg.tff_worker_max_growth)
-    trial = workbench.build_trial(cfg, parallel_jobs=cfg.trial.parallel_jobs)
+    from fl_sweeps.tff_runtime import exit_when_terminating  # after validation: bad input needs no TFF check
+
+    with exit_when_terminating():  # a SIGTERM meanwhile: the trial was interrupted, not failed
+        workbench.recycle_worker_if_grown(cfg.tff_worker_max_growth)
+        trial = workbench.build_trial(cfg, parallel_jobs=cfg.trial.parallel_jobs)
     data = trial.data
     settings = workbench.run_settings(cfg)
     link = OptunaTrialLink.from_config(cfg.trial)
@@ -92,7 +97,7 @@ def run_trial(
         parent_run_id=cfg.trial.parent_run_id,
         description=describe(public, options, data_description=data.description),
     )
-    with recorder:
+    with recorder, exit_when_terminating():  # the run ends KILLED, not FAILED
         rounds_log.debug(f"MLflow run {recorder.run_id}: {compression}; {data.description}")
         recorder.log_dataset(
             name=options.get("data", data.name),

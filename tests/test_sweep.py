@@ -213,6 +213,25 @@ def test_sigterm_then_resume_loses_and_duplicates_nothing(tmp_path):
     assert worker_pids() <= before
 
 
+def test_sigterm_whose_exit_python_dropped_still_interrupts_the_trial(tmp_path):
+    # The handler stops the worker, then its SystemExit is lost (raised in a __del__); the trial's next computation
+    # finds no worker. That must end the sweep as an interruption (the trial runs again), not a failed trial.
+    before = worker_pids()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    args = _sweep_args(tmp_path, "hydra.sweeper.n_trials=1", "model=linear", "model._target_=terminating_model.linear")
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    assert "Exception ignored in" in result.stderr  # the signal's SystemExit was indeed dropped
+
+    study = _study(tmp_path)
+    (trial,) = study.get_trials(states=(TrialState.FAIL,))  # the first; the others were only enqueued
+    assert trial.user_attrs.get("interrupted") and "failure" not in trial.user_attrs
+    assert not study.get_trials(states=(TrialState.COMPLETE, TrialState.RUNNING))
+    parents, children = _runs(tmp_path)
+    assert [r.info.status for r in parents + children] == ["KILLED", "KILLED"]
+    assert worker_pids() <= before
+
+
 def test_two_parallel_jobs(tmp_path):
     before = worker_pids()
     result = _sweep(

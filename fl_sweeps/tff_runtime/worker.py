@@ -11,6 +11,7 @@ SIGTERM/SIGINT handlers.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import importlib.util
 import os
@@ -18,6 +19,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -353,6 +355,22 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     timer.daemon = True
     timer.start()
     raise SystemExit(_terminating_with)
+
+
+@contextlib.contextmanager
+def exit_when_terminating() -> Iterator[None]:
+    """Let an error raised after SIGTERM arrived unwind as the ``SystemExit`` the signal meant.
+
+    The handler stops the worker before it raises, and its ``SystemExit`` may be dropped (see ``_on_signal``): a
+    computation then fails with a ``RuntimeError`` (no worker) or a gRPC error (worker gone). Inside this block such
+    an error becomes ``SystemExit``, so the trial is recorded as interrupted (it runs again on resume), not failed.
+    """
+    try:
+        yield
+    except Exception as error:
+        if _terminating_with is None:
+            raise
+        raise SystemExit(_terminating_with) from error
 
 
 def install_signal_handlers() -> None:
