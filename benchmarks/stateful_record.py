@@ -225,19 +225,25 @@ def ratio_stats(values: list[float | None], bounds: list[float | None]) -> dict[
     """Median and range of the seeds' ratios, counting a seed whose pick never reached the target by its bound.
 
     Such a seed's ratio is at most ``bound`` (the baseline's bits to the target over all the pick's bits), so it
-    enters the median as that bound, and the median is then itself only a bound (``median_is_bound``): the true
-    median can only be lower. A seed whose baseline never reached has neither.
+    enters the median, min and max as that bound, and these are then themselves only bounds (``median_is_bound``,
+    ``range_is_bound``): the true values can only be lower. ``reached_min``/``reached_max`` are the range over the
+    seeds whose pick reached, exact figures. A seed whose baseline never reached has neither.
     """
     known = [v if v is not None else b for v, b in zip(values, bounds, strict=True)]
     got = [v for v in known if v is not None]
+    reached = [v for v in values if v is not None]
+    is_bound = any(b is not None for b in bounds)
     return {
         "per_seed": values,
         "upper_bound_per_seed": bounds,
-        "reached": f"{sum(v is not None for v in values)}/{len(values)}",
+        "reached": f"{len(reached)}/{len(values)}",
         "median": statistics.median(got) if got else None,
-        "median_is_bound": any(b is not None for b in bounds),
+        "median_is_bound": is_bound,
         "min": min(got) if got else None,
         "max": max(got) if got else None,
+        "range_is_bound": is_bound,
+        "reached_min": min(reached) if reached else None,
+        "reached_max": max(reached) if reached else None,
     }
 
 
@@ -385,7 +391,12 @@ def main() -> None:
             run_seed(args.dataset, seed, baseline_overrides(picks), picks[args.compressed]["overrides"], args, prefix)
     seeds = [s for s in args.seeds if seed_ended(args.dataset, s, args.max_rounds, prefix)]  # those finished
     if args.summarize:  # each seed's summary again from its rows, as the code now reads them
-        picks = json.loads(picks_path.read_text())
+        picks = json.loads(picks_path.read_text()) if picks_path.exists() else {}
+        if args.compressed not in picks:
+            parser.error(
+                f"--compressed {args.compressed}: no pick for it in {picks_path.name}; "
+                f"allowed here: {', '.join(k for k in picks if k != 'record_baseline') or 'none (run the protocol)'}"
+            )
         a, c = baseline_overrides(picks), picks[args.compressed]["overrides"]
         for seed in seeds:
             run_seed(args.dataset, seed, a, c, args, prefix, summary_only=True)
