@@ -87,31 +87,49 @@ def main() -> None:
     """Console entry point: run the Hydra app and stop the TFF worker however it ends.
 
     A run that succeeds ends without the interpreter's slow teardown of TensorFlow (``runtime.exit_now``).
-
-    Bad input (an override that does not parse, a wrong type, an unknown key or option, a value out of range, an
-    output place that cannot be written) ends in one line naming the setting; other errors keep their traceback.
-    ``HYDRA_FULL_ERROR=1`` set by the user shows Hydra's full traceback for everything.
     """
     try:
         from fl_sweeps import tff_runtime as runtime
     except UnsupportedVersionError as error:  # its workarounds do not fit the installed TF/TFF
         sys.exit(f"fl-sweep: error: {error}")
     runtime.install_signal_handlers()
-    user_wants_traces = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own multi-line report
     try:
-        sys.argv[1:] = show_config_args(sys.argv[1:])
-        _app()
-    except Exception as error:
-        overrides = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
-        message = None if user_wants_traces else user_error(error, overrides)
-        if message is None:
-            raise
-        sys.exit(f"fl-sweep: error: {message}")
-    else:
+        run(sys.argv[1:])
         runtime.exit_now(0)  # stops the worker with the atexit handlers
     finally:
         runtime.stop_worker()
+
+
+def run(args: list[str]) -> None:
+    """Run the Hydra app on command-line ``args`` as ``fl-sweep`` does, in this interpreter, and return.
+
+    The console script is this plus the process's exit; tests call it to run many commands in one process.
+
+    Bad input (an override that does not parse, a wrong type, an unknown key or option, a value out of range, an
+    output place that cannot be written) ends in one line naming the setting; other errors keep their traceback.
+    ``HYDRA_FULL_ERROR=1`` set by the user shows Hydra's full traceback for everything.
+
+    Raises:
+        SystemExit: ``fl-sweep: error: ...`` for bad input; Hydra's own exits (``--help``, ``--cfg``).
+    """
+    user_setting = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing its own multi-line report
+    argv = sys.argv[1:]
+    try:
+        sys.argv[1:] = show_config_args(args)
+        _app()
+    except Exception as error:
+        overrides = [arg for arg in args if not arg.startswith("-")]
+        message = None if user_setting == "1" else user_error(error, overrides)
+        if message is None:
+            raise
+        sys.exit(f"fl-sweep: error: {message}")
+    finally:
+        sys.argv[1:] = argv
+        if user_setting is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = user_setting
 
 
 def show_config_args(args: list[str]) -> list[str]:

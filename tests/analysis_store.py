@@ -21,7 +21,6 @@ plus a run of ``fl-sweep`` without ``--multirun`` in the same experiment (no par
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,6 @@ import pytest
 from conftest import TINY
 
 BIN = Path(sys.executable).parent
-FL_SWEEP = str(BIN / "fl-sweep")
 FL_SWEEP_REPORT = str(BIN / "fl-sweep-report")
 STUDY = "analysis-test"
 EXPERIMENT = "fl-sweeps"
@@ -105,7 +103,6 @@ def build_store(root: Path) -> Store:
         study.enqueue_trial(params)
     common = [f"mlflow.tracking_uri={tracking_uri}", *TINY, f"training.rounds={ROUNDS}"]
     sweep = [
-        FL_SWEEP,
         "--multirun",
         *common,
         f"hydra.sweeper.storage={storage}",
@@ -117,10 +114,12 @@ def build_store(root: Path) -> Store:
         "hydra.sweeper.pruner.n_warmup_steps=1",
         SEARCH_SPACE,
     ]
-    for args in (sweep, [FL_SWEEP, *common]):
-        result = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=900)
+    from cli_inprocess import fl_sweep
+
+    for args in (sweep, common):
+        result = fl_sweep(root, *args)
         if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(args[:2])} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+            raise RuntimeError(f"fl-sweep {args[0]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
     with contextlib.chdir(root):  # MLflow makes ./mlruns wherever it opens a sqlite store
         client = MlflowClient(tracking_uri=tracking_uri)
         experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id

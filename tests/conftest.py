@@ -37,11 +37,17 @@ SESSION_MARKER = f"FL_SWEEPS_TEST_SESSION={uuid.uuid4().hex}"
 os.environ["FL_SWEEPS_TEST_SESSION"] = SESSION_MARKER.split("=", 1)[1]
 
 
-def worker_pids() -> set[int]:
-    """PIDs of running TFF ``worker_binary`` processes started by this test session."""
+def worker_pids(*, include_own: bool = False) -> set[int]:
+    """PIDs of running TFF ``worker_binary`` processes started by this test session.
+
+    The test process's own worker (the one its in-process trials and ``fl-sweep`` runs share, stopped at the end
+    of the session) counts only with ``include_own``: a test that ran ``fl-sweep`` in-process leaves it running.
+    """
     out = subprocess.run(["pgrep", "-x", "worker_binary"], capture_output=True, text=True).stdout
     pids = set()
     for pid in map(int, out.split()):
+        if not include_own and _parent(pid) == os.getpid():
+            continue
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:  # exited meanwhile
@@ -49,6 +55,13 @@ def worker_pids() -> set[int]:
         if SESSION_MARKER.encode() in environ:
             pids.add(pid)
     return pids
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -108,12 +121,12 @@ def tracking_uri(tmp_path: Path) -> str:
 @pytest.fixture(scope="session", autouse=True)
 def no_leaked_workers():
     """Fail the session if it leaves a TFF worker running that was not there before."""
-    before = worker_pids()
+    before = worker_pids(include_own=True)
     yield
     from fl_sweeps import tff_runtime as runtime
 
     runtime.stop_worker()
-    leaked = worker_pids() - before
+    leaked = worker_pids(include_own=True) - before
     assert not leaked, f"tests left TFF worker_binary processes running: {sorted(leaked)}"
 
 

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import functools
 import math
-import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
+from cli_inprocess import fl_sweep
 from conftest import TINY, worker_pids
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
@@ -226,18 +224,12 @@ def test_clip_norm_only_exists_for_fedavg_core(compose_config):
 
 def test_cli_rejects_a_negative_clip_norm_in_one_line(tmp_path):
     before = worker_pids()
-    process = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "fl-sweep"),
-            f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
-            "hydra.run.dir=hydra",
-            "algorithm=fedavg_core",
-            "algorithm.clip_norm=-1",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    process = fl_sweep(
+        tmp_path,
+        f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "hydra.run.dir=hydra",
+        "algorithm=fedavg_core",
+        "algorithm.clip_norm=-1",
     )
     assert process.returncode != 0
     lines = [line for line in process.stderr.splitlines() if line.strip()]

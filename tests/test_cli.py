@@ -7,23 +7,27 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_inprocess import FL_SWEEP, Completed, fl_sweep
 from conftest import AGGREGATE_OPTIONS, TINY, TINY_RUN, UNIFORM_KEYS, worker_pids
 from mlflow.tracking import MlflowClient
 
 from fl_sweeps.cli import config_dir
 
-FL_SWEEP = str(Path(sys.executable).parent / "fl-sweep")
-
 
 def _start(tmp_path: Path, *overrides: str) -> subprocess.Popen:
     args = [FL_SWEEP, f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "hydra.run.dir=hydra", *overrides]
     return subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _run(tmp_path: Path, *overrides: str) -> Completed:
+    """``fl-sweep`` in-process, with the stores of ``_start``."""
+    store = f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"
+    return fl_sweep(tmp_path, store, "hydra.run.dir=hydra", *overrides)
 
 
 def _runs(tmp_path: Path) -> list:
@@ -122,10 +126,9 @@ def test_signal_mid_training_leaves_no_worker(tmp_path, signum, delay):
 )
 def test_bad_setting_is_one_line_before_any_work(tmp_path, override, expected):
     before = worker_pids()
-    process = _start(tmp_path, override)
-    _, err = process.communicate(timeout=120)
+    process = _run(tmp_path, override)
     assert process.returncode != 0
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in process.stderr.splitlines() if line.strip()]
     assert lines == [f"fl-sweep: error: {lines[0].split('error: ', 1)[1]}"] and expected in lines[0]
     assert not (tmp_path / "mlflow.db").exists()
     assert worker_pids() <= before
@@ -155,15 +158,14 @@ def test_bad_setting_is_one_line_before_any_work(tmp_path, override, expected):
     ],
 )
 def test_misspelt_option_key_or_value_is_one_line_with_the_allowed_ones(tmp_path, override, expected):
-    process = _start(tmp_path, override)
-    _, err = process.communicate(timeout=120)
+    process = _run(tmp_path, override)
     assert process.returncode != 0
-    assert err.strip() == f"fl-sweep: error: {expected}"
+    assert process.stderr.strip() == f"fl-sweep: error: {expected}"
     assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_help_says_what_fl_sweeps_is_and_lists_the_selectable_options(tmp_path):
-    result = subprocess.run([FL_SWEEP, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = fl_sweep(tmp_path, "--help")
     assert result.returncode == 0, result.stderr
     text = result.stdout
     assert text.startswith("fl-sweep: hyperparameter sweeps for federated learning research on communication")
@@ -185,13 +187,11 @@ def test_help_says_what_fl_sweeps_is_and_lists_the_selectable_options(tmp_path):
 
 
 def test_multirun_cfg_job_prints_the_config_a_sweep_composes(tmp_path):
-    args = [FL_SWEEP, "--multirun", "--cfg", "job", "aggregate_encoder.bits=choice(1,2)", "training.rounds=3"]
-    job = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    job = fl_sweep(tmp_path, "--multirun", "--cfg", "job", "aggregate_encoder.bits=choice(1,2)", "training.rounds=3")
     assert job.returncode == 0, job.stderr
     cfg = yaml.safe_load(job.stdout)
     assert cfg["training"]["rounds"] == 3 and cfg["aggregate_encoder"]["bits"] == 8  # the sweeper samples bits
-    hydra_args = [FL_SWEEP, "-m", "--cfg", "hydra", "hydra.sweeper.n_trials=5"]
-    hydra = subprocess.run(hydra_args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    hydra = fl_sweep(tmp_path, "-m", "--cfg", "hydra", "hydra.sweeper.n_trials=5")
     assert hydra.returncode == 0, hydra.stderr
     hydra_cfg = yaml.safe_load(hydra.stdout)["hydra"]
     assert hydra_cfg["mode"] == "MULTIRUN" and hydra_cfg["sweeper"]["n_trials"] == 5

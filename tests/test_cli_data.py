@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_inprocess import Completed, fl_sweep
 from conftest import worker_pids
 
 from fl_sweeps.errors import ConfigError
 from fl_sweeps.validation import validate
 
-FL_SWEEP = str(Path(sys.executable).parent / "fl-sweep")
 
-
-def _run(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    args = [FL_SWEEP, f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "hydra.run.dir=hydra", *overrides]
-    return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+def _run(tmp_path: Path, *overrides: str) -> Completed:
+    args = [f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "hydra.run.dir=hydra", *overrides]
+    return fl_sweep(tmp_path, *args)
 
 
 @pytest.mark.parametrize(

@@ -154,18 +154,14 @@ def test_same_seed_same_numbers_reused_or_rebuilt(compose_config, tff_worker, tr
 
 
 @pytest.mark.slow
-def test_readme_worked_example_runs_in_a_sweep(tmp_path):
+def test_readme_worked_example_runs_in_a_sweep(tmp_path, monkeypatch):
     """``fl-sweep --multirun`` over the example's ``bits``, with its files where a user would put them."""
-    import os
-    import subprocess
-    import sys
-
+    from cli_inprocess import fl_sweep
     from mlflow.tracking import MlflowClient
 
     conf = _readme_example(tmp_path)
     mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [
-        str(Path(sys.executable).parent / "fl-sweep"),
         "--multirun",
         "--config-dir",
         str(conf),
@@ -181,8 +177,8 @@ def test_readme_worked_example_runs_in_a_sweep(tmp_path):
         "aggregate_encoder.threshold=0",
         *TINY,
     ]
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the module of the example's stage, as PYTHONPATH would
+    done = fl_sweep(tmp_path, *args)
     assert done.returncode == 0, done.stderr[-3000:]
 
     client = MlflowClient(tracking_uri=mlflow_uri)

@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import optuna
 import pytest
+from cli_inprocess import fl_sweep
 from compressor_configs import option_names
 from conftest import TINY, worker_pids
 from hydra.utils import instantiate
@@ -18,7 +15,6 @@ from fl_sweeps.cli import config_dir
 from fl_sweeps.compression.bits import TensorInfo, tensor_message_bits
 from fl_sweeps.sweep.search_space import parse_search_space
 
-FL_SWEEP = str(Path(sys.executable).parent / "fl-sweep")
 DENSE_KERNEL = 100_000  # values of a large tensor (the CNN's dense kernel has 1.6 M): side information is negligible
 OPTIONS_AT_ONE_BIT = {"sign", "drive"}  # a sign a value is their least and their most
 
@@ -68,7 +64,6 @@ def test_each_option_sends_about_two_bits_a_value(compose_config, overlay, optio
 def test_the_grid_sweep_runs_every_option_once(tmp_path):
     before = worker_pids()
     args = [
-        FL_SWEEP,
         "--multirun",
         "sweep=matched_budget",
         f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
@@ -78,7 +73,7 @@ def test_the_grid_sweep_runs_every_option_once(tmp_path):
         "training.rounds=1",
         "aggregate_encoder.threshold=0",  # cnn_tiny's kernels have 800 and 512 values
     ]
-    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    result = fl_sweep(tmp_path, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="matched-budget", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     complete = study.get_trials(states=(TrialState.COMPLETE,))

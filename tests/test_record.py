@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_inprocess import fl_sweep
 from conftest import TINY
 from mlflow.tracking import MlflowClient
-
-FL_SWEEP = str(Path(sys.executable).parent / "fl-sweep")
-
 
 STUDY = "record"
 
@@ -27,7 +23,6 @@ def sweep_run(tmp_path_factory) -> tuple[MlflowClient, object, Path, str]:
     folder = tmp_path_factory.mktemp("record")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     args = [
-        FL_SWEEP,
         "--multirun",
         *TINY,
         f"mlflow.tracking_uri={uri}",
@@ -39,7 +34,7 @@ def sweep_run(tmp_path_factory) -> tuple[MlflowClient, object, Path, str]:
         "aggregate_encoder.threshold=100",
         "broadcast_encoder=none",
     ]
-    done = subprocess.run(args, cwd=folder, capture_output=True, text=True, timeout=900)
+    done = fl_sweep(folder, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs(

@@ -4,13 +4,11 @@ the ``schedule`` group, and real TFF runs whose measured bits follow the schedul
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
+from cli_inprocess import fl_sweep
 from compressor_formulas import WORD, words
 from conftest import TINY
 from hydra import compose, initialize_config_dir
@@ -29,7 +27,6 @@ from fl_sweeps.sweep.search_space import check_search_space
 from fl_sweeps.validation import validate
 from fl_sweeps.workbench import Workbench
 
-FL_SWEEP = str(Path(sys.executable).parent / "fl-sweep")
 # Every float tensor of the tiny model compressed, so the aggregate's bits follow the bit width.
 STEPS = [
     *TINY,
@@ -239,7 +236,7 @@ def test_a_value_that_fills_a_missing_key_reaches_every_combination(tmp_path):
 def test_the_cli_stops_a_bad_schedule_with_one_line_and_records_nothing(tmp_path, args, expected):
     stores = [f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     stores += [f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}"] if "--multirun" in args else []
-    result = subprocess.run([FL_SWEEP, *args, *stores], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = fl_sweep(tmp_path, *args, *stores)
     assert result.returncode != 0
     assert result.stderr.strip() == f"fl-sweep: error: {expected}"
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()

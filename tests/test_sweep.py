@@ -6,17 +6,16 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import pytest
+from cli_inprocess import FL_SWEEP, Completed, fl_sweep, fl_sweep_process
 from conftest import TINY, TINY_RUN, worker_pids
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-FL_SWEEP = str(Path(sys.executable).parent / "fl-sweep")
 STUDY = "test-study"
 pytestmark = pytest.mark.slow
 
@@ -35,10 +34,10 @@ def _sweep_args(tmp_path: Path, *overrides: str, base: list[str] = TINY) -> list
     ]
 
 
-def _sweep(tmp_path: Path, *overrides: str, base: list[str] = TINY) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        _sweep_args(tmp_path, *overrides, base=base), cwd=tmp_path, capture_output=True, text=True, timeout=600
-    )
+def _sweep(tmp_path: Path, *overrides: str, base: list[str] = TINY, own_process: bool = False) -> Completed:
+    """The sweep, in-process unless ``own_process`` (the console script, as for the joblib launcher's processes;
+    the signal tests below start it themselves)."""
+    return (fl_sweep_process if own_process else fl_sweep)(tmp_path, *_sweep_args(tmp_path, *overrides, base=base)[1:])
 
 
 def _study(tmp_path: Path) -> optuna.Study:
@@ -240,6 +239,7 @@ def test_two_parallel_jobs(tmp_path):
         "hydra.sweeper.n_jobs=2",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
+        own_process=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     study = _study(tmp_path)

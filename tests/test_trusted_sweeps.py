@@ -5,17 +5,15 @@ repeats, and the pruner's one-line reasons."""
 from __future__ import annotations
 
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
+from cli_inprocess import Completed, fl_sweep, fl_sweep_process
 from conftest import TINY, worker_pids
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-FL_SWEEP = str(Path(sys.executable).parent / "fl-sweep")
 STUDY = "trusted"
 pytestmark = pytest.mark.slow
 # A space with an uncompressed option, so the study has reference trials; threshold 0 so cnn_tiny is compressed.
@@ -25,9 +23,9 @@ SPACE = (
 )
 
 
-def _sweep(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+def _sweep(tmp_path: Path, *overrides: str, own_process: bool = False) -> Completed:
+    """The sweep, in-process unless ``own_process`` (the console script, for the joblib launcher's processes)."""
     args = [
-        FL_SWEEP,
         "--multirun",
         f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
         f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}",
@@ -37,7 +35,7 @@ def _sweep(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
         *TINY,
         *overrides,
     ]
-    return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    return (fl_sweep_process if own_process else fl_sweep)(tmp_path, *args)
 
 
 def _study(tmp_path: Path) -> optuna.Study:
@@ -137,6 +135,7 @@ def test_repeats_with_parallel_jobs_then_resume_lose_and_duplicate_nothing(tmp_p
         "hydra.launcher.n_jobs=2",
         "hydra.sweeper.reference_trials=false",
         "hydra.sweeper.centralized_reference=false",
+        own_process=True,
     )
     assert first.returncode == 0, first.stderr[-3000:]
     assert "reference trials first" not in first.stdout
