@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from fl_sweeps.errors import TrialPruned
+from fl_sweeps.held_signals import signals_held
 from fl_sweeps.mlflow_store import quiet_client
 from fl_sweeps.records import RoundRecord
 
@@ -68,7 +69,8 @@ class TrialRun:
     error as the ``error`` tag, so a crashed trial never looks finished or stays RUNNING. A trial stopped by the
     sweep's pruner ends FINISHED too (MLflow has no state for "stopped early on purpose", and KILLED reads as a
     failure in its UI), with ``pruned_at_round`` and its ``last/*`` metrics. The tag ``trial_state`` says which:
-    complete, pruned, failed or killed.
+    complete, pruned, failed or killed. Every write holds Ctrl-C and SIGTERM until it is done
+    (``fl_sweeps.held_signals``): one that lands inside a store transaction would keep the store locked.
     """
 
     def __init__(
@@ -109,24 +111,28 @@ class TrialRun:
         """
         from mlflow.entities import Param
 
-        self.run_id = self.client.create_run(**self._create).info.run_id
         try:
-            params = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(self._params.items())]
-            for start in range(0, len(params), 100):
-                self.client.log_batch(self.run_id, params=params[start : start + 100])
-            if self._config_yaml is not None:
-                self.client.log_text(self.run_id, self._config_yaml, "config.yaml")
+            with signals_held():  # a signal meanwhile lands after the writes, inside this ``try``
+                self.run_id = self.client.create_run(**self._create).info.run_id
+                params = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(self._params.items())]
+                for start in range(0, len(params), 100):
+                    self.client.log_batch(self.run_id, params=params[start : start + 100])
+                if self._config_yaml is not None:
+                    self.client.log_text(self.run_id, self._config_yaml, "config.yaml")
         except BaseException as error:
-            self.__exit__(type(error), error, error.__traceback__)
+            if self.run_id:
+                self.__exit__(type(error), error, error.__traceback__)
             raise
         return self
 
+    @signals_held()
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Add params learned during the trial (e.g. the model's parameter count)."""
         from mlflow.entities import Param
 
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
+    @signals_held()
     def log_round(self, record: RoundRecord) -> None:
         """Log one round's metrics with ``step`` = round number."""
         from mlflow.entities import Metric
@@ -150,12 +156,14 @@ class TrialRun:
         self._last = record
         self.client.log_batch(self.run_id, metrics=metrics)
 
+    @signals_held()
     def log_final(self, *, eval_accuracy: float, total_bits: int) -> None:
         """Log the trial's objectives (bits also in Mbit)."""
         self.client.log_metric(self.run_id, "final/eval_accuracy", eval_accuracy)
         self.client.log_metric(self.run_id, "final/total_bits", float(total_bits))
         self.client.log_metric(self.run_id, "final/total_mbit", total_bits / 1e6)
 
+    @signals_held()
     def log_dataset(
         self, *, name: str, config: Mapping[str, Any], description: str, profile: Mapping[str, Any]
     ) -> None:
@@ -176,6 +184,7 @@ class TrialRun:
         )
         self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
 
+    @signals_held()
     def log_model(self, model: Any) -> None:
         """Log a Keras model as the MLflow TensorFlow model ``model`` of this run (HDF5, loads with Keras alone).
 
@@ -200,6 +209,7 @@ class TrialRun:
         finally:
             logging.disable(previous)
 
+    @signals_held()
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
