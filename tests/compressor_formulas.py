@@ -39,6 +39,24 @@ def rotated(n: int) -> int:
     return rows * block
 
 
+# The options fl-sweeps ships, each with its formula below. An option a user adds to conf/ has none: the tests check
+# it against its measured messages alone.
+BUILT_IN_OPTIONS = (
+    "drive",
+    "hadamard",
+    "none",
+    "nonuniform",
+    "qsgd",
+    "randk",
+    "rotated_topk",
+    "sign",
+    "terngrad",
+    "topk",
+    "topk_uniform",
+    "uniform",
+)
+
+
 def formula(encoder: Any, n: int) -> tuple[int, int]:
     """(message, encode-parameter) bits of one compressed float32 tensor of ``n`` elements."""
     name = encoder.name

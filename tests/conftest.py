@@ -25,10 +25,9 @@ TINY_RUN = TINY  # the same overlay, for the tests that pick their own model
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-# What aggregate_encoder offers (conf/aggregate_encoder/) and the keys of its uniform option, as the errors list them.
-AGGREGATE_OPTIONS = (
-    "drive, hadamard, none, nonuniform, qsgd, randk, rotated_topk, sign, terngrad, topk, topk_uniform, uniform"
-)
+# What aggregate_encoder offers (conf/aggregate_encoder/, so an option added there changes no test) and the keys of
+# its uniform option, as the errors list them.
+AGGREGATE_OPTIONS = ", ".join(sorted(path.stem for path in (config_dir() / "aggregate_encoder").glob("*.yaml")))
 UNIFORM_KEYS = "name, stages, threshold, entropy_coding, bits, rounding, error_feedback, error_feedback_rule"
 
 # Every process this test session starts (CLI subprocesses, their TFF workers) inherits this marker, so the leak

@@ -44,15 +44,31 @@ STOCHASTIC = {
 
 def _round_trip(option, x: np.ndarray) -> tuple[np.ndarray, dict]:
     """Decoded values and the message (numpy) of ``x`` through the option's aggregation encoder."""
+    return _round_tripper(option, x.shape, compiled=False)(x)
+
+
+def _round_tripper(option, shape: tuple[int, ...], *, compiled: bool = True):
+    """``x -> (decoded, message)`` through the option's aggregation encoder for inputs of ``shape``: eager, or traced
+    once as a graph for many calls (as the TFF processes run it)."""
     import tensorflow as tf
     from tensorflow_model_optimization.python.core.internal import tensor_encoding as te
 
     trace_tensor_encoding_without_autograph()
-    gather = te.encoders.as_gather_encoder(option.tensor_encoder(x.size, True), tf.TensorSpec(x.shape, tf.float32))
-    encode_params, before, after = gather.get_params(gather.initial_state())
-    message, _ = gather.encode(tf.constant(x), encode_params)
-    decoded = gather.decode_after_sum(gather.decode_before_sum(message, before), after, 1)
-    return decoded.numpy(), tf.nest.map_structure(lambda t: t.numpy(), message)
+    size = int(np.prod(shape))
+    gather = te.encoders.as_gather_encoder(option.tensor_encoder(size, True), tf.TensorSpec(shape, tf.float32))
+
+    def round_trip(x):
+        encode_params, before, after = gather.get_params(gather.initial_state())
+        message, _ = gather.encode(x, encode_params)
+        return gather.decode_after_sum(gather.decode_before_sum(message, before), after, 1), message
+
+    run = tf.function(round_trip, autograph=False) if compiled else round_trip
+
+    def numpy_round_trip(x: np.ndarray) -> tuple[np.ndarray, dict]:
+        decoded, message = run(tf.constant(x))
+        return decoded.numpy(), tf.nest.map_structure(lambda t: t.numpy(), message)
+
+    return numpy_round_trip
 
 
 def _find(message: dict, suffix: str) -> np.ndarray:
@@ -192,10 +208,11 @@ def _mean_error(compose_config, name: str, settings: dict, trials: int = 300) ->
     draws other random numbers: they are seeded from the values)."""
     option = encoder(compose_config, name, threshold=0, **settings)
     x = _gaussian(256, seed=5)
+    round_trip = _round_tripper(option, x.shape)  # traced once: 300 eager encodings took up to a minute
     errors = []
     for trial in range(trials):
         nudged = x + np.float32(1e-6) * np.random.default_rng(trial).normal(size=x.size).astype(np.float32)
-        decoded, _ = _round_trip(option, nudged)
+        decoded, _ = round_trip(nudged)
         errors.append(decoded - nudged)
     errors = np.array(errors)
     return float(np.sum(errors.mean(axis=0) ** 2)), float(np.mean(np.sum(errors**2, axis=1)))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from compressor_configs import aggregation_only, build_trial, option_names, run_settings
-from compressor_formulas import formula
+from compressor_formulas import BUILT_IN_OPTIONS, formula
 from conftest import TINY
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -60,7 +60,7 @@ def _check_counted(cfg) -> list:
     assert [(r.broadcast_bits, r.aggregate_bits) for r in records] == [(planned.broadcast, planned.aggregate)] * len(
         records
     )
-    if {down_encoder.name, up_encoder.name} <= set(OPTIONS):  # the built-in options: formula, an independent count
+    if {down_encoder.name, up_encoder.name} <= set(BUILT_IN_OPTIONS):  # their formulas: an independent count
         model_sizes, update_sizes = _tensor_sizes(trial, cfg)
         down = sum(sum(formula(down_encoder, n)) for n in model_sizes)
         down += sum(formula(up_encoder, n)[1] for n in update_sizes)
