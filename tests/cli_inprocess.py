@@ -37,7 +37,7 @@ def fl_sweep(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Comple
     from fl_sweeps import cli
 
     out, err = io.StringIO(), io.StringIO()
-    saved_env = {key: os.environ.get(key) for key in env or {}}
+    saved_env = dict(os.environ)  # what the command sets (the sweeper's storage variable) ends with it
     root = logging.getLogger()
     saved_logging = (root.handlers[:], root.level, _logger_levels())
     previous_dir = os.getcwd()
@@ -60,11 +60,8 @@ def fl_sweep(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Comple
 
         HydraConfig.instance().cfg = None  # the last job's config: what a later trial in this process must not see
         os.chdir(previous_dir)
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        os.environ.clear()
+        os.environ.update(saved_env)
         _restore_logging(*saved_logging)
     return Completed(args=list(args), returncode=returncode, stdout=out.getvalue(), stderr=err.getvalue())
 
