@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 from compressor_configs import build_trial, encoder, run_settings
-from conftest import TINY
+from conftest import TINY_LINEAR
 
 import fl_sweeps.quiet  # noqa: F401  (before TF)
 from fl_sweeps.errors import ConfigError
@@ -122,7 +122,7 @@ def test_entropy_coding_on_a_real_process(compose_config, tff_worker):
     def run(entropy_coding: bool) -> list:
         cfg = compose_config(
             [
-                *TINY,
+                *TINY_LINEAR,
                 "broadcast_encoder=uniform",
                 "aggregate_encoder=qsgd",
                 "aggregate_encoder.levels=8",
@@ -149,7 +149,7 @@ def test_coded_topk_positions_on_a_real_process_with_error_feedback(compose_conf
     def run(entropy_coding: bool) -> list:
         cfg = compose_config(
             [
-                *TINY,
+                *TINY_LINEAR,
                 "algorithm=fedavg_core",
                 "aggregate_encoder=topk",
                 "aggregate_encoder.fraction=0.05",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from compressor_configs import aggregation_only, build_trial, option_names, run_settings
 from compressor_formulas import BUILT_IN_OPTIONS, formula
-from conftest import TINY
+from conftest import TINY, TINY_LINEAR
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -75,7 +75,7 @@ def _check_counted(cfg) -> list:
 def test_every_option_in_conf_is_counted_from_its_messages(compose_config, tff_worker, name):
     """Every option found in conf/, in both directions where allowed; ``hadamard`` on the hand-written FedAvg."""
     algorithm = ["algorithm=fedavg_core"] if name == "hadamard" else []
-    _check_counted(compose_config([*TINY, *_overrides(name), *algorithm]))
+    _check_counted(compose_config([*TINY_LINEAR, *_overrides(name), *algorithm]))
 
 
 def _readme_example(tmp_path: Path) -> Path:
@@ -136,7 +136,7 @@ def test_same_seed_same_numbers_reused_or_rebuilt(compose_config, tff_worker, tr
         for group in ("broadcast_encoder", "aggregate_encoder")
         if f"{group}=none" not in overrides and any(o.startswith(f"{group}=") for o in overrides)
     ]
-    cfg = compose_config([*TINY, "training.rounds=3", *overrides, *thresholds])
+    cfg = compose_config([*TINY_LINEAR, "training.rounds=3", *overrides, *thresholds])
     first = build_trial(cfg)
     history = _history(first, run_settings(cfg))
     weights = _final_weights(first)

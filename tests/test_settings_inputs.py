@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from compressor_configs import build_trial, run_settings
-from conftest import TINY
+from conftest import TINY, TINY_LINEAR
 from omegaconf import OmegaConf
 
 from fl_sweeps.workbench import Workbench
@@ -65,7 +65,7 @@ def _history(trial, settings) -> list[tuple]:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_trial_differing_in_settings_only_runs_on_the_kept_process(compose_config, tff_worker, case):
     overrides, settings = CASES[case]
-    base = compose_config([*TINY, "training.rounds=2", *overrides])
+    base = compose_config([*TINY_LINEAR, "training.rounds=2", *overrides])
     first_cfg = _with(base, {key: first for key, (first, _) in settings.items()})
     second_cfg = _with(base, {key: second for key, (_, second) in settings.items()})
     workbench = Workbench()

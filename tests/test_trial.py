@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import TINY, TINY_RUN
+from conftest import TINY, TINY_LINEAR, TINY_RUN
 from mlflow.tracking import MlflowClient
 
 from fl_sweeps.errors import DivergedError
@@ -27,7 +27,7 @@ def _metric_history(client: MlflowClient, run_id: str, key: str) -> list[tuple[i
 @pytest.mark.slow
 @pytest.mark.parametrize("encoder", ["none", "uniform", "hadamard"])
 def test_each_encoder_on_both_directions(compose_config, tff_worker, tracking_uri, encoder):
-    overrides = [*TINY, f"broadcast_encoder={encoder}", f"aggregate_encoder={encoder}"]
+    overrides = [*TINY_LINEAR, f"broadcast_encoder={encoder}", f"aggregate_encoder={encoder}"]
     if encoder != "none":
         overrides += [
             "broadcast_encoder.bits=4",
@@ -36,7 +36,9 @@ def test_each_encoder_on_both_directions(compose_config, tff_worker, tracking_ur
             "aggregate_encoder.threshold=100",
         ]
     result = run_trial(compose_config(overrides, tracking_uri), show_progress=False)
-    uncompressed = run_trial(compose_config(TINY + ["aggregate_encoder=none"], tracking_uri), show_progress=False)
+    uncompressed = run_trial(
+        compose_config([*TINY_LINEAR, "aggregate_encoder=none"], tracking_uri), show_progress=False
+    )
 
     assert 0.0 <= result.eval_accuracy <= 1.0
     if encoder == "none":
@@ -116,7 +118,7 @@ def test_reused_process_gives_the_same_result_as_a_fresh_build(compose_config, t
     workbench = Workbench()
 
     def losses(*overrides: str) -> list[float]:
-        cfg = compose_config([*TINY, "aggregate_encoder.threshold=100", *overrides], tracking_uri)
+        cfg = compose_config([*TINY_LINEAR, "aggregate_encoder.threshold=100", *overrides], tracking_uri)
         run_id = run_trial(cfg, show_progress=False, workbench=workbench).run_id
         return [v for _, v in _metric_history(client, run_id, "train/loss")]
 
@@ -141,7 +143,7 @@ def test_hadamard_trial_repeats_whether_its_process_is_reused_or_built_afresh(co
     thresholds = ["aggregate_encoder.threshold=100", "broadcast_encoder.threshold=100"]
 
     def history(*overrides: str) -> list[float]:
-        cfg = compose_config([*TINY, *rotated, *thresholds, *overrides], tracking_uri)
+        cfg = compose_config([*TINY_LINEAR, *rotated, *thresholds, *overrides], tracking_uri)
         run_id = run_trial(cfg, show_progress=False).run_id
         return [v for key in ("train/loss", "eval/loss") for _, v in _metric_history(client, run_id, key)]
 
