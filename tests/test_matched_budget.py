@@ -8,7 +8,7 @@ import pytest
 from cli_inprocess import fl_sweep
 from compressor_configs import option_names
 from compressor_formulas import BUILT_IN_OPTIONS
-from conftest import TINY, worker_pids
+from conftest import TINY_LINEAR, worker_pids
 from hydra.utils import instantiate
 from optuna.trial import TrialState
 
@@ -72,9 +72,9 @@ def test_the_grid_sweep_runs_every_option_once(tmp_path, overlay):
         f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
         f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}",
         "mlflow.log_model=false",
-        *TINY,
+        *TINY_LINEAR,
         "training.rounds=1",
-        "aggregate_encoder.threshold=0",  # cnn_tiny's kernels have 800 and 512 values
+        "aggregate_encoder.threshold=0",  # the linear model's kernel has 640 values
     ]
     result = fl_sweep(tmp_path, *args)
     assert result.returncode == 0, result.stderr[-3000:]

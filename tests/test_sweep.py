@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 from cli_inprocess import FL_SWEEP, Completed, fl_sweep, fl_sweep_process
-from conftest import TINY, TINY_RUN, worker_pids
+from conftest import TINY, TINY_LINEAR, TINY_RUN, worker_pids
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -34,7 +34,7 @@ def _sweep_args(tmp_path: Path, *overrides: str, base: list[str] = TINY) -> list
     ]
 
 
-def _sweep(tmp_path: Path, *overrides: str, base: list[str] = TINY, own_process: bool = False) -> Completed:
+def _sweep(tmp_path: Path, *overrides: str, base: list[str] = TINY_LINEAR, own_process: bool = False) -> Completed:
     """The sweep, in-process unless ``own_process`` (the console script, as for the joblib launcher's processes;
     the signal tests below start it themselves)."""
     return (fl_sweep_process if own_process else fl_sweep)(tmp_path, *_sweep_args(tmp_path, *overrides, base=base)[1:])

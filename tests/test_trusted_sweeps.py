@@ -10,13 +10,14 @@ from pathlib import Path
 import optuna
 import pytest
 from cli_inprocess import Completed, fl_sweep, fl_sweep_process
-from conftest import TINY, worker_pids
+from conftest import TINY_LINEAR, worker_pids
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 STUDY = "trusted"
 pytestmark = pytest.mark.slow
-# A space with an uncompressed option, so the study has reference trials; threshold 0 so cnn_tiny is compressed.
+# A space with an uncompressed option, so the study has reference trials; threshold 0 so the linear model's bias
+# is compressed too.
 SPACE = (
     "hydra.sweeper.params={aggregate_encoder: 'choice(none, uniform)', aggregate_encoder.bits: 'choice(2, 8)', "
     "aggregate_encoder.threshold: 'choice(0)', client_optimizer.lr: 'tag(log, interval(0.05, 0.5))'}"
@@ -32,7 +33,7 @@ def _sweep(tmp_path: Path, *overrides: str, own_process: bool = False) -> Comple
         f"hydra.sweeper.study_name={STUDY}",
         SPACE,
         "hydra/sweeper/pruner=none",
-        *TINY,
+        *TINY_LINEAR,
         *overrides,
     ]
     return (fl_sweep_process if own_process else fl_sweep)(tmp_path, *args)
