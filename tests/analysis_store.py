@@ -1,4 +1,5 @@
-"""A real MLflow store for the analysis tests: one tiny ``fl-sweep --multirun`` sweep plus one trial outside it.
+"""A real MLflow store for the analysis tests: one tiny ``fl-sweep --multirun`` sweep (``debug=tiny model=linear``)
+plus one trial outside it.
 
 The sweep (about a minute on 2 CPU cores) runs once per test session, whichever analysis test module asks first;
 a test module gets the ``analysis_store`` fixture with ``pytest_plugins = ["analysis_store"]``. Its trials are
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+from conftest import TINY_LINEAR
 
 BIN = Path(sys.executable).parent
 FL_SWEEP_REPORT = str(BIN / "fl-sweep-report")
@@ -101,7 +102,7 @@ def build_store(root: Path) -> Store:
     study = optuna.create_study(study_name=STUDY, storage=storage, directions=["maximize", "minimize"])
     for params in ENQUEUED:
         study.enqueue_trial(params)
-    common = [f"mlflow.tracking_uri={tracking_uri}", *TINY, f"training.rounds={ROUNDS}"]
+    common = [f"mlflow.tracking_uri={tracking_uri}", *TINY_LINEAR, f"training.rounds={ROUNDS}"]
     sweep = [
         "--multirun",
         *common,

@@ -24,8 +24,15 @@ TINY_RUN = TINY  # the same overlay, for the tests that pick their own model
 # trains 2-3x faster. For tests of what does not depend on the model (bit counts, seeds, reuse, client state).
 TINY_LINEAR = [*TINY, "model=linear"]
 
-# CI services set CI (to true, 1, ...); .ci/run sets it too. There a missing prerequisite fails the test.
-IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+def in_ci(value: str | None) -> bool:
+    """Whether a ``CI`` variable of ``value`` means CI: services set it to true, 1, ...; unset, empty, 0, false and
+    no do not."""
+    return (value or "").strip().lower() not in ("", "0", "false", "no")
+
+
+# CI services set CI; .ci/run sets it too. There a missing prerequisite fails the test.
+IN_CI = in_ci(os.environ.get("CI"))
 
 
 # What aggregate_encoder offers (conf/aggregate_encoder/, so an option added there changes no test) and the keys of
@@ -64,6 +71,28 @@ def _parent(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group the tests for pytest-xdist's two workers (``--dist loadgroup``, pyproject's addopts): a module's tests
+    run on one worker, so its module-scoped fixtures (built TFF processes, workbenches) are built once, and the
+    modules on the session's analysis store share one group, so the store's sweep runs once. The heaviest groups
+    go first (``--no-loadscope-reorder``), so no long module starts while the other worker has nothing left."""
+    groups: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        module = item.module.__name__ if item.module is not None else item.nodeid.split("::")[0]
+        shares_store = "analysis_store" in getattr(item.module, "pytest_plugins", ())
+        groups.setdefault("analysis_store" if shares_store else module, []).append(item)
+
+    def cost(tests: list[pytest.Item]) -> float:  # a rough guess: a slow test trains, the others take a moment
+        return sum(8.0 if test.get_closest_marker("slow") else 0.3 for test in tests)
+
+    items[:] = []
+    for name, tests in sorted(groups.items(), key=lambda group: -cost(group[1])):
+        for test in tests:
+            test.add_marker(pytest.mark.xdist_group(name))
+            items.append(test)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -110,7 +110,7 @@ def test_encoders_and_what_counts_as_uncompressed(sweep):
     }
     assert trials.loc[0, "compression"] == "none"
     assert trials.loc[3, "compression"] == "broadcast uniform 8-bit + aggregate hadamard 2-bit"
-    # Quantizing every tensor cuts the bits; trial 4's threshold (1000) is above every tensor of the tiny model.
+    # Quantizing every tensor cuts the bits; trial 4's threshold (1000) is above both tensors of the linear model.
     assert trials.loc[0, "total_bits"] > trials.loc[2, "total_bits"] > trials.loc[3, "total_bits"]
     assert trials.loc[4, "total_bits"] <= trials.loc[0, "total_bits"]
     assert trials.loc[3, "aggregate_bits"] < trials.loc[2, "aggregate_bits"] < trials.loc[0, "aggregate_bits"]

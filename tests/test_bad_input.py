@@ -3,18 +3,17 @@
 Hypothesis throws overrides at the CLI's logic in-process (a subprocess per case would take seconds): Hydra's own
 composition in run or multirun mode, the preflight checks of ``fl_sweeps.preflight`` (the CLI's Hydra callback),
 the sweeper's search-space checks, the data loading that precedes any training, and the CLI's error path
-(``user_error``). A handful of cases then go through the real ``fl-sweep`` console script.
+(``user_error``). A handful of cases then go through ``fl-sweep`` itself (in-process, one as the real console script).
 """
 
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import traceback
 from pathlib import Path
 
 import pytest
+from cli_inprocess import fl_sweep, fl_sweep_process
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.plugins import Plugins
@@ -28,7 +27,6 @@ from fl_sweeps.schema import register_configs
 from fl_sweeps.validation import check_clients_per_round
 from fl_sweeps.workbench import Workbench
 
-FL_SWEEP = str(Path(sys.executable).parent / "fl-sweep")
 KEYS = [
     "training.rounds",
     "training.clients_per_round",
@@ -146,8 +144,10 @@ def cli_outcome(overrides: list[str], *, multirun: bool, tmp: Path) -> str | Non
     return None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def hydra_app():
+    """Hydra initialized on the project's config for the test (a fixture runs once for all of Hypothesis' cases),
+    cleared after it, so the ``fl-sweep`` runs below start as a fresh process would."""
     register_configs()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         yield GlobalHydra.instance().hydra
@@ -174,16 +174,16 @@ def test_random_overrides_end_in_a_run_or_one_line_naming_the_setting(hydra_app,
 
 
 @pytest.mark.parametrize(
-    ("args", "named"),
+    ("args", "named", "own_process"),
     [
-        (["training.rounds=abc"], "training.rounds"),
-        (["--multirun", "aggregate_encoder=choice(none,gzip)"], "aggregate_encoder=gzip"),
-        (["--multirun", "client_optimizer.lr=interval(0.5"], "client_optimizer.lr"),
-        (["--multirun", "aggregate_encoder.bits=range(0,4)"], "aggregate_encoder.bits=0"),
+        (["training.rounds=abc"], "training.rounds", True),  # the console script itself, once
+        (["--multirun", "aggregate_encoder=choice(none,gzip)"], "aggregate_encoder=gzip", False),
+        (["--multirun", "client_optimizer.lr=interval(0.5"], "client_optimizer.lr", False),
+        (["--multirun", "aggregate_encoder.bits=range(0,4)"], "aggregate_encoder.bits=0", False),
     ],
 )
-def test_the_cli_prints_one_line_and_records_nothing(tmp_path, args, named):
-    result = subprocess.run([FL_SWEEP, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+def test_the_cli_prints_one_line_and_records_nothing(tmp_path, args, named, own_process):
+    result = (fl_sweep_process if own_process else fl_sweep)(tmp_path, *args)
     assert result.returncode != 0
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("fl-sweep: error: ") and named in line

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import in_ci
 
 TESTS = Path(__file__).resolve().parent
 SKIPPING_TEST = """
@@ -42,16 +43,32 @@ def _pytest(tmp_path: Path, ci: str | None) -> subprocess.CompletedProcess:
     return subprocess.run([*args, str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("ci", ["true", "1"])
-def test_a_skip_fails_in_ci(tmp_path, ci):
-    result = _pytest(tmp_path, ci)
+@pytest.mark.parametrize(
+    ("ci", "expected"),
+    [
+        ("true", True),
+        ("1", True),
+        ("TRUE ", True),
+        (None, False),
+        ("", False),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+    ],
+)
+def test_which_values_of_ci_mean_ci(ci, expected):
+    assert in_ci(ci) is expected
+
+
+def test_a_skip_fails_in_ci(tmp_path):
+    """A pytest session of its own (the conftest reads ``CI`` once, at import)."""
+    result = _pytest(tmp_path, "true")
     assert result.returncode == 1, result.stdout
     assert "1 failed, 1 xfailed" in result.stdout
     assert "skipped in CI, where every prerequisite must be there: Skipped: no server here" in result.stdout
 
 
-@pytest.mark.parametrize("ci", [None, "", "false", "0"])
-def test_a_skip_skips_elsewhere(tmp_path, ci):
-    result = _pytest(tmp_path, ci)
+def test_a_skip_skips_elsewhere(tmp_path):
+    result = _pytest(tmp_path, None)
     assert result.returncode == 0, result.stdout
     assert "1 skipped, 1 xfailed" in result.stdout

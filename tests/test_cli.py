@@ -74,35 +74,51 @@ def test_exception_exits_nonzero_and_leaves_no_worker(tmp_path):
     assert run.info.status == "FAILED"
 
 
-@pytest.mark.slow
-def _has_run(db: Path) -> bool:
-    """Whether the MLflow sqlite store holds a run yet, read without touching its schema (still being created)."""
+def _count(db: Path, query: str) -> int:
+    """A count from the MLflow sqlite store, read-only without touching its schema (0 while it is being created)."""
     if not db.exists():
-        return False
+        return 0
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
-            return connection.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+            return int(connection.execute(query).fetchone()[0])
     except sqlite3.Error:
-        return False
+        return 0
 
 
+def _wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 180) -> None:
+    """Poll ``condition()`` until it holds; fail naming ``what`` if the process ends or the time runs out first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"fl-sweep ended before {what}: {process.communicate()[1][-3000:]}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
-    ("signum", "delay"),
-    [(signal.SIGTERM, 3), (signal.SIGINT, 3), (signal.SIGKILL, 3), (signal.SIGINT, 0)],
+    ("signum", "moment"),
+    [
+        (signal.SIGTERM, "training"),
+        (signal.SIGINT, "training"),
+        (signal.SIGKILL, "training"),
+        (signal.SIGINT, "run-created"),
+    ],
     ids=["SIGTERM", "SIGINT", "SIGKILL", "SIGINT-as-the-run-is-created"],
 )
-def test_signal_mid_training_leaves_no_worker(tmp_path, signum, delay):
-    """A signal leaves no worker and ends the run KILLED, also one that lands while the run's params are logged."""
+def test_signal_mid_training_leaves_no_worker(tmp_path, signum, moment):
+    """A signal leaves no worker and ends the run KILLED, also one that lands while the run's params are logged.
+
+    The signal lands at a moment the test observes: the run's first round in the store (training), or the run's
+    row (its params being logged)."""
     before = worker_pids()
     process = _start(tmp_path, *TINY, "training.rounds=100000", "eval.every=1000")
-    deadline = time.monotonic() + 120
-    while not _children_workers(process.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    _wait_for(lambda: _children_workers(process.pid), "TFF worker", process)
     workers = _children_workers(process.pid)
-    assert workers, "the CLI never started its TFF worker"
-    while not _has_run(tmp_path / "mlflow.db") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(delay)  # 3 s: well into training (the run exists, so the store's schema is complete)
+    db = tmp_path / "mlflow.db"
+    if moment == "training":
+        _wait_for(lambda: _count(db, "SELECT count(*) FROM metrics WHERE key = 'train/loss'") > 0, "round", process)
+    else:
+        _wait_for(lambda: _count(db, "SELECT count(*) FROM runs") > 0, "run", process)
     os.kill(process.pid, signum)
     process.communicate(timeout=60)
     assert process.returncode != 0
@@ -198,13 +214,38 @@ def test_multirun_cfg_job_prints_the_config_a_sweep_composes(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing ran
 
 
+def _catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has its own SIGTERM handler yet (the CLI installs it before importing TF)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def _maps(pid: int, library: str) -> bool:
+    """Whether process ``pid`` has mapped a shared library whose name contains ``library``."""
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("delay", [2.0, 6.0, 9.0])
-def test_sigterm_during_startup_exits_promptly(tmp_path, delay):
-    """SIGTERM while TF is imported or the worker starts: the CLI exits at once and leaves no worker."""
+@pytest.mark.parametrize("moment", ["handlers-installed", "tensorflow-loading", "worker-started"])
+def test_sigterm_during_startup_exits_promptly(tmp_path, moment):
+    """SIGTERM as soon as the CLI's handlers are installed, while TF's libraries load, or once the TFF worker is
+    started (TFF is imported meanwhile): the CLI exits at once and leaves no worker. Each moment is observed in
+    /proc, not guessed with a sleep."""
     before = worker_pids()
     process = _start(tmp_path, *TINY, "training.rounds=100000")
-    time.sleep(delay)
+    condition = {
+        "handlers-installed": lambda: _catches_sigterm(process.pid),
+        "tensorflow-loading": lambda: _maps(process.pid, "libtensorflow_framework"),
+        "worker-started": lambda: bool(_children_workers(process.pid)),
+    }[moment]
+    _wait_for(condition, moment, process, timeout=120)
     os.kill(process.pid, signal.SIGTERM)
     process.communicate(timeout=60)
     assert process.returncode != 0

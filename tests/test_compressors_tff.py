@@ -175,7 +175,7 @@ def test_readme_worked_example_runs_in_a_sweep(tmp_path, monkeypatch):
         "hydra.sweeper.n_trials=2",
         "aggregate_encoder=log_quantization",
         "aggregate_encoder.threshold=0",
-        *TINY,
+        *TINY_LINEAR,  # the wire format is per tensor: the linear model's two show it
     ]
     monkeypatch.syspath_prepend(str(tmp_path))  # the module of the example's stage, as PYTHONPATH would
     done = fl_sweep(tmp_path, *args)
@@ -187,7 +187,7 @@ def test_readme_worked_example_runs_in_a_sweep(tmp_path, monkeypatch):
     assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
     assert {r.data.params["aggregate_encoder.name"] for r in trials} == {"log_quantization"}
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=TINY)
+        cfg = compose(config_name="config", overrides=TINY_LINEAR)
     data = instantiate(cfg.data)
     sizes = [
         int(np.prod(w.shape)) for w in instantiate(cfg.model)(data.input_shape, data.num_classes).trainable_weights

@@ -75,6 +75,8 @@ def test_the_grid_sweep_runs_every_option_once(tmp_path, overlay):
         *TINY_LINEAR,
         "training.rounds=1",
         "aggregate_encoder.threshold=0",  # the linear model's kernel has 640 values
+        "hydra.sweeper.centralized_reference=false",  # the grid is the subject: no reference model, no report
+        "~hydra.callbacks.sweep_report",
     ]
     result = fl_sweep(tmp_path, *args)
     assert result.returncode == 0, result.stderr[-3000:]

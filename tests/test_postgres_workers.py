@@ -15,7 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TINY, worker_pids
+from conftest import TINY_LINEAR, worker_pids
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -68,7 +68,7 @@ def _run_workers(tmp_path: Path, optuna_url: str, mlflow_url: str, count: int, *
         f"hydra.sweeper.study_name={STUDY}",
         "hydra.sweeper.params={client_optimizer.lr: 'tag(log, interval(0.05, 0.5))'}",
         "hydra/sweeper/pruner=none",
-        *TINY,
+        *TINY_LINEAR,
         *overrides,
     ]
     workers = [

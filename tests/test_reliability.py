@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from cli_inprocess import fl_sweep
 from conftest import TINY, worker_pids
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
@@ -73,7 +74,7 @@ def test_sigkill_mid_trial_then_restart_keeps_the_stores_consistent(tmp_path):
     assert [t.state for t in optuna.load_study(study_name=STUDY, storage=storage).trials] == [TrialState.RUNNING]
 
     # Restarted (with short trials): the dead trial is failed once its heartbeat is stale, and the study completes.
-    restarted = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    restarted = fl_sweep(tmp_path, *args[1:])  # in-process: the restart needs no process of its own
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     trials = optuna.load_study(study_name=STUDY, storage=storage).trials
     assert trials[0].state == TrialState.FAIL and "failure" not in trials[0].user_attrs  # died: does not count
@@ -92,13 +93,7 @@ def test_sigkill_mid_trial_then_restart_keeps_the_stores_consistent(tmp_path):
 
 def test_output_dir_under_a_regular_file_is_one_line_before_any_work(tmp_path):
     (tmp_path / "a_file").write_text("")
-    result = subprocess.run(
-        [FL_SWEEP, "hydra.run.dir=a_file/out", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = fl_sweep(tmp_path, "hydra.run.dir=a_file/out", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}")
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         "fl-sweep: error: hydra.run.dir=a_file/out is not usable: a_file is not a directory"
@@ -168,13 +163,7 @@ def test_read_only_and_full_places_are_named(tmp_path, tmpfs):
     assert not (tmp_path / "mlflow.db").exists()
 
     # The CLI path: a sweep whose MLflow store is on the full file system stops with that one line, nothing recorded.
-    result = subprocess.run(
-        [FL_SWEEP, "--multirun", f"mlflow.tracking_uri=sqlite:///{full}/mlflow.db"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = fl_sweep(tmp_path, "--multirun", f"mlflow.tracking_uri=sqlite:///{full}/mlflow.db")
     assert result.returncode != 0
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"fl-sweep: error: mlflow.tracking_uri=sqlite:///{full}/mlflow.db is not usable")

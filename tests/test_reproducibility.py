@@ -57,17 +57,22 @@ def _run_together(folder: Path, onednn: str, seeds: list[int]) -> list[dict[str,
     return [_numbers(folder) for folder in folders]
 
 
+@pytest.fixture(scope="module")
+def seed_7_pairs(tmp_path_factory) -> dict[str, list[dict[str, list[tuple[int, float]]]]]:
+    """Per kernel choice ("1" oneDNN, "0" Eigen), the numbers of two fresh processes run at once with seed 7."""
+    return {onednn: _run_together(tmp_path_factory.mktemp(f"onednn{onednn}"), onednn, [7, 7]) for onednn in "10"}
+
+
 @pytest.mark.parametrize("onednn", ["1", "0"], ids=["onednn-default", "eigen"])
-def test_same_seed_same_numbers_in_fresh_processes(tmp_path, onednn):
-    first, second = _run_together(tmp_path, onednn, [7, 7])
+def test_same_seed_same_numbers_in_fresh_processes(seed_7_pairs, onednn):
+    first, second = seed_7_pairs[onednn]
     assert all(len(first[key]) > 0 for key in METRICS)
     assert first == second
 
 
-def test_kernel_choice_changes_only_round_off(tmp_path):
+def test_kernel_choice_changes_only_round_off(seed_7_pairs):
     """oneDNN's and Eigen's kernels sum in another order: the same seed gives other last digits, not another run."""
-    (fast,) = _run_together(tmp_path / "onednn", "1", [7])
-    (eigen,) = _run_together(tmp_path / "eigen", "0", [7])
+    fast, eigen = seed_7_pairs["1"][0], seed_7_pairs["0"][0]
     for key in ("train/loss", "eval/loss"):
         assert [step for step, _ in fast[key]] == [step for step, _ in eigen[key]]
         assert [value for _, value in fast[key]] == pytest.approx([value for _, value in eigen[key]], rel=1e-3)

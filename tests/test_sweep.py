@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from cli_inprocess import FL_SWEEP, Completed, fl_sweep, fl_sweep_process
+from cli_inprocess import FL_SWEEP, Completed, fl_sweep
 from conftest import TINY, TINY_LINEAR, TINY_RUN, worker_pids
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
@@ -34,10 +34,9 @@ def _sweep_args(tmp_path: Path, *overrides: str, base: list[str] = TINY) -> list
     ]
 
 
-def _sweep(tmp_path: Path, *overrides: str, base: list[str] = TINY_LINEAR, own_process: bool = False) -> Completed:
-    """The sweep, in-process unless ``own_process`` (the console script, as for the joblib launcher's processes;
-    the signal tests below start it themselves)."""
-    return (fl_sweep_process if own_process else fl_sweep)(tmp_path, *_sweep_args(tmp_path, *overrides, base=base)[1:])
+def _sweep(tmp_path: Path, *overrides: str, base: list[str] = TINY_LINEAR) -> Completed:
+    """The sweep, in-process (the signal tests below start the console script themselves)."""
+    return fl_sweep(tmp_path, *_sweep_args(tmp_path, *overrides, base=base)[1:])
 
 
 def _study(tmp_path: Path) -> optuna.Study:
@@ -199,7 +198,7 @@ def test_sigterm_then_resume_loses_and_duplicates_nothing(tmp_path):
     assert all(r.info.status != "RUNNING" for r in parents + children)
     assert worker_pids() <= before
 
-    resumed = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    resumed = fl_sweep(tmp_path, *args[1:])  # the same command; in-process, as a resume needs no process of its own
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     study = _study(tmp_path)
     completed = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
@@ -228,32 +227,4 @@ def test_sigterm_whose_exit_python_dropped_still_interrupts_the_trial(tmp_path):
     assert not study.get_trials(states=(TrialState.COMPLETE, TrialState.RUNNING))
     parents, children = _runs(tmp_path)
     assert [r.info.status for r in parents + children] == ["KILLED", "KILLED"]
-    assert worker_pids() <= before
-
-
-def test_two_parallel_jobs(tmp_path):
-    before = worker_pids()
-    result = _sweep(
-        tmp_path,
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.n_jobs=2",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        own_process=True,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    study = _study(tmp_path)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
-    (parent,), children = _runs(tmp_path)
-    by_number = {c.data.tags["optuna.trial_number"]: c for c in children}
-    assert sorted(by_number) == ["0", "1"]
-    for trial in study.trials:
-        run = by_number[str(trial.number)]
-        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert float(run.data.params["client_optimizer.lr"]) == pytest.approx(trial.params["client_optimizer.lr"])
-        assert run.data.metrics["final/eval_accuracy"] == pytest.approx(trial.values[0])
-        assert run.data.params["trial.parallel_jobs"] == "2"  # the two trials share this machine's cores
-    deadline = time.monotonic() + 10
-    while not worker_pids() <= before and time.monotonic() < deadline:
-        time.sleep(0.2)
     assert worker_pids() <= before

@@ -5,6 +5,7 @@ repeats, and the pruner's one-line reasons."""
 from __future__ import annotations
 
 import statistics
+import time
 from pathlib import Path
 
 import optuna
@@ -127,6 +128,9 @@ def test_references_come_first_and_repeats_are_told_as_means(tmp_path):
 
 
 def test_repeats_with_parallel_jobs_then_resume_lose_and_duplicate_nothing(tmp_path):
+    """Two trials at once (the joblib launcher, two jobs), each repeated over two seeds; then a resume to three
+    trials in-process."""
+    before = worker_pids()
     first = _sweep(
         tmp_path,
         "hydra.sweeper.n_trials=2",
@@ -140,7 +144,26 @@ def test_repeats_with_parallel_jobs_then_resume_lose_and_duplicate_nothing(tmp_p
     )
     assert first.returncode == 0, first.stderr[-3000:]
     assert "reference trials first" not in first.stdout
-    assert "fl_sweeps.centralized_eval_accuracy" not in _study(tmp_path).user_attrs
+    study = _study(tmp_path)
+    assert "fl_sweeps.centralized_eval_accuracy" not in study.user_attrs
+    # The two trials ran at once, each in a joblib process of its own: both complete, each recorded under the one
+    # sweep run with the parameters Optuna gave it, told the repeats' mean, and no TFF worker outlives its process.
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    parent, configurations, repeats = _configurations(tmp_path)
+    assert sorted(configurations) == [0, 1]
+    for trial in study.trials:
+        configuration = configurations[trial.number]
+        assert configuration.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert float(configuration.data.params["client_optimizer.lr"]) == pytest.approx(
+            trial.params["client_optimizer.lr"]
+        )
+        runs = repeats[configuration.info.run_id]
+        assert {r.data.params["trial.parallel_jobs"] for r in runs} == {"2"}  # the trials share this machine's cores
+        assert configuration.data.metrics["final/eval_accuracy"] == pytest.approx(trial.values[0])
+    deadline = time.monotonic() + 10
+    while not worker_pids() <= before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert worker_pids() <= before
     second = _sweep(tmp_path, "hydra.sweeper.n_trials=3", "hydra.sweeper.repeats=2")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "2 of 3 trials already there" in second.stdout
