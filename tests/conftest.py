@@ -40,6 +40,14 @@ IN_CI = in_ci(os.environ.get("CI"))
 AGGREGATE_OPTIONS = ", ".join(sorted(path.stem for path in (config_dir() / "aggregate_encoder").glob("*.yaml")))
 UNIFORM_KEYS = "name, stages, threshold, entropy_coding, bits, rounding, error_feedback, error_feedback_rule"
 
+
+def says_not_an_option(message: str, expected: str) -> bool:
+    """Whether ``message`` is ``expected`` (an option that is not allowed, the allowed ones listed), maybe with a
+    "did you mean" naming one of conf/'s aggregate_encoder options: an option a user adds may resemble the value."""
+    options = AGGREGATE_OPTIONS.split(", ")
+    return message in (expected, *(f"{expected} (did you mean {option}?)" for option in options))
+
+
 # Every process this test session starts (CLI subprocesses, their TFF workers) inherits this marker, so the leak
 # checks below see only workers of this session, not those of anything else running on the machine.
 SESSION_MARKER = f"FL_SWEEPS_TEST_SESSION={uuid.uuid4().hex}"

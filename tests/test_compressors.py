@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from compressor_configs import encoder, option_names
-from compressor_formulas import formula, kept, rotated
+from compressor_formulas import BUILT_IN_OPTIONS, formula, kept, rotated
 
 import fl_sweeps.quiet  # noqa: F401  (before TF)
 from fl_sweeps.compression.bits import TensorInfo, tensor_message_bits
@@ -85,7 +85,7 @@ def _find(message: dict, suffix: str) -> np.ndarray:
 
 
 def _cases():
-    for name in OPTIONS:
+    for name in BUILT_IN_OPTIONS:  # an option added to conf/ has no formula: its messages are measured in TFF tests
         for settings in SETTINGS.get(name, [{}]):
             yield pytest.param(name, settings, id=f"{name}-{settings}")
 
@@ -105,7 +105,11 @@ def test_threshold_keeps_small_tensors_unencoded(compose_config):
     for name in COMPRESSORS:
         option = encoder(compose_config, name, threshold=500)
         assert tensor_message_bits(option, TensorInfo(500), gather=True) == (500 * 32, 0), name
-        assert tensor_message_bits(option, TensorInfo(501), gather=True) == formula(option, 501), name
+        above = tensor_message_bits(option, TensorInfo(501), gather=True)
+        if name in BUILT_IN_OPTIONS:
+            assert above == formula(option, 501), name
+        else:  # an option added to conf/: no formula, but the tensor above the threshold is encoded
+            assert above != (501 * 32, 0), name
 
 
 def _gaussian(n: int = 2048, seed: int = 0) -> np.ndarray:
