@@ -94,6 +94,7 @@ def _crossing_bits(computation, *, aggregator: bool = False) -> tuple[int, int]:
     return down, up
 
 
+@pytest.mark.slow  # builds TFF computations: ~5-10 s a case
 @pytest.mark.parametrize("case", range(5))
 def test_count_matches_types_of_built_processes(compose_config, case):
     """What crosses placements in the built distributor and aggregator equals the measured count."""
