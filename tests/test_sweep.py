@@ -216,7 +216,13 @@ def test_sigterm_whose_exit_python_dropped_still_interrupts_the_trial(tmp_path):
     # finds no worker. That must end the sweep as an interruption (the trial runs again), not a failed trial.
     before = worker_pids()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    args = _sweep_args(tmp_path, "hydra.sweeper.n_trials=1", "model=linear", "model._target_=terminating_model.linear")
+    args = _sweep_args(
+        tmp_path,
+        "hydra.sweeper.n_trials=1",
+        "model=linear",
+        "model._target_=terminating_model.linear",
+        "hydra.sweeper.centralized_reference=false",  # the first model built is then the trial's
+    )
     result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
     assert "Exception ignored in" in result.stderr  # the signal's SystemExit was indeed dropped
