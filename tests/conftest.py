@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -72,6 +74,18 @@ def worker_pids(*, include_own: bool = False) -> set[int]:
         if SESSION_MARKER.encode() in environ:
             pids.add(pid)
     return pids
+
+
+def sqlite_count(path: Path, query: str) -> int:
+    """A count from a sqlite store that a running ``fl-sweep`` writes, read-only and without touching its schema:
+    0 while the file or its schema is not there yet, or it is locked for a moment."""
+    if not path.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as db:
+            return int(db.execute(query).fetchone()[0])
+    except sqlite3.Error:
+        return 0
 
 
 def _parent(pid: int) -> int | None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cli_inprocess import FL_SWEEP, Completed, fl_sweep
-from conftest import AGGREGATE_OPTIONS, TINY, TINY_RUN, UNIFORM_KEYS, says_not_an_option, worker_pids
+from conftest import AGGREGATE_OPTIONS, TINY, TINY_RUN, UNIFORM_KEYS, says_not_an_option, sqlite_count, worker_pids
 from mlflow.tracking import MlflowClient
 
 from fl_sweeps.cli import config_dir
@@ -74,17 +72,6 @@ def test_exception_exits_nonzero_and_leaves_no_worker(tmp_path):
     assert run.info.status == "FAILED"
 
 
-def _count(db: Path, query: str) -> int:
-    """A count from the MLflow sqlite store, read-only without touching its schema (0 while it is being created)."""
-    if not db.exists():
-        return 0
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
-            return int(connection.execute(query).fetchone()[0])
-    except sqlite3.Error:
-        return 0
-
-
 def _wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 180) -> None:
     """Poll ``condition()`` until it holds; fail naming ``what`` if the process ends or the time runs out first."""
     deadline = time.monotonic() + timeout
@@ -116,9 +103,11 @@ def test_signal_mid_training_leaves_no_worker(tmp_path, signum, moment):
     workers = _children_workers(process.pid)
     db = tmp_path / "mlflow.db"
     if moment == "training":
-        _wait_for(lambda: _count(db, "SELECT count(*) FROM metrics WHERE key = 'train/loss'") > 0, "round", process)
+        _wait_for(
+            lambda: sqlite_count(db, "SELECT count(*) FROM metrics WHERE key = 'train/loss'") > 0, "round", process
+        )
     else:
-        _wait_for(lambda: _count(db, "SELECT count(*) FROM runs") > 0, "run", process)
+        _wait_for(lambda: sqlite_count(db, "SELECT count(*) FROM runs") > 0, "run", process)
     os.kill(process.pid, signum)
     process.communicate(timeout=60)
     assert process.returncode != 0
@@ -219,7 +208,7 @@ def test_multirun_cfg_job_prints_the_config_a_sweep_composes(tmp_path):
 
 
 def _catches_sigterm(pid: int) -> bool:
-    """Whether process ``pid`` has its own SIGTERM handler yet (the CLI installs it before importing TF)."""
+    """Whether process ``pid`` has its own SIGTERM handler yet (the CLI installs it once its imports are done)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 from cli_inprocess import fl_sweep
-from conftest import TINY, worker_pids
+from conftest import TINY, sqlite_count, worker_pids
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -24,17 +23,6 @@ from fl_sweeps.preflight import MIN_FREE_BYTES, check_run
 
 FL_SWEEP = str(Path(sys.executable).parent / "fl-sweep")
 STUDY = "kill-study"
-
-
-def _count_read_only(path: Path, query: str) -> int:
-    """A count straight from a sqlite file, read-only, 0 while the schema is not there yet."""
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
-            return int(db.execute(query).fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
 
 
 @pytest.mark.slow
@@ -59,7 +47,7 @@ def test_sigkill_mid_trial_then_restart_keeps_the_stores_consistent(tmp_path):
         process = subprocess.Popen([*args, "training.rounds=1000"], cwd=tmp_path, stdout=log, stderr=log)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
-        if _count_read_only(tmp_path / "mlflow.db", "SELECT count(*) FROM metrics WHERE key = 'train/loss'") >= 2:
+        if sqlite_count(tmp_path / "mlflow.db", "SELECT count(*) FROM metrics WHERE key = 'train/loss'") >= 2:
             break  # two rounds of trial 0 recorded: mid-trial
         time.sleep(0.3)
     assert process.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]

@@ -430,11 +430,14 @@ class ParetoSweep:
                         values[trial.number].append(outcome)
                         if repeat < self.repeats - 1:
                             continue
-                    ended = self._tell(opened, trial, values[trial.number] if isinstance(outcome, list) else outcome)
+                    told = values[trial.number] if isinstance(outcome, list) else outcome
+                    ended = _ending(told)
+                    if self.repeats > 1:  # before Optuna hears of it: another worker that finds the trial finished
+                        # and its run still RUNNING would end that run as orphaned (close_orphan_runs)
+                        self._end_configuration_run(runs_under[trial.number], values[trial.number], ended)
+                    self._tell(opened, trial, told)
                     failed += ended == "failed"
                     trials.remove(trial)
-                    if self.repeats > 1:
-                        self._end_configuration_run(runs_under[trial.number], values[trial.number], ended)
         finally:
             heartbeat.stop()
         return failed
@@ -454,29 +457,25 @@ class ParetoSweep:
             return values
         return ValueError(f"trial returned {returned!r}, not {len(self.directions)} finite numbers")
 
-    def _tell(self, opened: _OpenedStudy, trial: optuna.Trial, outcome: list[list[float]] | BaseException) -> str:
-        """Tell Optuna how a trial ended: the means of its repeats' values, pruned (saying why), or failed.
-
-        Returns:
-            ``complete``, ``pruned`` or ``failed``.
-        """
+    def _tell(self, opened: _OpenedStudy, trial: optuna.Trial, outcome: list[list[float]] | BaseException) -> None:
+        """Tell Optuna how a trial ended (``_ending``): the means of its repeats' values, pruned (saying why), or
+        failed."""
         study = opened.study
         if isinstance(outcome, optuna.TrialPruned):
             attrs = opened.storage.get_trial(opened.trial_id(trial)).user_attrs
             round_num = getattr(outcome, "round", None)
             _say(f"trial {trial.number} pruned at round {round_num}: {attrs.get(PRUNED_BECAUSE_ATTR, 'by the pruner')}")
             self._tell_study(study, trial, state=TrialState.PRUNED)
-            return "pruned"
+            return
         if isinstance(outcome, BaseException):
             trial.set_user_attr(FAILURE_ATTR, f"{type(outcome).__name__}: {outcome}"[:1000])
             self._tell_study(study, trial, state=TrialState.FAIL)
             log.warning(f"trial {trial.number} failed: {type(outcome).__name__}: {outcome}")
-            return "failed"
+            return
         means, _ = summarize(outcome, self.metric_names)
         if self.repeats > 1:
             trial.set_user_attr(REPEATS_ATTR, outcome)
         self._tell_study(study, trial, values=means)
-        return "complete"
 
     def _tell_study(self, study: optuna.Study, trial: optuna.Trial, **outcome: Any) -> None:
         """``study.tell``, letting a grid sampler end its grid.
@@ -500,6 +499,13 @@ class ParetoSweep:
         end_configuration_run(
             tracking_uri=tracking_uri, run_id=run_id, summary=summary, trial_state=ended, status=status
         )
+
+
+def _ending(outcome: list[list[float]] | BaseException) -> str:
+    """How a trial ended: ``complete`` (its repeats' values), ``pruned`` or ``failed`` (what it raised)."""
+    if isinstance(outcome, optuna.TrialPruned):
+        return "pruned"
+    return "failed" if isinstance(outcome, BaseException) else "complete"
 
 
 def _objective_values(returned: Any) -> list[float] | None:
