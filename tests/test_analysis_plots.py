@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import plots
+from analysis import plots, repeats
 
 
 def trials_frame() -> pd.DataFrame:
@@ -104,3 +104,42 @@ def test_front_labels_pointing_towards_each_other_from_the_two_sides_do_not_over
     trials["total_bits"] = [1.8e8, 2.3e8, 2.6e8, 2.9e8, 3.25e8]
     trials["compression"] = "broadcast drive 2-bit delta difference + aggregate topk 2% error feedback"
     assert not _front_label_boxes_overlap(trials, trials.iloc[[0, 1, 3, 4]])
+
+
+def _spread(trials: pd.DataFrame, half_widths: list[float]) -> pd.DataFrame:
+    """95% intervals of ``half_widths`` around each trial's accuracy (3 seeds), 2% either side in bits."""
+    width = pd.Series(half_widths, index=trials.index)
+    return pd.DataFrame(
+        {
+            "accuracy_low": trials["eval_accuracy"] - width,
+            "accuracy_high": trials["eval_accuracy"] + width,
+            "accuracy_std": width / 2,
+            "bits_low": trials["total_bits"] * 0.98,
+            "bits_high": trials["total_bits"] * 1.02,
+            "repeats": 3.0,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("half_widths", "marked"),
+    [
+        ([0.01] * 5, []),  # intervals narrower than the gaps between the front's accuracies
+        ([0.01, 0.01, 0.035, 0.02, 0.005], [2, 3]),  # 0.75 +- 0.035 reaches 0.80 +- 0.02; 0.83 +- 0.005 stands apart
+        ([0.01, 0.01, 0.03, 0.03, 0.03], [2, 3, 4]),  # 0.80 and 0.83 overlap too: a chain of neighbours
+    ],
+)
+def test_repeats_mark_only_front_points_whose_intervals_overlap_a_neighbours(half_widths, marked):
+    trials = trials_frame()
+    front = trials.iloc[[0, 2, 3, 4]]  # by bits: 0.61, 0.75, 0.80, 0.83 (trial 1 is off the front)
+    spread = _spread(trials, half_widths)
+    same = repeats.indistinguishable(front, spread)
+    assert sorted(front.index[same]) == marked
+    figure = repeats.annotate_front(plots.plot_front(trials, front), trials, front, spread, ceiling=0.9)
+    ax = figure.axes[0]
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "95% interval over 3 seeds" in labels and "centralized reference (0.900)" in labels
+    assert ("not distinguishable from a neighbour" in labels) == bool(marked)
+    summary = repeats.summary_lines(front, spread, ceiling=0.9)
+    listed = ", ".join(map(str, marked)) or "none"
+    assert f"front trials whose accuracy interval overlaps a neighbour's: {listed}." in summary

@@ -188,3 +188,11 @@ def test_the_cli_prints_one_line_and_records_nothing(tmp_path, args, named, own_
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("fl-sweep: error: ") and named in line
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()
+
+
+def test_hydra_full_error_set_by_the_user_shows_the_whole_traceback(tmp_path):
+    result = fl_sweep(tmp_path, "training.rounds=abc", env={"HYDRA_FULL_ERROR": "1"})
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr and "training.rounds" in result.stderr
+    assert "fl-sweep: error:" not in result.stderr
+    assert not (tmp_path / "mlflow.db").exists()

@@ -8,6 +8,7 @@ failed after sqlite's busy timeout, and the run stayed RUNNING.
 from __future__ import annotations
 
 import signal
+import threading
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -84,3 +85,18 @@ def test_held_signals_reach_the_handler_in_place_once_each_after_the_block():
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_off_the_main_thread_the_block_runs_with_the_handlers_untouched():
+    """Python runs signal handlers on the main thread only, and ``signal.signal`` refuses other threads."""
+    seen: list[object] = []
+
+    def block() -> None:
+        with signals_held():
+            seen.append(signal.getsignal(signal.SIGTERM))
+
+    in_place = signal.getsignal(signal.SIGTERM)
+    thread = threading.Thread(target=block)
+    thread.start()
+    thread.join()
+    assert seen == [in_place]

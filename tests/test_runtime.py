@@ -158,3 +158,12 @@ def test_fl_sweep_under_another_tff_stops_with_one_line():
     assert process.returncode != 0
     lines = process.stderr.strip().splitlines()
     assert lines == [lines[-1]] and lines[-1].startswith("fl-sweep: error: fl_sweeps.tff_runtime was written for ")
+
+
+def test_an_error_with_no_sigterm_before_it_stays_that_error():
+    """Only after SIGTERM does an error inside ``exit_when_terminating`` become the interrupt; otherwise a failing
+    trial is recorded as failed."""
+    from fl_sweeps.tff_runtime import exit_when_terminating
+
+    with pytest.raises(ValueError, match="not a signal"), exit_when_terminating():
+        raise ValueError("not a signal")
