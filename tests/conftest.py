@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sqlite3
 import subprocess
 import uuid
@@ -20,6 +21,12 @@ from fl_sweeps.schema import register_configs
 
 # A trial small enough to train in a couple of seconds on 2 CPU cores: conf/debug/tiny.yaml (a tiny CNN; a test may
 # pick another model after it, e.g. model=linear).
+# A shell starts a background job (`cmd &` without job control) with SIGINT ignored, and every process started from
+# it inherits that: Python then installs no KeyboardInterrupt handler, so the Ctrl-C tests here and in the fl-sweep
+# processes they start would see no interrupt. The tests run as from a terminal wherever they are started.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 TINY = ["debug=tiny"]
 TINY_RUN = TINY  # the same overlay, for the tests that pick their own model
 # The fewest tensors (a 64x10 kernel and its bias): a TFF process with encoders builds in ~2 s instead of ~7 and
