@@ -86,11 +86,16 @@ def front_figure(
                 "color": "grey",
             }
         figure.add_scatter(**trace)
-    stopped = trials[
-        trials["status"].isin(["pruned", "killed"])
-        & trials["last_cumulative_bits"].notna()
-        & trials["last_eval_accuracy"].notna()
-    ]
+    drawable = {"status", "last_cumulative_bits", "last_eval_accuracy"} <= set(trials.columns)
+    stopped = (
+        trials[
+            trials["status"].isin(["pruned", "killed"])
+            & trials["last_cumulative_bits"].notna()
+            & trials["last_eval_accuracy"].notna()
+        ]
+        if drawable
+        else trials.iloc[0:0]
+    )
     if len(stopped):
         figure.add_scatter(
             x=stopped["last_cumulative_bits"] / 1e6,
@@ -99,7 +104,7 @@ def front_figure(
             name="pruned (where it stopped)",
             marker={"color": "grey", "size": 9, "symbol": "x"},
             text=[
-                f"trial {trial_label(row)} {row['status']} at round {row['rounds_run']}<br>"
+                f"trial {trial_label(row)} {row['status']} at round {row.get('rounds_run')}<br>"
                 f"accuracy {numbers.accuracy(row['last_eval_accuracy'])}<br>"
                 f"{numbers.mbit(row['last_cumulative_bits'])} Mbit<br>{row.get('compression') or ''}"
                 for _, row in stopped.iterrows()

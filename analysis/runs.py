@@ -61,7 +61,6 @@ ENCODERS = ("broadcast_encoder", "aggregate_encoder")
 NOT_SWEPT_PREFIXES = ("trial.", "mlflow.")
 NOT_SWEPT = frozenset({"model.num_parameters", "repeats"})
 INTERNAL_SUFFIXES = (".stages", ".name", "._target_")
-INTERNAL_VALUE = re.compile(r"_target_|<\w+(?:\.\w+)+: ")  # a dict of a stage, an enum's repr
 ENUM_REPR = re.compile(r"<\w+\.(\w+): '[^']*'>")
 
 TRIAL_COLUMNS = [
@@ -296,10 +295,7 @@ def readable_value(value: Any) -> Any:
 def is_internal(name: str, values: pd.Series) -> bool:
     """Whether a param is an internal of the config rather than an option's setting: a stage chain, a class
     path or a name (``*.stages``, ``*._target_``, ``*.name``), or values holding ``_target_`` dicts."""
-    if name.endswith(INTERNAL_SUFFIXES):
-        return True
-    text = values.dropna().astype(str)
-    return bool(text.str.contains(INTERNAL_VALUE).any()) and not text.map(readable_value).ne(text).all()
+    return name.endswith(INTERNAL_SUFFIXES) or bool(values.dropna().astype(str).str.contains("_target_").any())
 
 
 def swept_parameters(params: pd.DataFrame) -> list[str]:
