@@ -192,7 +192,8 @@ def parameter_figures(trials: pd.DataFrame, swept: Sequence[str], *, title: str)
         if name not in done.columns or done[name].isna().all():
             continue
         numeric = pd.api.types.is_numeric_dtype(done[name]) and not pd.api.types.is_bool_dtype(done[name])
-        data = done if numeric else done.assign(**{name: done[name].astype(str)})
+        shown = done[name].astype(object).where(done[name].notna(), "not set").map(numbers.cell)
+        data = done if numeric else done.assign(**{name: shown})
         figure = px.scatter(
             data,
             x="Mbit",

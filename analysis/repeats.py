@@ -151,7 +151,8 @@ def annotate_front(
             elinewidth=1,
             capsize=2,
             zorder=2,
-            label=f"95% interval over {int(bars['repeats'].max())} seeds",
+            label=f"95% interval over {int(bars['repeats'].max())} seeds"
+            + (" (too few: not meaningful)" if bars["repeats"].max() < MEANINGFUL_REPEATS else ""),
         )
         same = indistinguishable(front, spread)
         if same.any():

@@ -61,7 +61,7 @@ ENCODERS = ("broadcast_encoder", "aggregate_encoder")
 NOT_SWEPT_PREFIXES = ("trial.", "mlflow.")
 NOT_SWEPT = frozenset({"model.num_parameters", "repeats"})
 INTERNAL_SUFFIXES = (".stages", ".name", "._target_")
-ENUM_REPR = re.compile(r"<\w+\.(\w+): '[^']*'>")
+ENUM_REPR = r"<\w+\.(\w+): '[^']*'>"  # an enum's repr; its member name is group 1
 
 TRIAL_COLUMNS = [
     "run_id",
@@ -289,7 +289,7 @@ def _children(run_id: str) -> str:
 def readable_value(value: Any) -> Any:
     """A param value as a person reads it: an enum's repr (``<Rounding.deterministic: 'deterministic'>``) becomes
     its member name; anything else is unchanged."""
-    return ENUM_REPR.sub(r"\1", value) if isinstance(value, str) else value
+    return re.sub(ENUM_REPR, r"\1", value) if isinstance(value, str) else value
 
 
 def is_internal(name: str, values: pd.Series) -> bool:
