@@ -245,7 +245,9 @@ def summary_markdown(runs: SweepRuns, analysed: dict) -> str:
                 f"{numbers.change(compressed['accuracy_change'].min())} to "
                 f"{numbers.change(compressed['accuracy_change'].max())}."
             )
-        lines.append(_sampling_error(baseline, count, examples))
+    if len(front):
+        typical = baseline["eval_accuracy"] if baseline is not None else front["eval_accuracy"].max()
+        lines.append(_sampling_error(float(typical), count, examples))
     lines += ["", *_load_model_section(runs, front, repeated=count > 1)]
     lines += [
         "",
@@ -303,8 +305,9 @@ def _load_model_section(runs: SweepRuns, front: pd.DataFrame, *, repeated: bool 
     return lines
 
 
-def _sampling_error(baseline: pd.Series | None, count: int, examples: int | None) -> str:
-    """What the test set alone makes an accuracy move by, for a sweep whose trials ran one seed each."""
+def _sampling_error(reference: float, count: int, examples: int | None) -> str:
+    """How uncertain the accuracies are: the repeats' interval, or, for a sweep whose trials ran one seed each,
+    what the test set alone makes an accuracy of ``reference`` (the best uncompressed trial's) move by."""
     if count > 1:
         return (
             f"- **Uncertainty:** each trial is the mean of {count} seeds; the front table gives the 95% interval of "
@@ -316,7 +319,6 @@ def _sampling_error(baseline: pd.Series | None, count: int, examples: int | None
             "evaluated on, so the test set's own sampling error is unknown; an accuracy difference is a "
             "hypothesis until repeats (`hydra.sweeper.repeats=3`) confirm it."
         )
-    reference = float(baseline["eval_accuracy"]) if baseline is not None else 0.9
     low, high = repeats.wilson_interval(reference, examples)
     return (
         f"- **Uncertainty:** one seed per trial. The test set alone (about {examples} eval examples, inferred from "
