@@ -148,21 +148,25 @@ def front_figure(
 def curves_figure(curves: pd.DataFrame, trials: pd.DataFrame, front: pd.DataFrame, *, title: str) -> object:
     """Eval accuracy against cumulative Mbit, one line per trial (the mean of its repeats, a front trial's range
     over the repeats as a band); front trials drawn thick."""
+    import plotly.colors
     import plotly.graph_objects as go
 
     on_front = set(front["run_id"])
     labels = {row["run_id"]: trial_label(row) for _, row in trials.iterrows()}
     figure = go.Figure()
-    for run_id, curve in mean_curves(curves).groupby("trial_run_id", sort=False):
+    palette = plotly.colors.qualitative.Plotly
+    for number, (run_id, curve) in enumerate(mean_curves(curves).groupby("trial_run_id", sort=False)):
         label = labels.get(run_id, str(run_id)[:8])
         mbit = curve["cumulative_bits"] / 1e6
+        color = palette[number % len(palette)]
         if run_id in on_front and (curve["repeats"] > 1).any():
             figure.add_scatter(
                 x=[*mbit, *mbit[::-1]],
                 y=[*curve["eval_accuracy_high"], *curve["eval_accuracy_low"][::-1]],
                 fill="toself",
+                fillcolor=color,
                 mode="lines",
-                line={"width": 0},
+                line={"width": 0, "color": color},
                 opacity=0.25,
                 name=f"{label}: range over {int(curve['repeats'].max())} repeats",
                 hoverinfo="skip",
@@ -172,7 +176,7 @@ def curves_figure(curves: pd.DataFrame, trials: pd.DataFrame, front: pd.DataFram
             y=curve["eval_accuracy"],
             mode="lines+markers",
             name=f"{label} (front)" if run_id in on_front else label,
-            line={"width": 3 if run_id in on_front else 1},
+            line={"width": 3 if run_id in on_front else 1, "color": color},
             opacity=1.0 if run_id in on_front else 0.5,
             hovertemplate=f"trial {label}<br>round %{{text}}<br>%{{x:.3g}} Mbit<br>accuracy %{{y:.4f}}<extra></extra>",
             text=curve["round"],
