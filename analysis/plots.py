@@ -22,7 +22,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from analysis.numbers import significant
 from analysis.pareto import ACCURACY, BITS, finished
+from analysis.repeats import mean_curves
 
 DPI = 120
 COLORBAR_TICKS = 5
@@ -212,6 +214,8 @@ def plot_curves(
 ) -> Figure:
     """Eval accuracy against cumulative bits, round by round, for every trial; front trials highlighted.
 
+    With repeats, a trial's line is the mean of its repeats and a front trial's band their range.
+
     Args:
         curves: Per-round rows (``analysis.runs`` curves).
         trials: One row per trial.
@@ -222,8 +226,8 @@ def plot_curves(
     figure = new_figure()
     ax = figure.add_subplot()
     on_front = list(front["run_id"]) if "run_id" in front else []
-    points = curves.dropna(subset=["eval_accuracy", "cumulative_bits"])
-    for run_id, curve in points.groupby("run_id", sort=False):
+    points = mean_curves(curves)
+    for run_id, curve in points.groupby("trial_run_id", sort=False):
         if run_id not in on_front:
             ax.plot(
                 curve["cumulative_bits"],
@@ -236,8 +240,9 @@ def plot_curves(
             )
     colors = colormaps["tab10"]
     by_run = trials.set_index("run_id")
+    banded = False
     for i, run_id in enumerate(on_front):
-        curve = points[points["run_id"] == run_id]
+        curve = points[points["trial_run_id"] == run_id]
         row = by_run.loc[run_id]
         label = trial_label(row.rename(None)) + (
             f" {row['compression']}" if isinstance(row.get("compression"), str) else ""
@@ -252,9 +257,22 @@ def plot_curves(
             label=label,
             zorder=3,
         )
+        if (curve["repeats"] > 1).any():
+            banded = True
+            ax.fill_between(
+                curve["cumulative_bits"],
+                curve["eval_accuracy_low"],
+                curve["eval_accuracy_high"],
+                color=colors(i % 10),
+                alpha=0.2,
+                linewidth=0,
+            )
     handles, labels = ax.get_legend_handles_labels()
     handles.append(Line2D([], [], color="0.6", linewidth=0.8))
     labels.append("other trials")
+    if banded:
+        handles.append(Line2D([], [], color="0.3", linewidth=6, alpha=0.2))
+        labels.append("range over the repeats")
     _bits_axis(ax, "cumulative bits communicated")
     ax.set_ylabel("eval accuracy")
     ax.grid(True, which="both", alpha=0.3)
@@ -405,7 +423,7 @@ def _bits_axis(ax: Axes, label: str) -> None:
 
 def _significant(value: float, digits: int = 3) -> str:
     """``value`` rounded to ``digits`` significant digits, without exponent (``2000``, ``0.0153``)."""
-    return np.format_float_positional(value, precision=digits, unique=False, fractional=False, trim="-")
+    return significant(value, digits)
 
 
 def _staircase(bits: np.ndarray, accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

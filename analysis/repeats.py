@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -18,6 +19,8 @@ from analysis.pareto import ACCURACY, BITS
 from analysis.runs import mlflow_client
 
 CENTRALIZED_METRIC = "reference/centralized_eval_accuracy"
+MEANINGFUL_REPEATS = 3  # with fewer, Student's t interval is too wide to say anything (t = 12.7 for 2 repeats)
+MAX_EVAL_EXAMPLES = 100_000  # the largest eval set ``eval_examples`` looks for
 SPREAD = {  # column -> metric of a configuration run
     "accuracy_low": f"repeats/{ACCURACY}_ci95_low",
     "accuracy_high": f"repeats/{ACCURACY}_ci95_high",
@@ -29,13 +32,86 @@ SPREAD = {  # column -> metric of a configuration run
 
 
 def load_spread(tracking_uri: str, run_ids: pd.Series) -> pd.DataFrame:
-    """The repeats' spread of each run (``SPREAD`` columns; NaN for a run that was not repeated), same index."""
+    """The repeats' spread of each run (``SPREAD`` columns; NaN for a run that was not repeated), same index.
+
+    The accuracy interval is clipped to [0, 1] and the bits' to >= 0: Student's t interval of few repeats runs past
+    what an accuracy or a count can be.
+    """
     client = mlflow_client(tracking_uri)
     rows = []
     for run_id in run_ids:
         metrics = client.get_run(run_id).data.metrics
         rows.append({column: metrics.get(metric, math.nan) for column, metric in SPREAD.items()})
-    return pd.DataFrame(rows, index=run_ids.index, columns=list(SPREAD))
+    spread = pd.DataFrame(rows, index=run_ids.index, columns=list(SPREAD))
+    spread[["accuracy_low", "accuracy_high"]] = spread[["accuracy_low", "accuracy_high"]].clip(0.0, 1.0)
+    spread[["bits_low", "bits_high"]] = spread[["bits_low", "bits_high"]].clip(lower=0.0)
+    return spread
+
+
+def repeat_count(spread: pd.DataFrame) -> int:
+    """The most repeats any trial ran (1 for a sweep without repeats)."""
+    counts = spread["repeats"].dropna()
+    return int(counts.max()) if len(counts) else 1
+
+
+def interval_warning(count: int) -> str | None:
+    """One sentence when the repeats are too few for their 95% interval to mean anything, else None."""
+    if count <= 1 or count >= MEANINGFUL_REPEATS:
+        return None
+    return (
+        f"With {count} repeats the 95% interval is not meaningful: Student's t with {count - 1} degree(s) of "
+        f"freedom stretches it to ±12.7 standard deviations of the mean (clipped to [0, 1] here); run "
+        f"`hydra.sweeper.repeats={MEANINGFUL_REPEATS}` or more to tell front points apart."
+    )
+
+
+def mean_curves(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per trial (``trial_run_id``) and round, the repeats' mean eval accuracy and cumulative bits and the range of
+    the accuracy over the repeats (``eval_accuracy_low``, ``eval_accuracy_high``); a trial without repeats is its
+    own curve with a zero-width range. Rounds without evaluation are left out."""
+    evaluated = curves.dropna(subset=["eval_accuracy", "cumulative_bits"])
+    groups = evaluated.groupby(["trial_run_id", "round"], sort=False)
+    means = groups.agg(
+        trial=("trial", "first"),
+        eval_accuracy=("eval_accuracy", "mean"),
+        eval_accuracy_low=("eval_accuracy", "min"),
+        eval_accuracy_high=("eval_accuracy", "max"),
+        cumulative_bits=("cumulative_bits", "mean"),
+        repeats=("run_id", "nunique"),
+    )
+    return means.reset_index().sort_values(["trial_run_id", "round"], ignore_index=True)
+
+
+def eval_examples(curves: pd.DataFrame) -> int | None:
+    """The number of eval examples, inferred from the recorded accuracies, or None.
+
+    Runs do not record how many examples they are evaluated on; every accuracy is a count of correct examples
+    over that number, so the smallest denominator that makes every recorded eval accuracy (float32) a whole count
+    is it, or a divisor of it (a smaller number: a wider, cautious interval). None when fewer than 5 distinct
+    accuracies are recorded or none of up to ``MAX_EVAL_EXAMPLES`` fits.
+    """
+    values = np.unique(curves["eval_accuracy"].dropna().to_numpy(float))
+    values = values[(values > 0) & (values < 1)]
+    if len(values) < 5:
+        return None
+    for start in range(1, MAX_EVAL_EXAMPLES + 1, 4096):
+        n = np.arange(start, min(start + 4096, MAX_EVAL_EXAMPLES + 1))[:, None]
+        counts = values[None, :] * n
+        fits = (np.abs(counts - np.round(counts)) <= n * 2e-7 + 1e-9).all(axis=1)
+        if fits.any():
+            return int(n[np.argmax(fits), 0])
+    return None
+
+
+def wilson_interval(accuracy: float, examples: int) -> tuple[float, float]:
+    """95% Wilson score interval of an accuracy measured on ``examples`` examples: the test set's own sampling
+    error, the spread a single seed cannot show."""
+    from scipy import stats
+
+    z = float(stats.norm.ppf(0.975))
+    centre = (accuracy + z**2 / (2 * examples)) / (1 + z**2 / examples)
+    half = z / (1 + z**2 / examples) * math.sqrt(accuracy * (1 - accuracy) / examples + z**2 / (4 * examples**2))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def centralized_ceiling(tracking_uri: str, parent_run_id: str | None) -> float | None:
@@ -75,7 +151,8 @@ def annotate_front(
             elinewidth=1,
             capsize=2,
             zorder=2,
-            label=f"95% interval over {int(bars['repeats'].max())} seeds",
+            label=f"95% interval over {int(bars['repeats'].max())} seeds"
+            + (" (too few: not meaningful)" if bars["repeats"].max() < MEANINGFUL_REPEATS else ""),
         )
         same = indistinguishable(front, spread)
         if same.any():
@@ -109,7 +186,7 @@ def summary_lines(front: pd.DataFrame, spread: pd.DataFrame, ceiling: float | No
         count = int(spread.loc[front.index, "repeats"].max())
         trials = ", ".join(str(int(t)) for t in front.loc[same, "trial"].dropna()) or "none"
         lines.append(
-            f"Each point is the mean of {count} seeds (95% intervals in front.png); front trials whose accuracy "
-            f"interval overlaps a neighbour's: {trials}."
+            f"Each point is the mean of {count} seeds (95% intervals as error bars in the figures and as columns "
+            f"of the front table); front trials whose accuracy interval overlaps a neighbour's: {trials}."
         )
     return "".join(f"\n{line}\n" for line in lines)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import interactive, pareto, plots, repeats
+from analysis import interactive, numbers, pareto, plots, repeats
 from analysis.html_page import report_html
 from analysis.runs import ENCODERS, LoadError, SweepRuns, load_runs, mlflow_client, redact_uri
 
@@ -82,16 +82,17 @@ def _write(
     runs = load_runs(tracking_uri, experiment=experiment, parent_run_id=parent_run_id, study=study)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    numbers = analyse(runs, reference=reference)
-    trials, front, knee = numbers["trials"], numbers["front"], numbers["knee"]
-
-    trials.to_csv(out_dir / "trials.csv", index=False)
-    runs.curves.to_csv(out_dir / "curves.csv", index=False)
-    front.to_csv(out_dir / "front.csv", index=False)
-    title = runs.title
-    figure = plots.plot_front(trials, front, knee=knee, title=f"{title}: accuracy against bits")
+    analysed = analyse(runs, reference=reference)
+    trials, front, knee = analysed["trials"], analysed["front"], analysed["knee"]
     spread = repeats.load_spread(tracking_uri, trials["run_id"])
     ceiling = repeats.centralized_ceiling(tracking_uri, runs.parent_run_id)
+    analysed |= {"spread": spread, "ceiling": ceiling, "eval_examples": repeats.eval_examples(runs.curves)}
+
+    _whole_numbers(trials.join(spread.drop(columns="repeats"))).to_csv(out_dir / "trials.csv", index=False)
+    _whole_numbers(runs.curves).to_csv(out_dir / "curves.csv", index=False)
+    _whole_numbers(front.join(spread.drop(columns="repeats"))).to_csv(out_dir / "front.csv", index=False)
+    title = runs.title
+    figure = plots.plot_front(trials, front, knee=knee, title=f"{title}: accuracy against bits")
     plots.save(repeats.annotate_front(figure, trials, front, spread, ceiling), out_dir / "front.png")
     plots.plot_curves(
         runs.curves, trials, front, title=f"{title}: accuracy as bits accumulate", path=out_dir / "curves.png"
@@ -100,10 +101,12 @@ def _write(
         trials, runs.swept, front=front, title=f"{title}: swept parameters", path=out_dir / "parameters.png"
     )
     summary = out_dir / SUMMARY
-    markdown_text = summary_markdown(runs, numbers) + repeats.summary_lines(front, spread, ceiling)
+    markdown_text = summary_markdown(runs, analysed) + repeats.summary_lines(front, spread, ceiling)
     summary.write_text(markdown_text)
     figures = [
-        interactive.front_figure(trials, front, title=f"{title}: accuracy against bits"),
+        interactive.front_figure(
+            trials, front, knee=knee, spread=spread, ceiling=ceiling, title=f"{title}: accuracy against bits"
+        ),
         interactive.curves_figure(runs.curves, trials, front, title=f"{title}: accuracy as bits accumulate"),
         *interactive.parameter_figures(trials, runs.swept, title=f"{title}: swept parameters"),
     ]
@@ -115,6 +118,19 @@ def _write(
     for name in FILES:
         client.log_artifact(runs.parent_run_id, str(out_dir / name), artifact_path=ARTIFACT_DIR)
     return summary, runs.parent_run_id
+
+
+def _whole_numbers(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with float columns whose values are all whole (bits, counts) as integers, so a CSV shows
+    ``249792`` rather than ``249792.0``; missing values stay empty."""
+    out = table.copy()
+    for column in out.columns:
+        values = out[column]
+        if pd.api.types.is_float_dtype(values) and values.notna().any():
+            present = values.dropna()
+            if (present == present.round()).all() and present.abs().max() < 2**53:
+                out[column] = values.round().astype("Int64")
+    return out
 
 
 def analyse(runs: SweepRuns, *, reference: tuple[float | None, float | None] | None = None) -> dict:
@@ -151,9 +167,18 @@ def analyse(runs: SweepRuns, *, reference: tuple[float | None, float | None] | N
     }
 
 
-def summary_markdown(runs: SweepRuns, numbers: dict) -> str:
-    """The report's ``summary.md``: counts, the front as a table, hypervolume, knee, baseline, figures."""
-    trials, front, knee, baseline = numbers["trials"], numbers["front"], numbers["knee"], numbers["baseline"]
+def summary_markdown(runs: SweepRuns, analysed: dict) -> str:
+    """The report's ``summary.md``: counts, the front as a table, hypervolume, knee, baseline, figures.
+
+    ``analysed`` is ``analyse``'s, optionally with ``spread`` (``repeats.load_spread``: the front table gets the
+    repeats' 95% intervals) and ``eval_examples`` (a single-seed sweep: the test set's own 95% interval).
+    """
+    trials, front, knee, baseline = analysed["trials"], analysed["front"], analysed["knee"], analysed["baseline"]
+    spread = analysed.get("spread")
+    if spread is None:
+        spread = pd.DataFrame({column: math.nan for column in repeats.SPREAD}, index=trials.index)
+    count = repeats.repeat_count(spread)
+    examples = analysed.get("eval_examples") if count <= 1 else None
     counts = trials["status"].value_counts()
     status_text = ", ".join(
         f"{counts[s]} {s}" for s in ["finished", "pruned", "failed", "killed", "running"] if s in counts
@@ -167,7 +192,8 @@ def summary_markdown(runs: SweepRuns, numbers: dict) -> str:
         "",
         f"Source: {', '.join(source)}; written {stamp}.",
         "",
-        f"- **Trials:** {len(trials)} ({status_text}).",
+        f"- **Trials:** {len(trials)} ({status_text})"
+        + (f", each the mean of {count} seeds (repeats)." if count > 1 else ", one seed each."),
         f"- **Swept parameters:** {', '.join(f'`{p}`' for p in runs.swept) or 'none (all trials share one config)'}.",
         "- **Objectives:** final eval accuracy (higher is better) and total bits communicated, broadcast plus "
         "aggregate (fewer is better).",
@@ -182,13 +208,17 @@ def summary_markdown(runs: SweepRuns, numbers: dict) -> str:
         lines += [
             f"{len(front)} of {done} finished trials are Pareto-optimal (cheapest first):",
             "",
-            _front_table(front, runs.swept),
+            _front_table(front, runs.swept, spread, examples),
             "",
         ]
-        acc_ref, bits_ref = numbers["reference"]
+        warning = repeats.interval_warning(count)
+        if warning:
+            lines += [f"> **Warning:** {warning}", ""]
+        acc_ref, bits_ref = analysed["reference"]
         lines.append(
-            f"- **Hypervolume:** {numbers['hypervolume']:.4f} (accuracy x decades of bits: bits on a log10 scale) "
-            f"against the reference point accuracy {acc_ref:g}, {bits_ref:.3g} bits."
+            f"- **Hypervolume:** {analysed['hypervolume']:.4f} (accuracy x decades of bits: bits on a log10 scale) "
+            f"against the reference point accuracy {_plain(acc_ref)}, "
+            f"{numbers.mbit(bits_ref)} Mbit."
         )
         if knee is None:
             lines.append(
@@ -210,11 +240,15 @@ def summary_markdown(runs: SweepRuns, numbers: dict) -> str:
         compressed = front[front["bit_reduction"].notna()]
         if len(compressed):
             lines.append(
-                f"- **Compressed trials on the front** send {compressed['bit_reduction'].min():.3g}x to "
-                f"{compressed['bit_reduction'].max():.3g}x fewer bits, at an accuracy change of "
-                f"{compressed['accuracy_change'].min():+.4f} to {compressed['accuracy_change'].max():+.4f}."
+                f"- **Compressed trials on the front** send {numbers.factor(compressed['bit_reduction'].min())} to "
+                f"{numbers.factor(compressed['bit_reduction'].max())} fewer bits, at an accuracy change of "
+                f"{numbers.change(compressed['accuracy_change'].min())} to "
+                f"{numbers.change(compressed['accuracy_change'].max())}."
             )
-    lines += ["", *_load_model_section(runs, front)]
+    if len(front):
+        typical = baseline["eval_accuracy"] if baseline is not None else front["eval_accuracy"].max()
+        lines.append(_sampling_error(float(typical), count, examples))
+    lines += ["", *_load_model_section(runs, front, repeated=count > 1)]
     lines += [
         "",
         "## Figures",
@@ -228,16 +262,18 @@ def summary_markdown(runs: SweepRuns, numbers: dict) -> str:
         "## Files",
         "",
         "- `trials.csv`: one row per trial (status, objectives, bit totals, rounds, swept parameters, front, "
-        "reduction).",
-        "- `curves.csv`: one row per trial and round (accuracy, loss, bits of the round, cumulative bits).",
+        "reduction; with repeats: the means, the repeats' spread and 95% intervals, the run holding a model).",
+        "- `curves.csv`: one row per run and round (accuracy, loss, bits of the round, cumulative bits); with "
+        "repeats, one run per repeat (`repeat`), under its configuration's run (`trial_run_id`).",
         "- `front.csv`: the Pareto-optimal trials.",
         "",
     ]
     return "\n".join(lines)
 
 
-def _load_model_section(runs: SweepRuns, front: pd.DataFrame) -> list[str]:
-    """How to load the final model of a trial, with the run ids of the front's trials."""
+def _load_model_section(runs: SweepRuns, front: pd.DataFrame, *, repeated: bool = False) -> list[str]:
+    """How to load the final model of a trial, with the run id holding each front trial's model (with repeats:
+    its first repeat's run; the configuration's own run holds none)."""
     lines = [
         "## Load a trial's model",
         "",
@@ -253,50 +289,102 @@ def _load_model_section(runs: SweepRuns, front: pd.DataFrame) -> list[str]:
         "```",
         "",
     ]
+    if repeated:
+        lines += [
+            "With repeats, a configuration's run holds the means; each repeat is a run under it with its own model. "
+            "The run ids below are each configuration's first repeat (its first seed).",
+            "",
+        ]
     if len(front):
         lines += ["| trial | run id | eval accuracy | total Mbit |", "| --- | --- | --- | --- |"]
         lines += [
-            f"| {plots.trial_label(row)} | `{row['run_id']}` | {row['eval_accuracy']:.4f} | "
-            f"{row['total_bits'] / 1e6:.3g} |"
+            f"| {plots.trial_label(row)} | `{row['model_run_id'] or row['run_id']}` | "
+            f"{numbers.accuracy(row['eval_accuracy'])} | {numbers.mbit(row['total_bits'])} |"
             for _, row in front.sort_values("total_bits").iterrows()
         ]
     return lines
 
 
+def _sampling_error(reference: float, count: int, examples: int | None) -> str:
+    """How uncertain the accuracies are: the repeats' interval, or, for a sweep whose trials ran one seed each,
+    what the test set alone makes an accuracy of ``reference`` (the best uncompressed trial's) move by."""
+    if count > 1:
+        return (
+            f"- **Uncertainty:** each trial is the mean of {count} seeds; the front table gives the 95% interval of "
+            "that mean (Student's t, clipped to [0, 1])."
+        )
+    if examples is None:
+        return (
+            "- **Uncertainty:** one seed per trial, and the runs do not record how many examples they were "
+            "evaluated on, so the test set's own sampling error is unknown; an accuracy difference is a "
+            "hypothesis until repeats (`hydra.sweeper.repeats=3`) confirm it."
+        )
+    low, high = repeats.wilson_interval(reference, examples)
+    return (
+        f"- **Uncertainty:** one seed per trial. The test set alone (about {examples} eval examples, inferred from "
+        f"the recorded accuracies: one example is {1 / examples:.4f}) moves an accuracy of "
+        f"{numbers.accuracy(reference)} within {numbers.interval(low, high)} (95% Wilson interval, "
+        f"±{(high - low) / 2:.4f}); accuracy changes smaller than that are not told apart by this test set, and "
+        "the seed adds its own spread (`hydra.sweeper.repeats=3` measures it). The front table's test-set "
+        "interval is each trial's."
+    )
+
+
 def _describe(row: pd.Series) -> str:
-    text = f"trial {plots.trial_label(row)}, accuracy {row['eval_accuracy']:.4f}, {row['total_bits'] / 1e6:.3f} Mbit"
+    text = (
+        f"trial {plots.trial_label(row)}, accuracy {numbers.accuracy(row['eval_accuracy'])}, "
+        f"{numbers.mbit(row['total_bits'])} Mbit"
+    )
     if isinstance(row.get("compression"), str):
         text += f", compression: {row['compression']}"
     return text
 
 
-def _front_table(front: pd.DataFrame, swept: Sequence[str]) -> str:
+def _front_table(
+    front: pd.DataFrame, swept: Sequence[str], spread: pd.DataFrame | None = None, examples: int | None = None
+) -> str:
+    """The front as a Markdown table: objectives, compression, reduction, the accuracy's 95% interval (the
+    repeats', or with one seed the test set's), the swept parameters."""
     shown = [p for p in swept if p.removesuffix("._target_") not in ENCODERS]  # in "compression"
-    header = ["trial", "eval accuracy", "total Mbit", "compression", "bit reduction", "accuracy change", *shown]
+    repeated = spread is not None and spread.loc[front.index, "accuracy_low"].notna().any()
+    header = ["trial", "eval accuracy", "total Mbit", "compression", "bit reduction", "accuracy change"]
+    if repeated:
+        header += ["accuracy 95% interval (repeats)", "Mbit 95% interval", "repeats"]
+    elif examples is not None:
+        header += ["accuracy 95% interval (test set)"]
+    header += list(shown)
     rows = []
-    for _, row in front.iterrows():
-        reduction = row.get("bit_reduction")
-        change = row.get("accuracy_change")
-        rows.append(
-            [
-                plots.trial_label(row),
-                f"{row['eval_accuracy']:.4f}",
-                f"{row['total_bits'] / 1e6:.3f}",
-                str(row.get("compression") or ""),
-                f"{reduction:.3g}x" if pd.notna(reduction) else "",
-                f"{change:+.4f}" if pd.notna(change) else "",
-                *(_cell(row.get(p)) for p in shown),
+    for index, row in front.iterrows():
+        cells = [
+            plots.trial_label(row),
+            numbers.accuracy(row["eval_accuracy"]),
+            numbers.mbit(row["total_bits"]),
+            str(row.get("compression") or ""),
+            numbers.factor(row.get("bit_reduction"), ""),
+            numbers.change(row.get("accuracy_change"), ""),
+        ]
+        if repeated:
+            bars = spread.loc[index]
+            bits = (
+                f"{numbers.mbit(bars['bits_low'])}–{numbers.mbit(bars['bits_high'])}"
+                if pd.notna(bars["bits_low"])
+                else ""
+            )
+            cells += [
+                numbers.interval(bars["accuracy_low"], bars["accuracy_high"], ""),
+                bits,
+                numbers.cell(bars["repeats"]),
             ]
-        )
+        elif examples is not None:
+            cells.append(numbers.interval(*repeats.wilson_interval(float(row["eval_accuracy"]), examples)))
+        cells += [numbers.cell(row.get(p)) for p in shown]
+        rows.append(cells)
     return "\n".join(["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *rows]])
 
 
-def _cell(value: object) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value).replace("|", "\\|")
+def _plain(value: float) -> str:
+    """A reference accuracy as written: ``0``, ``0.5``."""
+    return numbers.cell(float(value))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

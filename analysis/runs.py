@@ -3,6 +3,12 @@
 Reads only what fl-sweeps records in MLflow (see ``fl_sweeps/tracking.py``): a sweep's parent run carries the tags
 ``fl_sweeps.role = sweep`` and ``fl_sweeps.study``; each trial is a run (a child of the parent in a sweep) with the
 flattened config as params, per-round metrics with ``step`` = round and the final objectives.
+
+With repeats over seeds (``hydra.sweeper.repeats``) a trial is a configuration run (``fl_sweeps.role =
+configuration``: the means as ``final/*``, the first repeat's params, no per-round metrics, no model) and each repeat
+is a child run of it (tag ``fl_sweeps.repeat``) with the curves and the model. The trials table then has one row per
+configuration (bits and rounds from its repeats, ``model_run_id`` a repeat's run) and the curves one row per repeat
+and round.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import pandas as pd
 ROLE_TAG = "fl_sweeps.role"
 STUDY_TAG = "fl_sweeps.study"
 PARENT_TAG = "mlflow.parentRunId"
+REPEAT_TAG = "fl_sweeps.repeat"
+CONFIGURATION = "configuration"
 
 #: Per-round MLflow metric -> column of the curves DataFrame.
 CURVE_METRICS = {
@@ -32,7 +40,7 @@ CURVE_METRICS = {
     "comm/aggregate_bits": "aggregate_bits",
     "comm/cumulative_bits": "cumulative_bits",
 }
-CURVE_COLUMNS = ["run_id", "trial", "round", *CURVE_METRICS.values()]
+CURVE_COLUMNS = ["run_id", "trial_run_id", "trial", "repeat", "round", *CURVE_METRICS.values()]
 
 #: The ``trial_state`` tag -> status; runs without the tag fall back to their MLflow status.
 TRIAL_STATES = {"complete": "finished", "pruned": "pruned", "failed": "failed", "killed": "killed"}
@@ -48,9 +56,12 @@ MLFLOW_STATES = {
 ENCODER_KINDS = {"NoCompression": "none", "UniformQuantization": "uniform", "HadamardQuantization": "hadamard"}
 ENCODERS = ("broadcast_encoder", "aggregate_encoder")
 
-#: Params that never count as swept: the sweep's bookkeeping and values derived from the config.
+#: Params that never count as swept: the sweep's bookkeeping, values derived from the config, and internals that
+#: stores recorded before params held option names only (a stage chain, a class path, a schedule's name).
 NOT_SWEPT_PREFIXES = ("trial.", "mlflow.")
-NOT_SWEPT = frozenset({"model.num_parameters"})
+NOT_SWEPT = frozenset({"model.num_parameters", "repeats"})
+INTERNAL_SUFFIXES = (".stages", ".name", "._target_")
+ENUM_REPR = r"<\w+\.(\w+): '[^']*'>"  # an enum's repr; its member name is group 1
 
 TRIAL_COLUMNS = [
     "run_id",
@@ -64,6 +75,7 @@ TRIAL_COLUMNS = [
     "total_bits",
     "broadcast_bits",
     "aggregate_bits",
+    "repeats",
     "rounds_run",
     "rounds",
     "pruned_at_round",
@@ -74,6 +86,7 @@ TRIAL_COLUMNS = [
     "compressed",
     "compression",
     "error",
+    "model_run_id",
     "start_time",
     "duration_s",
 ]
@@ -88,10 +101,11 @@ class SweepRuns:
     """The trials of an experiment or a sweep, as read from MLflow.
 
     Attributes:
-        trials: One row per trial run (columns ``TRIAL_COLUMNS`` then the swept params), ordered by trial
-            number, then start time.
-        curves: One row per trial and round (columns ``CURVE_COLUMNS``); ``eval_accuracy`` is NaN on rounds
-            without evaluation.
+        trials: One row per trial run or configuration run (columns ``TRIAL_COLUMNS`` then the swept params),
+            ordered by trial number, then start time; ``model_run_id`` is the run holding its model.
+        curves: One row per run and round (columns ``CURVE_COLUMNS``): a repeat's run with ``trial_run_id`` its
+            configuration's run, else ``trial_run_id`` = ``run_id``; ``eval_accuracy`` is NaN on rounds without
+            evaluation.
         params: Every param of every trial, typed where possible, indexed by ``run_id``.
         swept: The swept params: those with more than one distinct value among the trials.
         tracking_uri: Where the runs were read from.
@@ -219,13 +233,15 @@ def load_runs(
             parent_tags = {}
         if not runs:
             raise LoadError(f"{what} in {redact_uri(tracking_uri)} has no trial runs")
-        histories = {r.info.run_id: _histories(client, r.info.run_id) for r in runs}
+        runs, repeats = _split_repeats(client, runs, experiment_id, searched_all=parent_run_id is None)
+        curve_runs = [r for r in runs if r.data.tags.get(ROLE_TAG) != CONFIGURATION] + repeats
+        histories = {r.info.run_id: _histories(client, r.info.run_id) for r in curve_runs}
     except MlflowException as error:
         raise LoadError(f"cannot read {redact_uri(tracking_uri)}: {error.message.splitlines()[0]}") from error
 
     params = _params_table(runs)
     swept = swept_parameters(params)
-    curves = _curves_table(runs, histories)
+    curves = _curves_table(curve_runs, histories, {r.info.run_id: r.data.tags[PARENT_TAG] for r in repeats})
     trials = _trials_table(runs, curves, params, swept)
     if parent_run_id is None:
         parents = trials["parent_run_id"].dropna().unique()
@@ -245,12 +261,50 @@ def load_runs(
     )
 
 
+def _split_repeats(client: Any, runs: list[Any], experiment_id: str, *, searched_all: bool) -> tuple[list, list]:
+    """The trial runs (plain trials and configurations) and the repeat runs under the configurations.
+
+    Args:
+        client: The MLflow client.
+        runs: The runs found: a sweep's children, or (``searched_all``) every run of the experiment, the repeats'
+            runs among them.
+        experiment_id: Where the runs are.
+        searched_all: ``runs`` already holds the repeats' runs.
+    """
+    configurations = {r.info.run_id for r in runs if r.data.tags.get(ROLE_TAG) == CONFIGURATION}
+    if searched_all:
+        repeats = [r for r in runs if r.data.tags.get(PARENT_TAG) in configurations]
+        trials = [r for r in runs if r.data.tags.get(PARENT_TAG) not in configurations]
+        return trials, repeats
+    repeats = [
+        repeat for run_id in sorted(configurations) for repeat in _search(client, [experiment_id], _children(run_id))
+    ]
+    return runs, repeats
+
+
+def _children(run_id: str) -> str:
+    return f"tags.`{PARENT_TAG}` = '{run_id}'"
+
+
+def readable_value(value: Any) -> Any:
+    """A param value as a person reads it: an enum's repr (``<Rounding.deterministic: 'deterministic'>``) becomes
+    its member name; anything else is unchanged."""
+    return re.sub(ENUM_REPR, r"\1", value) if isinstance(value, str) else value
+
+
+def is_internal(name: str, values: pd.Series) -> bool:
+    """Whether a param is an internal of the config rather than an option's setting: a stage chain, a class
+    path or a name (``*.stages``, ``*._target_``, ``*.name``), or values holding ``_target_`` dicts."""
+    return name.endswith(INTERNAL_SUFFIXES) or bool(values.dropna().astype(str).str.contains("_target_").any())
+
+
 def swept_parameters(params: pd.DataFrame) -> list[str]:
     """The params that vary among the trials: more than one distinct non-missing value.
 
     A param missing in some trials and constant elsewhere (``aggregate_encoder.bits`` next to
-    ``aggregate_encoder=none``) does not count by itself: the varying ``_target_`` shows that choice. The sweep's
-    bookkeeping (``trial.*``, ``mlflow.*``) and derived values (``model.num_parameters``) never count.
+    ``aggregate_encoder=none``) does not count by itself: the varying option shows that choice. The sweep's
+    bookkeeping (``trial.*``, ``mlflow.*``, ``repeats``), derived values (``model.num_parameters``) and internals
+    (``is_internal``: stage chains, class paths, names) never count.
 
     Args:
         params: One row per trial, one column per param.
@@ -264,6 +318,7 @@ def swept_parameters(params: pd.DataFrame) -> list[str]:
         if not name.startswith(NOT_SWEPT_PREFIXES)
         and name not in NOT_SWEPT
         and params[name].dropna().astype(str).nunique() > 1
+        and not is_internal(name, params[name])
     )
 
 
@@ -364,23 +419,35 @@ def _params_table(runs: Iterable[Any]) -> pd.DataFrame:
     table = pd.DataFrame.from_records(
         [dict(r.data.params) for r in runs], index=pd.Index([r.info.run_id for r in runs], name="run_id")
     )
-    table = table.reindex(sorted(table.columns), axis=1)
+    table = table.reindex(sorted(table.columns), axis=1).map(readable_value)
     return table.apply(_typed) if len(table.columns) else table
 
 
-def _curves_table(runs: Iterable[Any], histories: dict[str, dict[str, dict[int, float]]]) -> pd.DataFrame:
+def _curves_table(
+    runs: Iterable[Any], histories: dict[str, dict[str, dict[int, float]]], configuration_of: dict[str, str]
+) -> pd.DataFrame:
+    """One row per run and round; ``configuration_of`` maps a repeat's run to its configuration's run."""
     rows = []
     for run in runs:
         history = histories[run.info.run_id]
         trial = _trial_number(run)
+        trial_run_id = configuration_of.get(run.info.run_id, run.info.run_id)
+        repeat = int(run.data.tags.get(REPEAT_TAG, 0)) if trial_run_id != run.info.run_id else None
         for step in sorted({s for points in history.values() for s in points}):
-            row: dict[str, Any] = {"run_id": run.info.run_id, "trial": trial, "round": step}
+            row: dict[str, Any] = {
+                "run_id": run.info.run_id,
+                "trial_run_id": trial_run_id,
+                "trial": trial,
+                "repeat": repeat,
+                "round": step,
+            }
             row.update({column: history[key].get(step, math.nan) for key, column in CURVE_METRICS.items()})
             rows.append(row)
     curves = pd.DataFrame(rows, columns=CURVE_COLUMNS)
-    curves["trial"] = curves["trial"].astype("Int64")
+    for column in ("trial", "repeat"):
+        curves[column] = curves[column].astype("Int64")
     curves["round"] = curves["round"].astype(int)
-    return curves.sort_values(["trial", "run_id", "round"], ignore_index=True)
+    return curves.sort_values(["trial", "repeat", "run_id", "round"], ignore_index=True)
 
 
 def _trial_number(run: Any) -> int | None:
@@ -395,6 +462,13 @@ def _status(run: Any) -> str:
     return MLFLOW_STATES.get(run.info.status, run.info.status.lower())
 
 
+def _pruned_at(curve: pd.DataFrame, status: str) -> int | None:
+    """A pruned configuration's round of stopping: the last round its shortest repeat ran."""
+    if status != "pruned" or curve.empty:
+        return None
+    return int(curve.groupby("run_id")["round"].max().min())
+
+
 def _compression(broadcast: str | None, b_bits: Any, aggregate: str | None, a_bits: Any) -> str | None:
     """``none`` or e.g. ``broadcast uniform 8-bit + aggregate hadamard 2-bit``."""
     if broadcast is None or aggregate is None:
@@ -406,19 +480,52 @@ def _compression(broadcast: str | None, b_bits: Any, aggregate: str | None, a_bi
     return " + ".join(parts) or "none"
 
 
+def _per_repeat(curve: pd.DataFrame) -> pd.DataFrame:
+    """Per run (one per repeat) of a trial's curves: bits sent each way, rounds run, last eval accuracy and bits."""
+    if curve.empty:
+        return pd.DataFrame(
+            columns=["broadcast_bits", "aggregate_bits", "rounds_run", "last_eval_accuracy", "last_cumulative_bits"]
+        )
+    groups = curve.groupby("run_id", sort=False)
+    return pd.DataFrame(
+        {
+            "broadcast_bits": groups["broadcast_bits"].sum(),
+            "aggregate_bits": groups["aggregate_bits"].sum(),
+            "rounds_run": groups["round"].max(),
+            "last_eval_accuracy": groups["eval_accuracy"].agg(
+                lambda v: v.dropna().iloc[-1] if v.notna().any() else math.nan
+            ),
+            "last_cumulative_bits": groups["cumulative_bits"].agg(
+                lambda v: v.dropna().iloc[-1] if v.notna().any() else math.nan
+            ),
+        }
+    )
+
+
+def _model_run(run: Any, curve: pd.DataFrame, status: str) -> str | None:
+    """The run holding the trial's model: its own, or a configuration's first finished repeat (lowest seed)."""
+    if status != "finished":
+        return None
+    if run.data.tags.get(ROLE_TAG) != CONFIGURATION:
+        return run.info.run_id
+    repeats = curve.drop_duplicates("run_id").sort_values("repeat")
+    return str(repeats["run_id"].iloc[0]) if len(repeats) else None
+
+
 def _trials_table(runs: list[Any], curves: pd.DataFrame, params: pd.DataFrame, swept: list[str]) -> pd.DataFrame:
     swept = [name for name in swept if name not in TRIAL_COLUMNS]  # the encoder options have their own columns
-    by_run = {run_id: group for run_id, group in curves.groupby("run_id")}
+    by_trial = {run_id: group for run_id, group in curves.groupby("trial_run_id")}
     rows = []
     for run in runs:
         run_id = run.info.run_id
         p = params.loc[run_id]
-        curve = by_run.get(run_id, curves.iloc[0:0])
+        curve = by_trial.get(run_id, curves.iloc[0:0])
+        repeats = _per_repeat(curve)
         metrics, tags = run.data.metrics, run.data.tags
         kinds = {enc: encoder_kind(p.get(enc) or p.get(f"{enc}._target_")) for enc in ENCODERS}
-        evals = curve["eval_accuracy"].dropna()
         pruned_at = tags.get("pruned_at_round")
         end = run.info.end_time
+        status = _status(run)
         rows.append(
             {
                 "run_id": run_id,
@@ -426,19 +533,18 @@ def _trials_table(runs: list[Any], curves: pd.DataFrame, params: pd.DataFrame, s
                 "trial": _trial_number(run),
                 "study": tags.get("optuna.study_name"),
                 "parent_run_id": tags.get(PARENT_TAG),
-                "status": _status(run),
+                "status": status,
                 "mlflow_status": run.info.status,
                 "eval_accuracy": metrics.get("final/eval_accuracy", math.nan),
                 "total_bits": metrics.get("final/total_bits", math.nan),
-                "broadcast_bits": curve["broadcast_bits"].sum(),
-                "aggregate_bits": curve["aggregate_bits"].sum(),
-                "rounds_run": int(curve["round"].max()) if len(curve) else 0,
+                "broadcast_bits": repeats["broadcast_bits"].mean() if len(repeats) else 0.0,
+                "aggregate_bits": repeats["aggregate_bits"].mean() if len(repeats) else 0.0,
+                "repeats": len(repeats) if tags.get(ROLE_TAG) == CONFIGURATION else None,
+                "rounds_run": int(repeats["rounds_run"].max()) if len(repeats) else 0,
                 "rounds": p.get("training.rounds"),
-                "pruned_at_round": int(pruned_at) if pruned_at and pruned_at.isdigit() else None,
-                "last_eval_accuracy": evals.iloc[-1] if len(evals) else math.nan,
-                "last_cumulative_bits": curve["cumulative_bits"].dropna().iloc[-1]
-                if curve["cumulative_bits"].notna().any()
-                else math.nan,
+                "pruned_at_round": int(pruned_at) if pruned_at and pruned_at.isdigit() else _pruned_at(curve, status),
+                "last_eval_accuracy": repeats["last_eval_accuracy"].mean() if len(repeats) else math.nan,
+                "last_cumulative_bits": repeats["last_cumulative_bits"].mean() if len(repeats) else math.nan,
                 "broadcast_encoder": kinds["broadcast_encoder"],
                 "aggregate_encoder": kinds["aggregate_encoder"],
                 "compressed": None if None in kinds.values() else any(k != "none" for k in kinds.values()),
@@ -449,13 +555,14 @@ def _trials_table(runs: list[Any], curves: pd.DataFrame, params: pd.DataFrame, s
                     p.get("aggregate_encoder.bits"),
                 ),
                 "error": tags.get("error"),
+                "model_run_id": _model_run(run, curve, status),
                 "start_time": pd.to_datetime(run.info.start_time, unit="ms", utc=True),
                 "duration_s": (end - run.info.start_time) / 1000 if end else math.nan,
                 **{name: p.get(name) for name in swept},
             }
         )
     trials = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, *swept])
-    for column in ("trial", "rounds", "pruned_at_round"):
+    for column in ("trial", "repeats", "rounds", "pruned_at_round"):
         trials[column] = pd.to_numeric(trials[column]).astype("Int64")
     trials["compressed"] = trials["compressed"].astype("boolean")
     for column in (

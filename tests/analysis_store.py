@@ -16,7 +16,18 @@ enqueued so the store holds every case the analysis must handle:
  5    no compression, client lr 1e-5                               pruned at round 1 (median)
 ====  ===========================================================  ==========================
 
-plus a run of ``fl-sweep`` without ``--multirun`` in the same experiment (no parent run).
+plus a run of ``fl-sweep`` without ``--multirun`` in the same experiment (no parent run), and, in the experiment
+``fl-sweeps-repeats``, a sweep with ``hydra.sweeper.repeats=2`` (study ``analysis-test-repeats``, two rounds, the
+centralized reference first): each configuration is a run holding the means, with one run per repeat under it.
+
+====  ===========================================================  ==========================
+ #    config (repeated with seeds 0 and 1)                         outcome
+====  ===========================================================  ==========================
+ 0    no compression, client lr 0.3                                finished
+ 1    aggregate uniform 8-bit                                      finished
+ 2    aggregate uniform 2-bit                                      finished
+ 3    no compression, client lr 1e-5                               pruned at round 1 (median)
+====  ===========================================================  ==========================
 """
 
 from __future__ import annotations
@@ -34,6 +45,9 @@ FL_SWEEP_REPORT = str(BIN / "fl-sweep-report")
 STUDY = "analysis-test"
 EXPERIMENT = "fl-sweeps"
 ROUNDS = 3
+REPEATS_STUDY = "analysis-test-repeats"
+REPEATS_EXPERIMENT = "fl-sweeps-repeats"
+REPEATS = 2
 BASE = {"client_optimizer.lr": 0.3, "server_optimizer.lr": 1.0}
 ENQUEUED = [
     {**BASE, "aggregate_encoder": "none", "broadcast_encoder": "none"},
@@ -64,6 +78,21 @@ ENQUEUED = [
     },
     {**BASE, "client_optimizer.lr": 1e-5, "aggregate_encoder": "none", "broadcast_encoder": "none"},
 ]
+REPEATS_ENQUEUED = [
+    {**BASE, "aggregate_encoder": "none"},
+    {**BASE, "aggregate_encoder": "uniform", "aggregate_encoder.bits": 8},
+    {**BASE, "aggregate_encoder": "uniform", "aggregate_encoder.bits": 2},
+    {**BASE, "client_optimizer.lr": 1e-5, "aggregate_encoder": "none"},
+]
+REPEATS_SPACE = (
+    "hydra.sweeper.params={"
+    "client_optimizer.lr: 'tag(log, interval(0.00001, 1.0))', "
+    "server_optimizer.lr: 'tag(log, interval(0.3, 3.0))', "
+    "aggregate_encoder: 'choice(none, uniform)', "
+    "aggregate_encoder.bits: 'choice(2, 8)', "
+    "aggregate_encoder.threshold: 0, "
+    "broadcast_encoder: none}"
+)
 SEARCH_SPACE = (
     "hydra.sweeper.params={"
     "client_optimizer.lr: 'tag(log, interval(0.00001, 1e38))', "
@@ -85,14 +114,18 @@ class Store:
     tracking_uri: str
     parent_run_id: str
     standalone_run_id: str
+    repeats_parent_run_id: str
     study: str = STUDY
+    repeats_study: str = REPEATS_STUDY
+    repeats_experiment: str = REPEATS_EXPERIMENT
+    repeats: int = REPEATS
     experiment: str = EXPERIMENT
     rounds: int = ROUNDS
     report_command: str = FL_SWEEP_REPORT
 
 
 def build_store(root: Path) -> Store:
-    """Run the sweep and the standalone trial into ``root`` (``mlflow.db``, ``optuna.db``)."""
+    """Run the sweeps and the standalone trial into ``root`` (``mlflow.db``, ``optuna.db``)."""
     import optuna
     from mlflow.tracking import MlflowClient
 
@@ -115,9 +148,28 @@ def build_store(root: Path) -> Store:
         "hydra.sweeper.pruner.n_warmup_steps=1",
         SEARCH_SPACE,
     ]
+    repeats_study = optuna.create_study(study_name=REPEATS_STUDY, storage=storage, directions=["maximize", "minimize"])
+    for params in REPEATS_ENQUEUED:
+        repeats_study.enqueue_trial(params)
+    repeated = [
+        "--multirun",
+        f"mlflow.tracking_uri={tracking_uri}",
+        f"mlflow.experiment={REPEATS_EXPERIMENT}",
+        *TINY_LINEAR,
+        "training.rounds=2",
+        f"hydra.sweeper.storage={storage}",
+        f"hydra.sweeper.study_name={REPEATS_STUDY}",
+        f"hydra.sweeper.n_trials={len(REPEATS_ENQUEUED)}",
+        f"hydra.sweeper.repeats={REPEATS}",
+        "hydra.sweeper.reference_trials=false",
+        "hydra/sweeper/pruner=median",
+        "hydra.sweeper.pruner.n_startup_trials=3",
+        "hydra.sweeper.pruner.n_warmup_steps=1",
+        REPEATS_SPACE,
+    ]
     from cli_inprocess import fl_sweep
 
-    for args in (sweep, common):
+    for args in (sweep, common, repeated):
         result = fl_sweep(root, *args)
         if result.returncode != 0:
             raise RuntimeError(f"fl-sweep {args[0]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
@@ -126,9 +178,15 @@ def build_store(root: Path) -> Store:
         experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
         (parent,) = client.search_runs([experiment_id], filter_string="tags.`fl_sweeps.role` = 'sweep'")
         runs = client.search_runs([experiment_id])
+        repeats_id = client.get_experiment_by_name(REPEATS_EXPERIMENT).experiment_id
+        (repeats_parent,) = client.search_runs([repeats_id], filter_string="tags.`fl_sweeps.role` = 'sweep'")
     (standalone,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags and r.info.run_id != parent.info.run_id]
     return Store(
-        root=root, tracking_uri=tracking_uri, parent_run_id=parent.info.run_id, standalone_run_id=standalone.info.run_id
+        root=root,
+        tracking_uri=tracking_uri,
+        parent_run_id=parent.info.run_id,
+        standalone_run_id=standalone.info.run_id,
+        repeats_parent_run_id=repeats_parent.info.run_id,
     )
 
 

@@ -91,9 +91,15 @@ def test_analysis_imports_nothing_of_fl_sweeps():
 
 
 @pytest.mark.slow
-def test_notebook_runs_top_to_bottom_on_a_real_sweep(analysis_store: Store, tmp_path, monkeypatch):
+@pytest.mark.parametrize("chosen", ["study", "newest"])
+def test_notebook_runs_top_to_bottom_on_a_real_sweep(analysis_store: Store, tmp_path, monkeypatch, chosen):
+    """On the sweep named, and by default on the newest sweep: the store's sweep with repeats, whose configuration
+    runs hold no curves, config or model (their repeats' runs do)."""
     monkeypatch.setenv("FL_SWEEPS_TRACKING_URI", analysis_store.tracking_uri)
-    monkeypatch.setenv("FL_SWEEPS_STUDY", analysis_store.study)
+    if chosen == "study":
+        monkeypatch.setenv("FL_SWEEPS_STUDY", analysis_store.study)
+    else:
+        monkeypatch.delenv("FL_SWEEPS_STUDY", raising=False)
     monkeypatch.delenv("FL_SWEEPS_EXPERIMENT", raising=False)
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     notebook.cells.append(nbformat.v4.new_code_cell(LOADED_CHECK.format(ours=OURS)))  # whatever the import form
@@ -105,10 +111,16 @@ def test_notebook_runs_top_to_bottom_on_a_real_sweep(analysis_store: Store, tmp_
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert f"study {analysis_store.study}: 6 trials" in text
+    expected = (
+        f"study {analysis_store.study}: 6 trials"
+        if chosen == "study"
+        else (f"study {analysis_store.repeats_study}: 4 trials")
+    )
+    assert expected in text
     assert "hypervolume:" in text and "baseline: trial 0" in text
     assert "data: digits (" in text and "num_clients=6" in text  # read from MLflow
     assert "every trial of the sweep trained on this data" in text and "config.yaml of trial 0:" in text
+    assert "_target_" not in text and "_partial_" not in text
     assert "INFO" not in text  # no MLflow/alembic chatter in the outputs
     assert text.strip().splitlines()[-1] == "loaded: []"  # the kernel never loaded fl_sweeps
     images = [o for o in outputs if "image/png" in o.get("data", {})]

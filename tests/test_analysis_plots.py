@@ -1,5 +1,6 @@
 """``analysis.plots`` on hand-built trials: axes fitted to the data, tick labels and front labels that do not
-overlap, rounded values and option names in legends, colour bars with several ticks."""
+overlap, rounded values and option names in legends, colour bars with several ticks; the interactive front shows
+what the static one does; numbers, intervals and swept parameters as the report shows them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import plots, repeats
+from analysis import interactive, numbers, plots, repeats, runs
 
 
 def trials_frame() -> pd.DataFrame:
@@ -143,3 +144,105 @@ def test_repeats_mark_only_front_points_whose_intervals_overlap_a_neighbours(hal
     summary = repeats.summary_lines(front, spread, ceiling=0.9)
     listed = ", ".join(map(str, marked)) or "none"
     assert f"front trials whose accuracy interval overlaps a neighbour's: {listed}." in summary
+
+
+def test_static_and_interactive_fronts_show_the_same_things():
+    trials = trials_frame()
+    trials["last_eval_accuracy"] = np.nan
+    trials["last_cumulative_bits"] = np.nan
+    trials["rounds_run"] = 5
+    pruned = {"run_id": "r5", "trial": 5, "status": "pruned", "eval_accuracy": np.nan, "total_bits": np.nan}
+    pruned |= {"last_eval_accuracy": 0.4, "last_cumulative_bits": 1.0e8, "rounds_run": 2, "compressed": True}
+    trials = pd.concat([trials, pd.DataFrame([pruned])], ignore_index=True)
+    front = trials.iloc[[0, 2, 3, 4]]
+    knee = front.iloc[1]
+    spread = _spread(trials, [0.01] * 6)
+    static = repeats.annotate_front(plots.plot_front(trials, front, knee=knee), trials, front, spread, ceiling=0.9)
+    static_labels = {text.get_text() for text in static.axes[0].get_legend().get_texts()}
+    figure = interactive.front_figure(trials, front, knee=knee, spread=spread, ceiling=0.9, title="t")
+    names = {trace.name for trace in figure.data}
+    shared = {
+        "knee (#2)",
+        "pruned (where it stopped)",
+        "finished, uncompressed",
+        "finished, compressed",
+        "Pareto front (4 trials)",
+    }
+    assert shared <= static_labels and shared <= names
+    assert "centralized reference (0.900)" in static_labels and "centralized reference" in names
+    assert "centralized reference (0.9000)" in {a.text for a in figure.layout.annotations}
+    assert [s.y0 for s in figure.layout.shapes] == [0.9]
+    finished = [trace for trace in figure.data if trace.name.startswith("finished")]
+    assert all(trace.error_y.array is not None and trace.error_x.array is not None for trace in finished)
+    plotted = {trace.name: trace for trace in figure.data}["pruned (where it stopped)"]
+    assert list(plotted.x) == [100.0] and list(plotted.y) == [0.4]  # Mbit, where it stopped
+
+
+def test_without_repeats_the_interactive_front_has_no_error_bars():
+    trials = trials_frame()
+    figure = interactive.front_figure(trials, trials.iloc[[0, 4]], title="t")
+    assert all(trace.error_y.array is None for trace in figure.data)
+    assert not figure.layout.shapes  # no centralized reference recorded
+
+
+def test_repeat_curves_are_their_mean_with_the_range_as_band():
+    curves = pd.DataFrame(
+        {
+            "run_id": ["a", "a", "b", "b", "c"],
+            "trial_run_id": ["t", "t", "t", "t", "c"],
+            "trial": [0, 0, 0, 0, 1],
+            "round": [1, 2, 1, 2, 1],
+            "eval_accuracy": [0.5, 0.7, 0.3, 0.6, 0.9],
+            "cumulative_bits": [10.0, 20.0, 10.0, 20.0, 5.0],
+        }
+    )
+    means = repeats.mean_curves(curves).set_index(["trial_run_id", "round"])
+    assert means.loc[("t", 1), ["eval_accuracy", "eval_accuracy_low", "eval_accuracy_high"]].tolist() == [0.4, 0.3, 0.5]
+    assert means.loc[("t", 2), "eval_accuracy"] == pytest.approx(0.65) and means.loc[("t", 2), "repeats"] == 2
+    assert means.loc[("c", 1), ["eval_accuracy_low", "eval_accuracy_high", "repeats"]].tolist() == [0.9, 0.9, 1]
+
+
+def test_fewer_than_three_repeats_get_a_warning():
+    assert "not meaningful" in repeats.interval_warning(2) and "12.7" in repeats.interval_warning(2)
+    assert repeats.interval_warning(1) is None and repeats.interval_warning(3) is None
+
+
+def test_wilson_interval_known_values_and_bounds():
+    low, high = repeats.wilson_interval(0.5, 100)
+    assert (round(low, 4), round(high, 4)) == (0.4038, 0.5962)
+    low, high = repeats.wilson_interval(1.0, 360)
+    assert 0.98 < low < 1.0 and high == pytest.approx(1.0) and high <= 1.0
+
+
+def test_the_number_of_eval_examples_is_found_from_float32_accuracies():
+    counts = [97, 121, 250, 301, 333, 359]
+    accuracies = [float(np.float32(k / 360)) for k in counts]
+    assert repeats.eval_examples(pd.DataFrame({"eval_accuracy": accuracies})) == 360
+    assert repeats.eval_examples(pd.DataFrame({"eval_accuracy": accuracies[:3]})) is None  # too few to tell
+
+
+def test_numbers_are_formatted_for_people():
+    assert numbers.cell(8.0) == "8" and numbers.cell(0.15993783676618298) == "0.1599" and numbers.cell(None) == ""
+    assert numbers.cell(float("nan")) == "" and numbers.cell(1e-5) == "0.00001" and numbers.cell(3) == "3"
+    assert numbers.mbit(1.23456e9) == "1230" and numbers.mbit(15300) == "0.0153" and numbers.mbit(None) == "—"
+    assert numbers.factor(1234.5) == "1230x" and numbers.accuracy(0.15993783676618298) == "0.1599"
+    assert numbers.change(0.0056) == "+0.0056" and numbers.interval(0.9, 1.0) == "0.9000–1.0000"
+
+
+def test_swept_parameters_leave_out_internals_and_show_enum_names():
+    stage = "[{'_target_': 'fl_sweeps.compression.quantizers.UniformQuantize', 'bits': %d}]"
+    params = pd.DataFrame(
+        {
+            "aggregate_encoder": ["uniform", "hadamard"],
+            "aggregate_encoder.stages": [stage % 2, stage % 4],
+            "aggregate_encoder.name": ["uniform", "hadamard"],
+            "aggregate_encoder._target_": ["a.UniformQuantization", "a.HadamardQuantization"],
+            "schedule.steps": ["{'_target_': 'x.Steps', 'values': [2]}", "{'_target_': 'x.Steps', 'values': [4]}"],
+            "aggregate_encoder.rounding": [
+                "<Rounding.deterministic: 'deterministic'>",
+                "<Rounding.stochastic: 'stochastic'>",
+            ],
+        }
+    )
+    assert runs.swept_parameters(params) == ["aggregate_encoder", "aggregate_encoder.rounding"]
+    assert params["aggregate_encoder.rounding"].map(runs.readable_value).tolist() == ["deterministic", "stochastic"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -182,9 +183,12 @@ def test_an_experiment_holds_the_sweep_trials_and_the_standalone_run(sweep, anal
     assert everything.title == f"experiment {analysis_store.experiment}"
     assert list(everything.trials["trial"].iloc[:-1]) == list(STATUSES)  # sweep trials first, by number
 
-    sweeps = runs.list_sweeps(analysis_store.tracking_uri)
-    assert list(sweeps["parent_run_id"]) == [analysis_store.parent_run_id]
-    assert list(sweeps["study"]) == [analysis_store.study]
+    sweeps = runs.list_sweeps(analysis_store.tracking_uri)  # newest first; the repeated sweep ran last
+    assert list(sweeps["parent_run_id"]) == [analysis_store.repeats_parent_run_id, analysis_store.parent_run_id]
+    assert list(sweeps["study"]) == [analysis_store.repeats_study, analysis_store.study]
+    assert list(runs.list_sweeps(analysis_store.tracking_uri, experiment=analysis_store.experiment)["study"]) == [
+        analysis_store.study
+    ]
 
 
 def test_what_is_not_there_fails_with_a_clear_error(analysis_store, tmp_path):
@@ -255,7 +259,7 @@ def test_report_command_writes_the_files_and_logs_them_to_the_parent_run(sweep, 
         "6 (4 finished, 1 pruned, 1 failed)",
         "`client_optimizer.lr`",
         "**Hypervolume:**",
-        "reference point accuracy 0, 1e+06 bits",
+        "reference point accuracy 0, 1 Mbit",
         "**Best uncompressed trial:** trial #0",
         "| trial | eval accuracy | total Mbit | compression | bit reduction |",
         "![",
@@ -365,3 +369,142 @@ def test_plots_are_pngs_for_a_sweep_and_for_edge_cases(sweep, tmp_path):
     }.items():
         plots.save(figure, tmp_path / name)
         assert (tmp_path / name).read_bytes().startswith(PNG_MAGIC)
+
+
+# A sweep with repeats (hydra.sweeper.repeats=2): each trial a configuration run, its repeats' runs under it.
+REPEATED_STATUSES = {0: "finished", 1: "finished", 2: "finished", 3: "pruned"}
+MODEL_ROW = re.compile(r"^\| #(\d+) \| `([0-9a-f]{32})` \|", re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def repeated(analysis_store: Store, tmp_path_factory: pytest.TempPathFactory) -> runs.SweepRuns:
+    """The repeated sweep's configurations, loaded once for the module."""
+    with contextlib.chdir(tmp_path_factory.mktemp("cwd")):
+        return runs.load_runs(analysis_store.tracking_uri, study=analysis_store.repeats_study)
+
+
+@pytest.fixture(scope="module")
+def repeated_report(analysis_store: Store, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repeated sweep's report folder, written once for the module (not logged)."""
+    out = tmp_path_factory.mktemp("repeated_report")
+    with contextlib.chdir(out):
+        write_report(analysis_store.tracking_uri, study=analysis_store.repeats_study, out_dir=out, log_to_parent=False)
+    return out
+
+
+def _repeat_runs(store: Store, configuration_run_id: str) -> list:
+    client = MlflowClient(tracking_uri=store.tracking_uri)
+    experiment_id = client.get_run(configuration_run_id).info.experiment_id
+    return client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{configuration_run_id}'")
+
+
+def test_a_repeated_sweep_has_one_row_per_configuration_with_its_repeats_bits_and_rounds(repeated, analysis_store):
+    trials = _by_trial(repeated)
+    assert trials["status"].to_dict() == REPEATED_STATUSES
+    assert repeated.parent_run_id == analysis_store.repeats_parent_run_id
+    for number, trial in trials.iterrows():
+        repeat_runs = _repeat_runs(analysis_store, trial["run_id"])
+        assert trial["repeats"] == len(repeat_runs) >= 1
+        curve = repeated.curves[repeated.curves["trial_run_id"] == trial["run_id"]]
+        assert set(curve["run_id"]) == {r.info.run_id for r in repeat_runs}  # the repeats' curves, not the means'
+        assert (curve["trial"] == number).all() and set(curve["repeat"]) == set(range(len(repeat_runs)))
+        assert trial["rounds_run"] == curve["round"].max() > 0
+        assert trial["broadcast_bits"] > 0 and trial["aggregate_bits"] > 0
+        if trial["status"] == "finished":
+            assert trial["repeats"] == analysis_store.repeats and trial["rounds_run"] == 2
+            finals = [r.data.metrics["final/total_bits"] for r in repeat_runs]
+            assert trial["total_bits"] == pytest.approx(np.mean(finals))
+            assert trial["total_bits"] == pytest.approx(trial["broadcast_bits"] + trial["aggregate_bits"])
+            accuracies = [r.data.metrics["final/eval_accuracy"] for r in repeat_runs]
+            assert trial["eval_accuracy"] == pytest.approx(np.mean(accuracies))
+            first = min(repeat_runs, key=lambda r: int(r.data.tags["fl_sweeps.repeat"]))
+            assert trial["model_run_id"] == first.info.run_id
+    pruned = trials.loc[3]
+    assert pruned["pruned_at_round"] == 1 and pd.isna(pruned["model_run_id"])
+    assert pruned["last_eval_accuracy"] > 0 and pruned["last_cumulative_bits"] > 0  # drawn where it stopped
+    assert trials.loc[2, "total_bits"] < trials.loc[1, "total_bits"] < trials.loc[0, "total_bits"]
+    assert {"aggregate_encoder", "aggregate_encoder.bits", "client_optimizer.lr"} <= set(repeated.swept)
+    assert "repeats" not in repeated.swept and "seed" not in repeated.swept
+
+
+def test_a_repeated_experiment_reads_as_its_sweep(repeated, analysis_store):
+    everything = runs.load_runs(analysis_store.tracking_uri, experiment=analysis_store.repeats_experiment)
+    assert list(everything.trials["run_id"]) == list(repeated.trials["run_id"])
+    assert len(everything.curves) == len(repeated.curves)
+    assert everything.parent_run_id == analysis_store.repeats_parent_run_id
+
+
+def test_a_repeated_sweeps_report_has_curves_bits_rounds_and_pruned_configurations(repeated, repeated_report):
+    curves = pd.read_csv(repeated_report / "curves.csv")
+    assert set(curves["trial"]) == set(REPEATED_STATUSES) and len(curves) == len(repeated.curves)
+    trials = pd.read_csv(repeated_report / "trials.csv").set_index("trial")
+    assert (trials["total_bits"].dropna() > 0).all() and (trials["rounds_run"] > 0).all()
+    assert (trials["broadcast_bits"] > 0).all()
+    assert trials.loc[0, "accuracy_low"] <= trials.loc[0, "eval_accuracy"] <= trials.loc[0, "accuracy_high"]
+    assert trials[["accuracy_low", "accuracy_high"]].stack().between(0, 1).all()  # clipped: t with 2 repeats is wide
+    for name in ("front.png", "curves.png", "parameters.png"):
+        _assert_png(repeated_report / name)
+    page = (repeated_report / "report.html").read_text()
+    assert "pruned (where it stopped)" in page and '"error_y"' in page and '"error_x"' in page
+    assert "accuracy 95% interval (repeats)</th>" in page and "<th>repeats</th>" in page
+    assert "With 2 repeats the 95% interval is not meaningful" in page
+    assert "each the mean of 2 seeds" in (repeated_report / "summary.md").read_text()
+
+
+def test_every_model_link_of_a_repeated_sweeps_report_loads(analysis_store, repeated, repeated_report):
+    import mlflow.tensorflow
+
+    summary = (repeated_report / "summary.md").read_text()
+    links = MODEL_ROW.findall(summary)
+    front = pd.read_csv(repeated_report / "front.csv")
+    assert sorted(int(n) for n, _ in links) == sorted(front["trial"]) and links
+    configurations = set(repeated.trials["run_id"])
+    mlflow.set_tracking_uri(analysis_store.tracking_uri)
+    x = np.zeros((2, 8, 8, 1), dtype=np.float32)
+    for _, run_id in links:
+        assert run_id not in configurations  # a repeat's run: the configuration's holds no model
+        model = mlflow.tensorflow.load_model(f"runs:/{run_id}/model")
+        assert model.predict(x, verbose=0).shape == (2, 10)
+
+
+def _visible(page: str) -> str:
+    """The page's text without its scripts, figure data and tags: what a person reads."""
+    return re.sub(r"<[^>]+>", " ", re.sub(r"<script.*?</script>", "", page, flags=re.DOTALL))
+
+
+@pytest.mark.parametrize("which", ["study", "repeats_study"])
+def test_reports_show_option_settings_and_numbers_for_people(analysis_store, tmp_path, which):
+    out = tmp_path / which
+    write_report(analysis_store.tracking_uri, study=getattr(analysis_store, which), out_dir=out, log_to_parent=False)
+    summary = (out / "summary.md").read_text()
+    texts = {"summary.md": summary, "report.html": _visible((out / "report.html").read_text())}
+    texts |= {name: (out / name).read_text() for name in ("trials.csv", "front.csv")}
+    for name, text in texts.items():
+        for internal in ("_target_", ".stages", ".name", "<Rounding"):
+            assert internal not in text, (name, internal)
+    for name in ("summary.md", "report.html"):
+        assert not re.search(r"\de[+-]\d", texts[name]), name
+        assert not re.search(r"\bnan\b", texts[name], flags=re.IGNORECASE), name
+        assert not re.search(r"(?<![\d.])\d+\.0(?![\d])", texts[name]), name  # whole numbers without .0
+    for name in ("trials.csv", "front.csv"):
+        table = pd.read_csv(out / name, dtype=str)
+        for column in ("total_bits", "broadcast_bits", "aggregate_bits", "rounds_run"):
+            assert table[column].dropna().str.fullmatch(r"\d+").all(), (name, column)
+    front_rows = [line for line in summary.splitlines() if line.startswith("| #") and "`" not in line]
+    assert front_rows and all(re.match(r"\| #\d+ \| \d\.\d{4} \| [\d.]+ \|", line) for line in front_rows)
+
+
+def test_a_single_seed_report_states_the_test_sets_own_sampling_error(analysis_store, tmp_path):
+    from analysis import repeats
+
+    out = tmp_path / "single"
+    write_report(analysis_store.tracking_uri, study=analysis_store.study, out_dir=out, log_to_parent=False)
+    summary = (out / "summary.md").read_text()
+    # digits: 1797 examples, 6 clients, test_fraction 0.2 -> 360 pooled eval examples (or a divisor: never more)
+    examples = int(re.search(r"about (\d+) eval examples", summary).group(1))
+    assert 360 % examples == 0 and examples >= 90
+    assert "95% Wilson interval" in summary and "| accuracy 95% interval (test set) |" in summary
+    front = pd.read_csv(out / "front.csv")
+    low, high = repeats.wilson_interval(front["eval_accuracy"].iloc[0], examples)
+    assert f"{low:.4f}–{high:.4f}" in summary
+    assert "not meaningful" not in summary
