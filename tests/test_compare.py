@@ -196,3 +196,40 @@ def test_bad_max_accuracy_loss_is_one_line(capsys):
         report_main(["--tracking-uri", "sqlite:///x.db", "--study", "a", "--study", "b", "--max-accuracy-loss", "2"])
     assert stopped.value.code == 2
     assert "--max-accuracy-loss=2.0 is not allowed: use 0 to 1" in capsys.readouterr().err
+
+
+def test_the_sweeps_front_metrics_agree_with_the_analysis_on_a_front_with_a_knee():
+    """``fl_sweeps.sweep.front_metrics`` on an Optuna study and ``analysis.pareto`` on the same trials: a front with
+    a duplicate point, a knee, a pruned trial and a dominated one."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from fl_sweeps.sweep.front_metrics import front_metrics
+
+    points = [(0.95, 4e6), (0.93, 1e6), (0.93, 1e6), (0.60, 2e5), (0.50, 1e5), (0.80, 3e6), (0.94, 2.5e6)]
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for accuracy, bits in points:
+        study.add_trial(
+            create_trial(values=[accuracy, bits], params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)})
+        )
+    study.add_trial(
+        create_trial(state=TrialState.PRUNED, params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)})
+    )
+    trials = pd.DataFrame(
+        {
+            "status": ["finished"] * len(points) + ["pruned"],
+            "eval_accuracy": [p[0] for p in points] + [math.nan],
+            "total_bits": [p[1] for p in points] + [math.nan],
+        }
+    )
+    front = pareto.pareto_front(trials)
+    reference = pareto.default_reference(trials)
+    knee = pareto.knee_point(front)
+    assert knee is not None and knee["eval_accuracy"] == 0.93  # the case worth checking: there is a knee
+    metrics = front_metrics(study)
+    assert metrics["front/points"] == len(front) == 6  # the duplicate counts twice, (0.80, 3e6) not at all
+    assert metrics["front/reference_bits"] == reference[1] == 1e7
+    assert metrics["front/hypervolume"] == pytest.approx(pareto.hypervolume(trials, reference))
+    assert metrics["front/knee_accuracy"] == knee["eval_accuracy"]
+    assert metrics["front/knee_mbit"] == pytest.approx(knee["total_bits"] / 1e6)
