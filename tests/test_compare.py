@@ -122,7 +122,8 @@ def test_parent_runs_describe_their_study_and_hold_the_front_analysis_computes(s
         trials = 3 if seeds == 1 else 2
         assert f"{trials} of {trials} trials done ({trials} completed, 0 pruned, 0 failed)" in description
         assert ("with 2 seeds" in description) == (seeds == 2)
-        assert f"Pareto front: {len(numbers['front'])} points, hypervolume" in description
+        points = len(numbers["front"])
+        assert f"Pareto front: {points} point{'' if points == 1 else 's'}, hypervolume" in description
 
 
 @pytest.mark.slow

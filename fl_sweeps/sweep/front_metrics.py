@@ -97,11 +97,16 @@ def describe_sweep(
         )
         lines += [
             "",
-            f"Pareto front: {int(metrics['front/points'])} points, hypervolume {metrics['front/hypervolume']:.4f} "
+            f"Pareto front: {_count(int(metrics['front/points']), 'point')}, hypervolume "
+            f"{metrics['front/hypervolume']:.4f} "
             f"(accuracy x decades of bits, against accuracy 0 and "
             f"{_significant(metrics['front/reference_bits'] / 1e6)} Mbit); {knee}.",
         ]
     return "\n".join(lines)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _sampled(distribution: BaseDistribution) -> str:
