@@ -18,9 +18,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import interactive, numbers, pareto, plots, repeats
+from analysis import compare, interactive, numbers, pareto, plots, repeats
 from analysis.html_page import report_html
-from analysis.runs import ENCODERS, LoadError, SweepRuns, load_runs, mlflow_client, redact_uri
+from analysis.runs import (
+    ENCODERS,
+    LoadError,
+    SweepRuns,
+    check_store,
+    list_sweeps,
+    load_runs,
+    mlflow_client,
+    redact_uri,
+)
 
 ARTIFACT_DIR = "report"
 SUMMARY = "summary.md"
@@ -391,50 +400,101 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``fl-sweep-report``; errors end with one line on stderr and exit code 2."""
     parser = argparse.ArgumentParser(
         prog="fl-sweep-report",
-        description="Pareto analysis (accuracy vs communicated bits) of a sweep or an experiment from MLflow: "
-        "CSVs, PNG plots and a Markdown summary in a folder, logged to the sweep's parent run.",
+        description="Pareto analysis (accuracy vs communicated bits) of a sweep, or a comparison of several, from "
+        "MLflow: CSVs, PNG plots and a Markdown summary in a folder; a sweep's report is logged to its parent run. "
+        "Which runs: --sweep or one --study: that sweep; --study twice or more: those studies compared in one "
+        "report (comparison.html, comparison.md, comparison.csv, fronts.png); --experiment alone: its one sweep, "
+        "the comparison of its sweeps' studies when it holds several, or, when it holds no sweep, all its runs; "
+        "nothing: the newest sweep in the store.",
     )
     parser.add_argument("--tracking-uri", required=True, help="MLflow tracking URI, e.g. sqlite:///mlflow.db")
-    parser.add_argument("--experiment", help="experiment name: all its trials (or, with --study, where to look)")
+    parser.add_argument(
+        "--experiment", help="experiment name: its sweep(s) as above (with --study: where to look for the studies)"
+    )
     parser.add_argument("--sweep", metavar="PARENT_RUN_ID", help="run id of a sweep's parent run")
-    parser.add_argument("--study", metavar="STUDY_NAME", help="Optuna study name of a sweep")
+    parser.add_argument(
+        "--study",
+        metavar="STUDY_NAME",
+        action="append",
+        help="Optuna study name of a sweep; give it twice or more to compare studies",
+    )
     parser.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: report)")
     parser.add_argument("--no-log", action="store_true", help="do not log the files to the sweep's parent run")
     parser.add_argument("--reference-accuracy", type=float, help="hypervolume reference accuracy (default 0)")
     parser.add_argument(
         "--reference-bits",
         type=float,
-        help="hypervolume reference bits (default: the next power of ten above the most bits)",
+        help="hypervolume reference bits (default: the next power of ten above the most bits; for a comparison, "
+        "of all its studies)",
+    )
+    parser.add_argument(
+        "--max-accuracy-loss",
+        type=float,
+        default=0.01,
+        help="comparison: a study's best bit reduction counts only trials at most this much accuracy (0 to 1) "
+        "below its best uncompressed trial (default 0.01: one percentage point)",
     )
     args = parser.parse_args(argv)
-    if args.sweep and (args.study or args.experiment):
+    studies = args.study or []
+    if args.sweep and (studies or args.experiment):
         parser.error("--sweep names one sweep: give it alone, without --study or --experiment")
-    if not (args.sweep or args.study or args.experiment):
-        parser.error("give one of --experiment, --sweep or --study")
+    if len(set(studies)) < len(studies):
+        parser.error("--study: each study once")
+    if not 0 <= args.max_accuracy_loss <= 1:
+        parser.error(f"--max-accuracy-loss={args.max_accuracy_loss} is not allowed: use 0 to 1")
     from mlflow.exceptions import MlflowException
 
+    reference = (args.reference_accuracy, args.reference_bits)
     try:
-        summary, logged_to = _write(
-            args.tracking_uri,
-            experiment=args.experiment,
-            parent_run_id=args.sweep,
-            study=args.study,
-            out_dir=args.out,
-            log_to_parent=not args.no_log,
-            reference=(args.reference_accuracy, args.reference_bits),
-        )
+        parent_run_id, studies = _selected(args.tracking_uri, args.experiment, args.sweep, studies)
+        if len(studies) > 1:
+            summary = compare.write_comparison(
+                args.tracking_uri,
+                studies,
+                out_dir=args.out,
+                experiment=args.experiment,
+                max_accuracy_loss=args.max_accuracy_loss,
+                reference=reference,
+            )
+            files, logged_to = compare.FILES, None
+        else:
+            summary, logged_to = _write(
+                args.tracking_uri,
+                experiment=args.experiment,
+                parent_run_id=parent_run_id,
+                study=studies[0] if studies else None,
+                out_dir=args.out,
+                log_to_parent=not args.no_log,
+                reference=reference,
+            )
+            files = FILES
     except MlflowException as error:
         sys.stderr.write(f"fl-sweep-report: error: {error.message.splitlines()[0]}\n")
         sys.exit(2)
     except (LoadError, OSError, ValueError) as error:
         sys.stderr.write(f"fl-sweep-report: error: {error}\n")
         sys.exit(2)
-    print(f"fl-sweep-report: wrote {', '.join(FILES)} to {summary.parent}")
+    print(f"fl-sweep-report: wrote {', '.join(files)} to {summary.parent}")
     if logged_to:
         print(f"fl-sweep-report: logged them to run {logged_to} under {ARTIFACT_DIR}/")
     elif not args.no_log:
         print("fl-sweep-report: not logged to MLflow: these trials belong to no single sweep")
     print(summary.read_text().split("\n## Figures", 1)[0].rstrip())
+
+
+def _selected(
+    tracking_uri: str, experiment: str | None, sweep: str | None, studies: list[str]
+) -> tuple[str | None, list[str]]:
+    """The sweep (parent run id) or studies the command line selects, as ``main``'s help describes."""
+    if sweep or studies:
+        return sweep, studies
+    check_store(tracking_uri)
+    sweeps = list_sweeps(tracking_uri, experiment=experiment)
+    if experiment is not None:  # oldest first; none: all the experiment's runs
+        return None, list(sweeps["study"].dropna()[::-1])
+    if sweeps.empty:
+        raise LoadError(f"no sweep in {redact_uri(tracking_uri)}: give --experiment for runs outside sweeps")
+    return str(sweeps["parent_run_id"].iloc[0]), []
 
 
 if __name__ == "__main__":

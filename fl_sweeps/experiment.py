@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fl_sweeps.mlflow_store import redact
 from fl_sweeps.readable import compression_text, describe, option_names, readable_params
-from fl_sweeps.sweep.trial_link import OptunaTrialLink
+from fl_sweeps.sweep.trial_link import OptunaTrialLink, trial_run_name
 from fl_sweeps.tracking import TrialRun, flatten
 from fl_sweeps.validation import validate
 from fl_sweeps.workbench import Workbench
@@ -81,12 +81,12 @@ def run_trial(
         tags |= {
             "optuna.study_name": cfg.trial.study_name,
             "optuna.trial_number": str(cfg.trial.number),
-            "fl_sweeps.repeat": str(cfg.trial.repeat),
+            "fl_sweeps.repeat": str(cfg.trial.repeat or 0),
         }
     recorder = TrialRun(
         tracking_uri=cfg.mlflow.tracking_uri,
         experiment=cfg.mlflow.experiment,
-        run_name=run_name or (f"trial {cfg.trial.number}" if link else None),
+        run_name=run_name or (_trial_run_name(cfg) if link else None),
         params={
             **readable_params(flatten(public), options),
             "model.num_parameters": trial.num_parameters,
@@ -120,6 +120,12 @@ def run_trial(
 def release_built() -> None:
     """Drop everything ``WORKBENCH`` keeps (``Workbench.release``); only when no computation is running."""
     WORKBENCH.release()
+
+
+def _trial_run_name(cfg: DictConfig) -> str:
+    """A sweep trial's run name: its study and number, and its seed when it is one repeat of a configuration."""
+    seed = cfg.seed if cfg.trial.repeat is not None else None
+    return trial_run_name(cfg.trial.study_name, cfg.trial.number, seed)
 
 
 def _hydra_choices() -> Mapping[str, str | None]:

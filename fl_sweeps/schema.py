@@ -219,7 +219,8 @@ class TrialLinkConfig:
         number: This job's trial number in the study.
         parent_run_id: The sweep's MLflow parent run.
         parallel_jobs: Trials this worker runs at once on this machine (they share its cores).
-        repeat: Which repeat (seed) of the trial's configuration this job runs (``hydra.sweeper.repeats``).
+        repeat: Which repeat (seed) of the trial's configuration this job runs (``hydra.sweeper.repeats``); None
+            when the configuration runs once.
         centralized_reference: This job trains the study's centralized reference instead of a trial.
     """
 
@@ -228,7 +229,7 @@ class TrialLinkConfig:
     number: int | None = None
     parent_run_id: str | None = None
     parallel_jobs: int = 1
-    repeat: int = 0
+    repeat: int | None = None
     centralized_reference: bool = False
 
 

@@ -343,7 +343,7 @@ def test_report_errors_are_one_line_and_exit_code_2(analysis_store, tmp_path, ca
         assert lines[0].startswith("fl-sweep-report: error: ") and message in lines[0]
     for args, message in [
         (["--tracking-uri", analysis_store.tracking_uri, "--sweep", "x", "--study", "y"], "--sweep names one sweep"),
-        (["--tracking-uri", analysis_store.tracking_uri], "give one of --experiment, --sweep or --study"),
+        (["--tracking-uri", analysis_store.tracking_uri, "--study", "a", "--study", "a"], "each study once"),
     ]:
         with pytest.raises(SystemExit) as stopped:
             report_main([*args, *out])

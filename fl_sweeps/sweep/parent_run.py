@@ -14,9 +14,11 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 from fl_sweeps.mlflow_store import quiet_client, redact
+from fl_sweeps.sweep.trial_link import trial_run_name
 
 STUDY_TAG = "fl_sweeps.study"
 ROLE_TAG = "fl_sweeps.role"
+NOTE_TAG = "mlflow.note.content"  # MLflow's run description
 PARENT_RUN_ATTR = "fl_sweeps.mlflow_parent_run"  # study user attr: {"run_id": ..., "tracking_uri": redacted}
 WAIT_FOR_PARENT_SECONDS = 120.0
 
@@ -76,6 +78,17 @@ def open_parent_run(*, tracking_uri: str, experiment: str, study_name: str, stor
     return run.info.run_id
 
 
+def describe_parent_run(*, tracking_uri: str, run_id: str, description: str, metrics: dict[str, float]) -> None:
+    """Set the parent run's description (MLflow's ``mlflow.note.content``, shown above the run and in its runs
+    table) and log the front's ``metrics`` (the values of before are replaced, as a sweep resumed grows its front)."""
+    from mlflow.entities import Metric
+
+    client = quiet_client(tracking_uri)
+    client.set_tag(run_id, NOTE_TAG, description)
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(name, value, now, 0) for name, value in sorted(metrics.items())])
+
+
 def end_parent_run(*, tracking_uri: str, run_id: str, status: str) -> None:
     """End the sweep's parent run as ``status`` (FINISHED, FAILED or KILLED); it is set RUNNING again on resume."""
     quiet_client(tracking_uri).set_terminated(run_id, status)
@@ -133,7 +146,7 @@ def open_configuration_run(
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     run = client.create_run(
         experiment_id,
-        run_name=f"trial {trial_number}",
+        run_name=trial_run_name(study_name, trial_number),
         tags={
             "mlflow.parentRunId": parent_run_id,
             ROLE_TAG: "configuration",

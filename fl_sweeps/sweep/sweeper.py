@@ -23,6 +23,9 @@ ask/tell, ``suggest_*`` and RDB storage API.
 - With ``repeats`` > 1 each trial's configuration runs once per seed, one repeat after another, under an MLflow run
   of its own; Optuna is told the means (``fl_sweeps.sweep.repeats``).
 - Each pruned trial gets one line saying why (the reason the job's pruner recorded in the trial).
+- The parent run gets a description (study, what it sweeps, trials, repeats, front) and the front's metrics
+  (``front/*``, ``fl_sweeps.sweep.front_metrics``) when the sweep starts and ends, so MLflow's runs table and
+  Compare show studies side by side; trial runs are named with their study (``digits · trial 3``).
 """
 
 from __future__ import annotations
@@ -52,9 +55,11 @@ from optuna.trial import TrialState
 
 from fl_sweeps.errors import ConfigError, TooManyFailures, first_line
 from fl_sweeps.mlflow_store import quiet_client, redact
+from fl_sweeps.sweep.front_metrics import describe_sweep, front_metrics
 from fl_sweeps.sweep.parent_run import (
     attach_parent_run,
     close_orphan_runs,
+    describe_parent_run,
     end_configuration_run,
     end_parent_run,
     open_configuration_run,
@@ -271,6 +276,7 @@ class ParetoSweep:
             experiment=mlflow_cfg.experiment,
             storage_url=self.storage_url,
         )
+        self._describe(study, space, parent_run_id)
         if opened.created:
             self._start_study(study, space, parent_run_id)
         self._warn_if_pruning_cannot_start()
@@ -326,7 +332,20 @@ class ParetoSweep:
                 tracking_uri=mlflow_cfg.tracking_uri,
                 parent_run_id=parent_run_id,
             )
+            self._describe(study, space, parent_run_id)
             end_parent_run(tracking_uri=mlflow_cfg.tracking_uri, run_id=parent_run_id, status=status)
+
+    def _describe(self, study: optuna.Study, space: SearchSpace, parent_run_id: str) -> None:
+        """Write the study, what it sweeps, its trials and its front (``front/*`` metrics) to its parent run."""
+        metrics = front_metrics(study)
+        describe_parent_run(
+            tracking_uri=self.config.mlflow.tracking_uri,
+            run_id=parent_run_id,
+            description=describe_sweep(
+                study, distributions=space.distributions, n_trials=self.n_trials, repeats=self.repeats, metrics=metrics
+            ),
+            metrics=metrics,
+        )
 
     def _parallel_jobs(self) -> int:
         """How many of this worker's trials run at once on its machine: its batch, or fewer if the launcher

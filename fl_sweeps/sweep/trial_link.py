@@ -29,6 +29,13 @@ PRUNER_ATTR = "fl_sweeps.pruner"  # study user attr: the ``_target_`` config of 
 PRUNED_BECAUSE_ATTR = "fl_sweeps.pruned_because"  # trial user attr: one line on why the pruner stopped it
 
 
+def trial_run_name(study_name: str, trial_number: int, seed: int | None = None) -> str:
+    """The MLflow run name of a trial, with its study so runs of several studies tell apart in one list:
+    ``digits · trial 3``, or for one repeat of a configuration ``digits · trial 3 · seed 1``."""
+    name = f"{study_name} · trial {trial_number}"
+    return name if seed is None else f"{name} · seed {seed}"
+
+
 def build_pruner(config: Mapping[str, Any], setting: str = "hydra.sweeper.pruner") -> optuna.pruners.BasePruner:
     """The Optuna pruner a ``_target_`` config describes.
 
