@@ -140,12 +140,12 @@ def test_a_marker_shown_inside_a_block_is_an_example():
 @pytest.mark.parametrize(
     "text",
     [
-        "<!-- runnable -->\n\n```bash\ntrue\n```\n",  # a blank line between
-        "<!-- runnable -->\n```yaml\na: 1\n```\n",  # not bash or python
-        "<!-- runnable: fast -->\n```bash\ntrue\n```\n",  # no such lane
-        "<!-- runable -->\n```bash\ntrue\n```\n",  # misspelt
-        "<!-- runnable -->\n  ```bash\n  true\n  ```\n",  # another indentation than its fence
-        "Text.\n<!-- runnable -->\n",  # no block at all
+        pytest.param("<!-- runnable -->\n\n```bash\ntrue\n```\n", id="blank line between"),
+        pytest.param("<!-- runnable -->\n```yaml\na: 1\n```\n", id="not bash or python"),
+        pytest.param("<!-- runnable: fast -->\n```bash\ntrue\n```\n", id="no such lane"),
+        pytest.param("<!-- runable -->\n```bash\ntrue\n```\n", id="misspelt"),
+        pytest.param("<!-- runnable -->\n  ```bash\n  true\n  ```\n", id="another indentation than its fence"),
+        pytest.param("Text.\n<!-- runnable -->\n", id="no block at all"),
     ],
 )
 def test_a_marker_that_marks_no_runnable_block_stops_with_its_place(text):
