@@ -1,4 +1,4 @@
-"""Screenshots of MLflow's UI after a real small sweep, for the README (not part of the test suite).
+"""Screenshots of MLflow's UI after a real small sweep, for the README and docs/results.md (not in the tests).
 
 Runs a small sweep on the embedded digits into a temporary folder, starts ``mlflow ui`` on 127.0.0.1 against its
 store, takes two screenshots with headless Chromium (Debian's package: ``apt-get install chromium``) and writes

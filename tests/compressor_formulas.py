@@ -1,7 +1,7 @@
 """Hand-written wire sizes of the built-in compressor options: the independent check of the measured bits.
 
 Each formula gives the bits of one float32 tensor of ``n`` elements above the option's threshold, as
-``(message bits, server→client parameter bits on aggregation)``, from the wire format the README documents.
+``(message bits, server→client parameter bits on aggregation)``, from the wire formats docs/compressors.md documents.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ def _cases():
 
 @pytest.mark.parametrize(("name", "settings"), list(_cases()))
 def test_measured_message_equals_formula(compose_config, name, settings):
-    """Measured from actually encoded tensors (the function the TFF processes use) against the README's formula."""
+    """Measured from actually encoded tensors (what the TFF processes use) against the formula (docs/compressors.md)."""
     option = encoder(compose_config, name, **settings, **({} if name == "none" else {"threshold": 0}))
     for n in (1, 7, 100, 1000, 1023, 4097, 20001):
         measured = tensor_message_bits(option, TensorInfo(n), gather=True, seed=n)

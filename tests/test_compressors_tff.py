@@ -79,10 +79,10 @@ def test_every_option_in_conf_is_counted_from_its_messages(compose_config, tff_w
 
 
 def _readme_example(tmp_path: Path) -> Path:
-    """The README's worked example written where a user would put it: its Python file in a module on the path
-    (``tmp_path``) and its YAML under a copy of ``conf/``. Returns the config directory."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme.split("### Write your own compressor", 1)[1].split("\n## ", 1)[0]
+    """The worked example of docs/compressors.md written where a user would put it: its Python file in a module on
+    the path (``tmp_path``) and its YAML under a copy of ``conf/``. Returns the config directory."""
+    page = (Path(__file__).parents[1] / "docs" / "compressors.md").read_text()
+    section = page.split("## Write your own compressor", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```(?:python|yaml)\n# (\S+)\n(.*?)```", section, flags=re.S)
     assert [path for path, _ in blocks] == [
         "my_compressors/log_quantization.py",

@@ -1,6 +1,6 @@
 """Same seed, same settings, same numbers: on fresh processes, each with its own TFF worker running its clients at once.
 
-README "Reproducibility": oneDNN's kernels are on by default (issue 17); TF_ENABLE_ONEDNN_OPTS=0 selects Eigen's.
+docs/how-it-works.md, Reproducibility: oneDNN's kernels are on by default (issue 17); TF_ENABLE_ONEDNN_OPTS=0: Eigen.
 Each trial runs in its own ``fl-sweep`` process (its own worker, thread pools and scheduling); the two of a pair run
 at the same time, so they compete for the cores as parallel trials do.
 """

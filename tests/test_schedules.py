@@ -246,7 +246,7 @@ def test_the_cli_stops_a_bad_schedule_with_one_line_and_records_nothing(tmp_path
 
 
 def _aggregate_bits_per_client(trainable_sizes: list[int], bits: int) -> int:
-    """The uniform option's message for every trainable tensor (README's wire format) plus the client's weight."""
+    """The uniform option's message for every trainable tensor (docs/compressors.md) plus the client's weight."""
     return sum(words(n, bits) + 2 * WORD for n in trainable_sizes) + WEIGHT_BITS
 
 

@@ -1,4 +1,4 @@
-"""Numeric settings as inputs of the built process (README "Settings that need no new process").
+"""Numeric settings as inputs of the built process (docs/compressors.md, "Settings that need no new process").
 
 A trial that differs from a kept one only in ``bits``, ``fraction`` or ``levels`` runs on the kept process, without
 building any part, and gives the same numbers as a process built afresh for its own values; the setting takes
