@@ -118,17 +118,7 @@ def look_at(report: Path, chromium: Path) -> PageLook:
             browser.close()
 
 
-# The report of a sweep with repeats reads its configuration runs, which hold no per-round metrics, so its "accuracy
-# as bits accumulate" figure has no data (issue 37, "Repeats everywhere", another branch's part). Strict: once the
-# report draws it, this test passes, strict xfail fails it, and the mark must go.
-REPEATS_CURVES_EMPTY = pytest.mark.xfail(
-    strict=True, reason="issue 37: the report of a sweep with repeats draws no curves (its configuration runs')"
-)
-
-
-@pytest.mark.parametrize(
-    "sweep", [pytest.param(name, marks=[REPEATS_CURVES_EMPTY] if name == "repeats" else []) for name in SWEEPS]
-)
+@pytest.mark.parametrize("sweep", SWEEPS)
 def test_every_figure_of_the_report_is_drawn_with_data_and_the_page_logs_no_error(chromium, reports, sweep):
     report = reports[sweep]
     assert report.is_file(), f"the sweep wrote no {report}"
