@@ -92,7 +92,10 @@ def main() -> None:
         from fl_sweeps import tff_runtime as runtime
     except UnsupportedVersionError as error:  # its workarounds do not fit the installed TF/TFF
         sys.exit(f"fl-sweep: error: {error}")
-    runtime.install_signal_handlers()
+    try:
+        runtime.install_signal_handlers()
+    except ValueError as error:  # a bad FL_SWEEPS_EXIT_GRACE_SECONDS, before any work
+        sys.exit(f"fl-sweep: error: {error}")
     try:
         run(sys.argv[1:])
         runtime.exit_now(0)  # stops the worker with the atexit handlers

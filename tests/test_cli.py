@@ -246,3 +246,15 @@ def test_sigterm_during_startup_exits_promptly(tmp_path, moment):
     while not worker_pids() <= before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert worker_pids() <= before
+
+
+@pytest.mark.slow
+def test_a_bad_exit_grace_ends_the_console_script_in_one_line_before_any_work(tmp_path):
+    env = {**os.environ, "FL_SWEEPS_EXIT_GRACE_SECONDS": "soon"}
+    args = [FL_SWEEP, f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "hydra.run.dir=hydra"]
+    result = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "fl-sweep: error: FL_SWEEPS_EXIT_GRACE_SECONDS='soon' is not allowed: use a number of seconds above 0"
+    ]
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "hydra").exists()

@@ -167,3 +167,16 @@ def test_an_error_with_no_sigterm_before_it_stays_that_error():
 
     with pytest.raises(ValueError, match="not a signal"), exit_when_terminating():
         raise ValueError("not a signal")
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "inf", "nan", ""])
+def test_a_grace_that_is_not_seconds_above_0_is_refused_naming_the_variable(monkeypatch, value):
+    from fl_sweeps.tff_runtime import worker
+
+    monkeypatch.setenv("FL_SWEEPS_EXIT_GRACE_SECONDS", value)
+    with pytest.raises(ValueError, match=r"^FL_SWEEPS_EXIT_GRACE_SECONDS=.* is not allowed: use a number of seconds"):
+        worker.exit_grace_seconds()
+    monkeypatch.setenv("FL_SWEEPS_EXIT_GRACE_SECONDS", "2.5")
+    assert worker.exit_grace_seconds() == 2.5
+    monkeypatch.delenv("FL_SWEEPS_EXIT_GRACE_SECONDS")
+    assert worker.exit_grace_seconds() == worker.EXIT_GRACE_SECONDS

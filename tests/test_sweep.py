@@ -216,6 +216,9 @@ def test_sigterm_whose_exit_python_dropped_still_interrupts_the_trial(tmp_path):
     # finds no worker. That must end the sweep as an interruption (the trial runs again), not a failed trial.
     before = worker_pids()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    # Unwinding goes on building the trial's process until its first computation: on a loaded machine that alone
+    # has taken over the default 15 s grace, and the process ended hard before recording the interruption.
+    env["FL_SWEEPS_EXIT_GRACE_SECONDS"] = "300"
     args = _sweep_args(
         tmp_path,
         "hydra.sweeper.n_trials=1",

@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import ctypes
 import importlib.util
+import math
 import os
 import signal
 import subprocess
@@ -336,9 +337,12 @@ def _stop_locked() -> None:
             process.wait(timeout=5)
 
 
-# Seconds a SIGTERMed process gets to unwind before it is ended hard.
+# Seconds a SIGTERMed process gets to unwind before it is ended hard; FL_SWEEPS_EXIT_GRACE_SECONDS sets another
+# (a scheduler's own grace before its SIGKILL, or a machine so busy that recording the interruption takes longer).
 EXIT_GRACE_SECONDS = 15
+GRACE_VARIABLE = "FL_SWEEPS_EXIT_GRACE_SECONDS"
 _terminating_with: int | None = None
+_grace_seconds = EXIT_GRACE_SECONDS  # read when the handler is installed: a bad value fails then, not in the handler
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -346,12 +350,12 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
     Python drops an exception raised by a signal handler that interrupts a garbage-collection callback or a
     ``__del__`` ("Exception ignored in ..."), and the program would go on. So the handler also marks the process as
-    terminating (``ensure_worker`` then refuses to start a worker) and ends it hard after ``EXIT_GRACE_SECONDS``.
+    terminating (``ensure_worker`` then refuses to start a worker) and ends it hard after ``exit_grace_seconds()``.
     """
     global _terminating_with
     _terminating_with = 128 + signum
     stop_worker()
-    timer = threading.Timer(EXIT_GRACE_SECONDS, os._exit, args=(_terminating_with,))
+    timer = threading.Timer(_grace_seconds, os._exit, args=(_terminating_with,))
     timer.daemon = True
     timer.start()
     raise SystemExit(_terminating_with)
@@ -373,8 +377,32 @@ def exit_when_terminating() -> Iterator[None]:
         raise SystemExit(_terminating_with) from error
 
 
+def exit_grace_seconds() -> float:
+    """The seconds a SIGTERMed process gets to unwind: ``FL_SWEEPS_EXIT_GRACE_SECONDS`` or ``EXIT_GRACE_SECONDS``.
+
+    Raises:
+        ValueError: The variable is set to something other than a number of seconds above 0.
+    """
+    value = os.environ.get(GRACE_VARIABLE)
+    if value is None:
+        return EXIT_GRACE_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0 or math.isinf(seconds):
+        raise ValueError(f"{GRACE_VARIABLE}={value!r} is not allowed: use a number of seconds above 0")
+    return seconds
+
+
 def install_signal_handlers() -> None:
-    """Stop the worker and unwind cleanly on SIGTERM (SIGINT already raises KeyboardInterrupt)."""
+    """Stop the worker and unwind cleanly on SIGTERM (SIGINT already raises KeyboardInterrupt).
+
+    Raises:
+        ValueError: ``FL_SWEEPS_EXIT_GRACE_SECONDS`` is not a number of seconds above 0.
+    """
+    global _grace_seconds
+    _grace_seconds = exit_grace_seconds()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_signal)
 
