@@ -23,7 +23,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fl_sweeps.config_errors import option_message, schema_message
+from fl_sweeps.config_errors import causes, option_message, schema_message
 from fl_sweeps.errors import ConfigError, first_line
 from fl_sweeps.validation import validate
 
@@ -201,13 +201,11 @@ def _user_error(error: BaseException, override_keys: list[str]) -> str | None:
         return schema_problem
     if isinstance(error, (HydraException, OmegaConfBaseException)):
         parts = []
-        current: BaseException | None = error
-        while current is not None and len(parts) < 3:
+        for current in causes(error)[:3]:
             parts.append(first_line(current))
             full_key = getattr(current, "full_key", None)
             if full_key and full_key not in parts[-1]:
                 parts[-1] += f" (key {full_key})"
-            current = current.__cause__
         return _one_line(": ".join(dict.fromkeys(p for p in parts if p)))
     return None
 
