@@ -185,7 +185,7 @@ def test_readme_worked_example_runs_in_a_sweep(tmp_path, monkeypatch):
     runs = client.search_runs([client.get_experiment_by_name("fl-sweeps").experiment_id])
     trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
-    assert {r.data.params["aggregate_encoder.name"] for r in trials} == {"log_quantization"}
+    assert {r.data.params["aggregate_encoder"] for r in trials} == {"log_quantization"}
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose(config_name="config", overrides=TINY_LINEAR)
     data = instantiate(cfg.data)

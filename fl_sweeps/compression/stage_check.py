@@ -16,12 +16,14 @@ from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fl_sweeps.compression.chain import StageChain, StageError
+from fl_sweeps.config_errors import schema_message
 from fl_sweeps.errors import ConfigError, first_line
 
 SIDES = ("broadcast_encoder", "aggregate_encoder")
@@ -86,8 +88,10 @@ class StageCheck(Callback):
             for option in options:
                 try:
                     composed = loader.load_sweep_config(config, [f"{side}={option}"])
-                except Exception:  # noqa: BLE001 - an option that does not compose: the sweeper's check names it
-                    continue
+                except MissingConfigException:
+                    continue  # not an option: the sweeper's check of the search space lists the options
+                except (HydraException, OmegaConfBaseException) as error:  # e.g. an unknown key in its file
+                    sys.exit(f"fl-sweep: error: {schema_message(error) or ' '.join(first_line(error).split())}")
                 _exit_on_error(check_stages, composed, (side,))
 
 

@@ -43,7 +43,7 @@ def write_pareto_front(study: optuna.Study, *, sweep_dir: Path, tracking_uri: st
     sweep_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = sweep_dir / "pareto_front.csv", sweep_dir / "pareto_front.md"
     table.to_csv(csv_path, index=False)
-    md_path.write_text(f"# Pareto front of study `{study.study_name}`\n\n{_markdown(table)}\n")
+    md_path.write_text(f"# Pareto front of study `{study.study_name}`\n\n{markdown_table(table)}\n")
     client = quiet_client(tracking_uri)
     client.log_artifact(parent_run_id, str(csv_path))
     client.log_artifact(parent_run_id, str(md_path))
@@ -76,7 +76,7 @@ def _three_digits(value: object) -> str:
     return significant(value) if isinstance(value, float) else str(value)
 
 
-def _markdown(table: pd.DataFrame) -> str:
+def markdown_table(table: pd.DataFrame) -> str:
     """The front as a Markdown table for people: accuracy to 3 decimals, Mbit and other numbers to 3 significant
     digits, exact bit counts as integers, empty cells for missing values."""
 
