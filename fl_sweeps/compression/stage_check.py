@@ -3,8 +3,8 @@
 A compressor option's stages (``conf/*_encoder/<option>.yaml``, ``fl_sweeps.compression.chain``) are built only when
 the TFF process is, after a sweep's study and MLflow parent run exist. ``StageCheck`` is a Hydra callback
 (``hydra.callbacks.stage_check`` in ``conf/config.yaml``, after ``preflight``) that builds them first: the options of
-the composed config, and for ``--multirun`` every encoder option the sweep's overrides pick. A ``_target_`` that
-does not import, an unknown or bad argument, or stages that do not compose stop the command with
+the composed config, and for ``--multirun`` every encoder option the sweep's overrides pick (its file's stages). A
+``_target_`` that does not import, an unknown or bad argument, or stages that do not compose stop the command with
 ``fl-sweep: error: aggregate_encoder.stages[0] of aggregate_encoder=my_option: ...``. It imports the stages' modules,
 so TensorFlow (the checks that need no TensorFlow run before it, in ``fl_sweeps.preflight``).
 """
@@ -16,22 +16,23 @@ from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, MissingConfigException
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fl_sweeps.compression.chain import StageChain, StageError
-from fl_sweeps.config_errors import schema_message
 from fl_sweeps.errors import ConfigError, first_line
 
 SIDES = ("broadcast_encoder", "aggregate_encoder")
 PROBE_ELEMENTS = 1 << 16  # the size of the tensor the stages are built for (above every option's threshold)
 
 
-def check_stages(cfg: DictConfig, sides: tuple[str, ...] = SIDES) -> None:
+def check_stages(cfg: DictConfig, sides: tuple[str, ...] = SIDES, *, whole_option: bool = True) -> None:
     """Raise ``ConfigError`` unless every stage of each encoder option in ``cfg`` builds from its settings.
+
+    ``whole_option``: build the option itself from its node (its ``_target_`` and keys, as a composed config has
+    them); else only a chain of its stages (an option file read as it is, whose keys its schema checks later).
 
     Raises:
         ConfigError: ``<side>.stages[<i>] of <side>=<option>: <what is wrong>``.
@@ -47,7 +48,7 @@ def check_stages(cfg: DictConfig, sides: tuple[str, ...] = SIDES) -> None:
             except OmegaConfBaseException as error:
                 raise ConfigError(f"{side}.stages[{position}] of {option}: {first_line(error)}") from None
         try:
-            chain = instantiate(node)
+            chain = instantiate(node) if whole_option else StageChain(stages=node.stages)
         except Exception as error:  # noqa: BLE001 - Hydra's InstantiationException, whatever the option raised
             raise ConfigError(f"{side}={node.get('name')} cannot be built: {_cause(error)}") from None
         if not isinstance(chain, StageChain):
@@ -83,21 +84,31 @@ class StageCheck(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _exit_on_error(check_stages, config)
-        loader = GlobalHydra.instance().config_loader()
+        sources = GlobalHydra.instance().config_loader().get_sources()
         for side, options in picked_options(config).items():
             for option in options:
-                try:
-                    composed = loader.load_sweep_config(config, [f"{side}={option}"])
-                except MissingConfigException:
-                    continue  # not an option: the sweeper's check of the search space lists the options
-                except (HydraException, OmegaConfBaseException) as error:  # e.g. an unknown key in its file
-                    sys.exit(f"fl-sweep: error: {schema_message(error) or ' '.join(first_line(error).split())}")
-                _exit_on_error(check_stages, composed, (side,))
+                node = option_file(sources, f"{side}/{option}")
+                if node is not None:
+                    _exit_on_error(check_stages, OmegaConf.create({side: node}), (side,), whole_option=False)
 
 
-def _exit_on_error(check: Any, *args: Any) -> None:
+def option_file(sources: list[Any], path: str) -> DictConfig | None:
+    """The keys an option's own file sets (its ``defaults`` left out), from the first config source that has it, or
+    None if none has it (the sweeper's check of the search space names it).
+
+    Read, not composed: composing the whole config for each option a sweep picks takes a second or more; the
+    sweeper composes each combination anyway and reports a key its schema lacks.
+    """
+    for source in sources:
+        if source.is_config(path):
+            raw = source.load_config(path).config
+            return OmegaConf.create({key: value for key, value in raw.items() if key != "defaults"})
+    return None
+
+
+def _exit_on_error(check: Any, *args: Any, **kwargs: Any) -> None:
     try:
-        check(*args)
+        check(*args, **kwargs)
     except ConfigError as error:
         sys.exit(f"fl-sweep: error: {' '.join(str(error).split())}")
 
