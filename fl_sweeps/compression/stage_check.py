@@ -16,6 +16,7 @@ from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -67,11 +68,17 @@ def picked_options(config: DictConfig) -> dict[str, list[str]]:
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
     lines = [f"{key}={value}" for key, value in params.items()]
     lines += list(OmegaConf.select(config, "hydra.overrides.task", default=None) or [])
+    parser = OverridesParser.create()
     picked: dict[str, list[str]] = {}
-    for override in OverridesParser.create().parse_overrides([line for line in lines if "=" in line]):
-        if override.key_or_group in SIDES:
-            values = override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]
-            picked[override.key_or_group] = [str(value) for value in values]
+    for line in lines:
+        if line.split("=", 1)[0] not in SIDES:
+            continue
+        try:
+            (override,) = parser.parse_overrides([line])
+        except HydraException:
+            continue  # the sweeper's check of the search space names it
+        values = override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]
+        picked[override.key_or_group] = [str(value) for value in values]
     return picked
 
 
@@ -85,11 +92,15 @@ class StageCheck(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _exit_on_error(check_stages, config)
         sources = GlobalHydra.instance().config_loader().get_sources()
+        base = OmegaConf.to_container(config, resolve=False)
+        base.pop("hydra", None)
         for side, options in picked_options(config).items():
             for option in options:
                 node = option_file(sources, f"{side}/{option}")
                 if node is not None:
-                    _exit_on_error(check_stages, OmegaConf.create({side: node}), (side,), whole_option=False)
+                    trial = OmegaConf.create(base)  # so that a stage setting may refer to any key (``${seed}``)
+                    trial[side] = node
+                    _exit_on_error(check_stages, trial, (side,), whole_option=False)
 
 
 def option_file(sources: list[Any], path: str) -> DictConfig | None:
