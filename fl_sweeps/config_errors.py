@@ -8,6 +8,7 @@ the setting, list what the schema allows there and suggest the closest spelling 
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable
@@ -39,14 +40,30 @@ def schema_message(error: BaseException, override_keys: Iterable[str] = ()) -> s
     ``override_keys`` (the command line's) let a message name the whole key given (``trainig.rounds``), not only
     the part that is unknown (``trainig``).
     """
-    current: BaseException | None = error
-    while current is not None:
+    for current in causes(error):
         if isinstance(current, OmegaConfBaseException):
             message = _unknown_key(current, list(override_keys)) or _invalid_value(current)
             if message:
-                return message
-        current = current.__cause__
+                return message + composed_in(error)
     return None
+
+
+def causes(error: BaseException) -> list[BaseException]:
+    """``error`` and the errors behind it: each one's ``__cause__``, or its ``__context__`` where it has none (Hydra
+    raises its composition error while handling OmegaConf's, without ``from``)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def composed_in(error: BaseException) -> str:
+    """`` (in aggregate_encoder/my_option.yaml)`` for an error Hydra raised while composing a config file (its
+    message opens with ``In 'aggregate_encoder/my_option':``), else an empty string."""
+    found = re.match(r"In '([^']+)':", str(error))
+    return f" (in {found.group(1)}.yaml)" if found else ""
 
 
 def _unknown_key(error: OmegaConfBaseException, override_keys: list[str]) -> str | None:

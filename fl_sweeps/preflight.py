@@ -23,7 +23,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fl_sweeps.config_errors import option_message, schema_message
+from fl_sweeps.config_errors import causes, option_message, schema_message
 from fl_sweeps.errors import ConfigError, first_line
 from fl_sweeps.validation import validate
 
@@ -46,10 +46,14 @@ class Preflight(Callback):
 
 
 def _exit_on_error(check: Any, *args: Any, **kwargs: Any) -> None:
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         check(*args, **kwargs)
     except ConfigError as error:
         sys.exit(f"fl-sweep: error: {_one_line(str(error))}")
+    except OmegaConfBaseException as error:  # a value that does not resolve, e.g. an interpolation to no key
+        sys.exit(f"fl-sweep: error: {user_error(error) or _one_line(first_line(error))}")
 
 
 def check_run(config: DictConfig, *, output_dir_key: str) -> None:
@@ -200,15 +204,14 @@ def _user_error(error: BaseException, override_keys: list[str]) -> str | None:
     if schema_problem is not None:
         return schema_problem
     if isinstance(error, (HydraException, OmegaConfBaseException)):
-        parts = []
-        current: BaseException | None = error
-        while current is not None and len(parts) < 3:
-            parts.append(first_line(current))
+        parts: dict[str, str] = {}  # first line -> shown (the same error may come back as the next's context)
+        for current in causes(error)[:3]:
+            line = first_line(current)
             full_key = getattr(current, "full_key", None)
-            if full_key and full_key not in parts[-1]:
-                parts[-1] += f" (key {full_key})"
-            current = current.__cause__
-        return _one_line(": ".join(dict.fromkeys(p for p in parts if p)))
+            shown = f"{line} (key {full_key})" if full_key and full_key not in line else line
+            if line and line not in parts:
+                parts[line] = shown
+        return _one_line(": ".join(parts.values()))
     return None
 
 

@@ -9,9 +9,15 @@ config group's node is any top-level section with a ``_target_``; its option nam
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import Enum
 from typing import Any
 
+import numpy as np
+
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_")
+# Keys of an option's node that are its internals: its name (already the ``group=option`` param) and its stages
+# (class paths and arguments, the same for every trial of the option).
+OPTION_INTERNALS = ("name", "stages")
 DIRECTIONS = {"aggregate_encoder": "aggregate", "broadcast_encoder": "broadcast"}
 # setting -> the switch it needs (shown only when that switch is on)
 SWITCHED = {"error_feedback_rule": "error_feedback", "delta_receivers": "delta", "catch_up": "delta"}
@@ -27,9 +33,29 @@ def option_names(config: Mapping[str, Any], choices: Mapping[str, str | None]) -
 
 
 def readable_params(flat: Mapping[str, Any], options: Mapping[str, str]) -> dict[str, Any]:
-    """Flattened config params without Hydra's keys (``x._target_``), plus ``group=option`` for each group."""
-    kept = {key: value for key, value in flat.items() if key.rsplit(".", 1)[-1] not in HYDRA_KEYS}
+    """Flattened config params as a person reads them: ``group=option`` for each group and the option's settings
+    (``aggregate_encoder.bits``), enum values by their value (``stochastic``); without Hydra's keys (``x._target_``)
+    and the options' internals (``aggregate_encoder.name``, ``aggregate_encoder.stages``)."""
+    internal = {f"{group}.{key}" for group in options for key in OPTION_INTERNALS}
+    kept = {
+        key: value.value if isinstance(value, Enum) else value
+        for key, value in flat.items()
+        if key.rsplit(".", 1)[-1] not in HYDRA_KEYS and key not in internal
+    }
     return {**kept, **options}
+
+
+def significant(value: float, digits: int = 3) -> str:
+    """``value`` to ``digits`` significant digits without an exponent or trailing zeros: ``1234.5`` -> ``1230``,
+    ``0.30952`` -> ``0.31``, ``1e-05`` -> ``0.00001``, ``8.0`` -> ``8``; ``—`` for NaN."""
+    if value != value:  # NaN
+        return "—"
+    return np.format_float_positional(value, precision=digits, unique=False, fractional=False, trim="-")
+
+
+def accuracy_text(value: float) -> str:
+    """An accuracy to 3 decimals (``0.912``, ``1.000``); ``—`` for NaN."""
+    return "—" if value != value else f"{value:.3f}"
 
 
 def settings_text(node: Mapping[str, Any]) -> str:

@@ -1,10 +1,13 @@
-"""One compact console line per trial: number, the options it was given, objectives to 3 significant digits, state,
-time. Also written to the trial's ``cli.log`` through logging (see ``hydra.job_logging`` in conf/config.yaml)."""
+"""One compact console line per trial: number, the options it was given, accuracy to 3 decimals, Mbit and numbers to
+3 significant digits (no exponents), state, time. Also written to the trial's ``cli.log`` through logging (see
+``hydra.job_logging`` in conf/config.yaml)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+
+from fl_sweeps.readable import accuracy_text, significant
 
 log = logging.getLogger("fl_sweeps.trial")
 
@@ -35,19 +38,20 @@ def trial_line(
     """``trial 3 | complete | acc 0.912 | 4.21 Mbit | 12.3 s | aggregate_encoder=uniform client_optimizer.lr=0.03``."""
     parts = [f"trial {number}" if number is not None else "trial", state]
     if eval_accuracy is not None:
-        parts.append(f"acc {eval_accuracy:.3g}")
+        parts.append(f"acc {accuracy_text(eval_accuracy)}")
     if total_bits is not None:
-        parts.append(f"{total_bits / 1e6:.3g} Mbit")
-    parts.append(f"{seconds:.3g} s")
+        parts.append(f"{significant(total_bits / 1e6)} Mbit")
+    parts.append(f"{significant(seconds)} s")
     options = " ".join(short_overrides(overrides))
     return " | ".join([*parts, options] if options else parts)
 
 
 def _round(value: str) -> str:
-    """A float literal to 3 significant digits; anything else unchanged."""
+    """A float literal to 3 significant digits (no exponent); anything else unchanged."""
     if "." not in value and "e" not in value.lower():
         return value
     try:
-        return f"{float(value):.3g}"
+        number = float(value)
     except ValueError:
         return value
+    return significant(number) if number == number and abs(number) != float("inf") else value

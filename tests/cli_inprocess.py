@@ -42,10 +42,12 @@ def fl_sweep(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Comple
     saved_logging = (root.handlers[:], root.level, _logger_levels())
     previous_dir = os.getcwd()
     returncode = 0
+    absl_stream = _absl_stream(None)
     try:
         os.environ.update(env or {})
         os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            _absl_stream(err)
             try:
                 cli.run(list(args))
             except SystemExit as exit_:
@@ -59,11 +61,31 @@ def fl_sweep(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Comple
         from hydra.core.hydra_config import HydraConfig
 
         HydraConfig.instance().cfg = None  # the last job's config: what a later trial in this process must not see
+        _absl_stream(absl_stream or sys.stderr)
         os.chdir(previous_dir)
         os.environ.clear()
         os.environ.update(saved_env)
         _restore_logging(*saved_logging)
     return Completed(args=list(args), returncode=returncode, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def _absl_stream(stream: object) -> object:
+    """Point absl's logging handler (TensorFlow's) at ``stream`` if absl is loaded and ``stream`` is given; return
+    the stream it had (None without absl).
+
+    The handler keeps the stream it found when absl was imported, and closes it when Hydra's logging set-up
+    closes all handlers, unless it is the ``sys.stderr`` of that moment: inside ``fl_sweep`` that is ``err``, so
+    the test's own captured stderr would be closed.
+    """
+    if "absl.logging" not in sys.modules:
+        return None
+    from absl import logging as absl_logging
+
+    handler = absl_logging.get_absl_handler().python_handler
+    previous = handler.stream
+    if stream is not None:
+        handler.stream = stream
+    return previous
 
 
 def _exit_code(code: object, err: io.StringIO) -> int:

@@ -4,6 +4,7 @@ formulas, in both directions where the option is allowed; random options repeat 
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -78,15 +79,19 @@ def test_every_option_in_conf_is_counted_from_its_messages(compose_config, tff_w
     _check_counted(compose_config([*TINY_LINEAR, *_overrides(name), *algorithm]))
 
 
+DOC = Path(__file__).parents[1] / "docs" / "writing-a-compressor.md"
+
+
 def _readme_example(tmp_path: Path) -> Path:
-    """The worked example of docs/compressors.md written where a user would put it: its Python file in a module on
-    the path (``tmp_path``) and its YAML under a copy of ``conf/``. Returns the config directory."""
-    page = (Path(__file__).parents[1] / "docs" / "compressors.md").read_text()
-    section = page.split("## Write your own compressor", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```(?:python|yaml)\n# (\S+)\n(.*?)```", section, flags=re.S)
+    """The files of docs/writing-a-compressor.md (its code blocks whose first line names a path) written where a
+    user would put them: the Python file in a module on the path (``tmp_path``), the YAML files under a copy of
+    ``conf/``. Returns the config directory."""
+    blocks = re.findall(r"```(?:python|yaml)\n# (\S+)\n(.*?)```", DOC.read_text(), flags=re.S)
     assert [path for path, _ in blocks] == [
         "my_compressors/log_quantization.py",
         "conf/aggregate_encoder/log_quantization.yaml",
+        "conf/aggregate_encoder/log_quantization_unpacked.yaml",
+        "conf/broadcast_encoder/log_quantization.yaml",
     ]
     shutil.copytree(config_dir(), tmp_path / "conf")
     for path, text in blocks:
@@ -185,7 +190,7 @@ def test_readme_worked_example_runs_in_a_sweep(tmp_path, monkeypatch):
     runs = client.search_runs([client.get_experiment_by_name("fl-sweeps").experiment_id])
     trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
-    assert {r.data.params["aggregate_encoder.name"] for r in trials} == {"log_quantization"}
+    assert {r.data.params["aggregate_encoder"] for r in trials} == {"log_quantization"}
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose(config_name="config", overrides=TINY_LINEAR)
     data = instantiate(cfg.data)
@@ -196,3 +201,58 @@ def test_readme_worked_example_runs_in_a_sweep(tmp_path, monkeypatch):
         bits = int(run.data.params["aggregate_encoder.bits"])
         by_hand = sum(32 * -(-n * bits // 32) + 32 for n in sizes) + WEIGHT_BITS
         assert run.data.metrics["comm/aggregate_bits"] == by_hand * cfg.training.clients_per_round
+
+
+@pytest.mark.slow
+def test_doc_commands_run_and_count_as_the_doc_says(tmp_path, monkeypatch, tff_worker):
+    """Every ``fl-sweep`` command of docs/writing-a-compressor.md, run from the folder of its files with tiny settings
+    (thresholds 0, so the linear model's two tensors are compressed): each run's bits are the doc's formulas."""
+    from cli_inprocess import fl_sweep
+    from mlflow.tracking import MlflowClient
+
+    _readme_example(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    commands = re.findall(r"PYTHONPATH=\. uv run fl-sweep (.*?)\n(?!    )", DOC.read_text().replace("\\\n", ""))
+    assert len(commands) == 4
+    with initialize_config_dir(config_dir=str(tmp_path / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=TINY_LINEAR)
+    data = instantiate(cfg.data)
+    sizes = [
+        int(np.prod(w.shape)) for w in instantiate(cfg.model)(data.input_shape, data.num_classes).trainable_weights
+    ]
+    clients = cfg.training.clients_per_round
+    for number, command in enumerate(commands):
+        args = shlex.split(command)
+        mlflow_uri = f"sqlite:///{tmp_path / f'mlflow{number}.db'}"
+        sweep = (
+            [
+                f"hydra.sweeper.storage=sqlite:///{tmp_path / f'optuna{number}.db'}",
+                "hydra.sweeper.n_trials=2",
+                "hydra.sweeper.reference_trials=false",
+                "hydra.sweeper.centralized_reference=false",
+                "hydra/sweeper/pruner=none",
+            ]
+            if "--multirun" in args
+            else []
+        )
+        thresholds = [f"{side}.threshold=0" for side in ("aggregate_encoder", "broadcast_encoder") if side in command]
+        done = fl_sweep(tmp_path, *args, f"mlflow.tracking_uri={mlflow_uri}", *sweep, *TINY_LINEAR, *thresholds)
+        assert done.returncode == 0, (command, done.stderr[-3000:])
+        client = MlflowClient(tracking_uri=mlflow_uri)
+        runs = client.search_runs([client.get_experiment_by_name("fl-sweeps").experiment_id])
+        trials = [run for run in runs if run.data.tags.get("fl_sweeps.role") != "sweep"]
+        assert trials and all(run.info.status == "FINISHED" for run in trials), command
+        for run in trials:
+            params, metrics = run.data.params, run.data.metrics
+            up, up_bits = params["aggregate_encoder"], int(params.get("aggregate_encoder.bits", 0))
+            if up == "log_quantization":  # packed: 32·ceil(n·bits/32) + 32 a tensor
+                by_hand = sum(32 * -(-n * up_bits // 32) + 32 for n in sizes) + WEIGHT_BITS
+                assert metrics["comm/aggregate_bits"] == by_hand * clients, command
+                assert run.data.tags["compression"].startswith(f"aggregate log_quantization {up_bits}-bit >0")
+            elif up == "log_quantization_unpacked":  # float32 symbols: 32·n + 32 a tensor
+                by_hand = sum(32 * n + 32 for n in sizes) + WEIGHT_BITS
+                assert metrics["comm/aggregate_bits"] == by_hand * clients, command
+            if params["broadcast_encoder"] == "log_quantization":
+                down_bits = int(params["broadcast_encoder.bits"])
+                by_hand = sum(32 * -(-n * down_bits // 32) + 32 for n in sizes)
+                assert metrics["comm/broadcast_bits"] == by_hand * clients, command

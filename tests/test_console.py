@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from fl_sweeps.sweep.pareto_table import pareto_front_table, printable
+from fl_sweeps.sweep.pareto_table import markdown_table, pareto_front_table, printable
 from fl_sweeps.trial_line import short_overrides, trial_line
 
 
@@ -59,7 +59,53 @@ def test_pareto_table_is_in_mbit_with_three_digits_and_fits_a_terminal(tmp_path)
     table = pareto_front_table(study)
     shown = printable(table)
     assert list(shown.columns) == ["trial", "accuracy", "Mbit", "params"]
-    assert list(shown["accuracy"]) == ["0.961", "0.94"] and list(shown["Mbit"]) == ["132", "16.5"]
+    assert list(shown["accuracy"]) == ["0.961", "0.940"] and list(shown["Mbit"]) == ["132", "16.5"]
     assert "client_optimizer.lr=0.16 " in shown["params"][0] + " " and "0.1599378367661829" not in shown.to_string()
     assert max(len(line.rstrip()) for line in shown.to_string(index=False).splitlines()) < 120
     assert list(table["total_bits"]) == [132316800, 16539600]  # the files keep the exact counts
+
+
+def test_numbers_for_people_have_no_exponent_no_trailing_zero_and_no_nan():
+    line = trial_line(
+        number=7,
+        overrides=["client_optimizer.lr=1e-05", "server_optimizer.lr=1.0"],
+        state="complete",
+        seconds=1234.5,
+        eval_accuracy=1.0,
+        total_bits=2_345_678_901,
+    )
+    assert (
+        line
+        == "trial 7 | complete | acc 1.000 | 2350 Mbit | 1230 s | client_optimizer.lr=0.00001 server_optimizer.lr=1"
+    )
+    assert trial_line(number=1, overrides=[], state="failed", seconds=0.5, eval_accuracy=float("nan")) == (
+        "trial 1 | failed | acc — | 0.5 s"
+    )
+
+
+def test_pareto_markdown_is_formatted_for_people(tmp_path):
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'optuna.db'}", directions=["maximize", "minimize"], study_name="markdown"
+    )
+    distributions = {
+        "client_optimizer.lr": FloatDistribution(1e-6, 1.0, log=True),
+        "aggregate_encoder": CategoricalDistribution(["none", "uniform"]),
+        "aggregate_encoder.bits": IntDistribution(1, 16),
+    }
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"client_optimizer.lr": 0.15993783676618298, "aggregate_encoder": "none"},
+            distributions={k: v for k, v in distributions.items() if k != "aggregate_encoder.bits"},
+            values=[0.9612345678, 1_234_567_890.0],
+        )
+    )
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"client_optimizer.lr": 1e-5, "aggregate_encoder": "uniform", "aggregate_encoder.bits": 8},
+            distributions=distributions,
+            values=[0.5, 16_539_600.0],
+        )
+    )
+    (none_row, uniform_row) = markdown_table(pareto_front_table(study)).splitlines()[2:]
+    assert none_row == "| 0 | 0.961 | 1234567890 | 1230 | none |  | 0.16 |"
+    assert uniform_row == "| 1 | 0.500 | 16539600 | 16.5 | uniform | 8 | 0.00001 |"

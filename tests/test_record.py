@@ -55,7 +55,7 @@ def test_console_has_one_compact_line_per_trial_and_cli_log_the_rounds(sweep_run
     line = re.search(r"^trial 0 \| complete \| acc (\S+) \| (\S+) Mbit \| (\S+) s \| (.*)$", out, re.MULTILINE)
     assert line, out
     accuracy, mbit, _, options = line.groups()
-    assert float(accuracy) == float(f"{run.data.metrics['final/eval_accuracy']:.3g}")
+    assert accuracy == f"{run.data.metrics['final/eval_accuracy']:.3f}"  # 3 decimals
     assert float(mbit) == float(f"{run.data.metrics['final/total_mbit']:.3g}")
     assert "aggregate_encoder=uniform" in options and "aggregate_encoder.bits=2" in options
     assert "trial." not in out and "oc.env" not in out and "Launching" not in out  # no sweeper internals

@@ -23,9 +23,45 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fl_sweeps.compression.encoders import NoCompression
+from fl_sweeps.errors import first_line
 
 StageSpec = tuple[str, tuple[tuple[str, Any], ...]]  # (_target_, sorted settings): hashable, compared by value
 INPUT = "<input of the process>"  # a setting's value in ``built_key``: set per trial in the process state
+
+
+class StageError(ValueError):
+    """A stage of a chain cannot be built from its config: its ``_target_`` or its arguments are wrong.
+
+    Attributes:
+        position: The stage's index in ``stages`` (0 first).
+        target: Its ``_target_``.
+        reason: What is wrong, in one line.
+    """
+
+    def __init__(self, position: int, target: str, reason: str) -> None:
+        super().__init__(f"stage {position} ({target}): {reason}")
+        self.position, self.target, self.reason = position, target, reason
+
+
+def _stage_maker(position: int, target: str) -> Any:
+    """The class or function ``target`` names; ``StageError`` saying why if it cannot be imported."""
+    import importlib
+
+    module, _, name = str(target).rpartition(".")
+    if not module:
+        raise StageError(position, target, f"_target_ {target} is not allowed: use a dotted path module.name")
+    try:
+        loaded = importlib.import_module(module)
+    except Exception as error:  # noqa: BLE001 - whatever importing the stage's module raises
+        raise StageError(
+            position,
+            target,
+            f"_target_ {target} cannot be imported: {type(error).__name__}: {first_line(error)} "
+            "(is its module on PYTHONPATH?)",
+        ) from error
+    if not hasattr(loaded, name):
+        raise StageError(position, target, f"_target_ {target} cannot be imported: module {module} has no {name}")
+    return getattr(loaded, name)
 
 
 def freeze_stages(stages: Iterable[Any]) -> tuple[StageSpec, ...]:
@@ -114,21 +150,26 @@ class StageChain(NoCompression):
         return tuple(specs)
 
     def stage_objects(self, num_elements: int) -> list[Any]:
-        """The chain's stages for a tensor of ``num_elements`` (imports their modules)."""
-        from hydra.utils import get_object
+        """The chain's stages for a tensor of ``num_elements`` (imports their modules).
 
+        Raises:
+            StageError: A stage's ``_target_`` cannot be imported, or it refuses its arguments.
+        """
         built: list[Any] = []
-        for target, settings in self.stages:
-            make = get_object(target)
+        for position, (target, settings) in enumerate(self.stages):
+            make = _stage_maker(position, target)
             kwargs = dict(settings)
             if "bits" in kwargs and kwargs["bits"] is None:
                 previous = getattr(built[-1], "symbol_bits", None) if built else None
                 if previous is None:
-                    raise ValueError(f"stage {target} has bits: null but the stage before it gives no symbol_bits")
+                    raise StageError(position, target, "bits: null but the stage before it gives no symbol_bits")
                 kwargs["bits"] = previous
             if getattr(make, "TAKES_NUM_ELEMENTS", False):
                 kwargs["num_elements"] = num_elements
-            stage = make(**kwargs)
+            try:
+                stage = make(**kwargs)
+            except (TypeError, ValueError) as error:  # an unknown, missing or bad argument
+                raise StageError(position, target, f"{type(error).__name__}: {first_line(error)}") from error
             last = len(built) == len(self.stages) - 1
             if getattr(stage, "SETTINGS", None) and not (self.settings_as_inputs and _inputs(stage, last=last)):
                 stage.fix_settings()

@@ -9,6 +9,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from fl_sweeps.mlflow_store import quiet_client
+from fl_sweeps.readable import accuracy_text, significant
 
 
 def pareto_front_table(study: optuna.Study) -> pd.DataFrame:
@@ -42,7 +43,7 @@ def write_pareto_front(study: optuna.Study, *, sweep_dir: Path, tracking_uri: st
     sweep_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = sweep_dir / "pareto_front.csv", sweep_dir / "pareto_front.md"
     table.to_csv(csv_path, index=False)
-    md_path.write_text(f"# Pareto front of study `{study.study_name}`\n\n{_markdown(table)}\n")
+    md_path.write_text(f"# Pareto front of study `{study.study_name}`\n\n{markdown_table(table)}\n")
     client = quiet_client(tracking_uri)
     client.log_artifact(parent_run_id, str(csv_path))
     client.log_artifact(parent_run_id, str(md_path))
@@ -53,8 +54,8 @@ def write_pareto_front(study: optuna.Study, *, sweep_dir: Path, tracking_uri: st
 
 
 def printable(table: pd.DataFrame) -> pd.DataFrame:
-    """The front for the console: accuracy and Mbit to 3 significant digits, the trial's params as one
-    ``key=value`` column (numbers to 3 significant digits); the exact bits stay in the CSV and Markdown files."""
+    """The front for the console: accuracy to 3 decimals, Mbit to 3 significant digits, the trial's params as one
+    ``key=value`` column (numbers to 3 significant digits, no exponents); the exact values stay in the CSV file."""
     fixed = {"trial", "eval_accuracy", "total_bits", "total_Mbit"}
     params = [column for column in table.columns if column not in fixed]
 
@@ -64,19 +65,32 @@ def printable(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "trial": table["trial"],
-            "accuracy": [f"{value:.3g}" for value in table["eval_accuracy"]],
-            "Mbit": [f"{value / 1e6:.3g}" for value in table["total_bits"]],
+            "accuracy": [accuracy_text(value) for value in table["eval_accuracy"]],
+            "Mbit": [significant(value / 1e6) for value in table["total_bits"]],
             "params": [options(row) for _, row in table.iterrows()],
         }
     )
 
 
 def _three_digits(value: object) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+    return significant(value) if isinstance(value, float) else str(value)
 
 
-def _markdown(table: pd.DataFrame) -> str:
+def markdown_table(table: pd.DataFrame) -> str:
+    """The front as a Markdown table for people: accuracy to 3 decimals, Mbit and other numbers to 3 significant
+    digits, exact bit counts as integers, empty cells for missing values."""
+
+    def cell(column: str, value: object) -> str:
+        if value is None or (isinstance(value, float) and value != value):
+            return ""
+        if column == "eval_accuracy":
+            return accuracy_text(float(value))
+        return _three_digits(value)
+
     header = "| " + " | ".join(table.columns) + " |"
     rule = "| " + " | ".join("---" for _ in table.columns) + " |"
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    body = [
+        "| " + " | ".join(cell(column, value) for column, value in zip(table.columns, row, strict=True)) + " |"
+        for row in table.itertuples(index=False)
+    ]
     return "\n".join([header, rule, *body])

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
+from fl_sweeps.config_errors import schema_message
 from fl_sweeps.errors import ConfigError, first_line
 from fl_sweeps.validation import RULES, validate
 
@@ -266,8 +267,10 @@ def _compose(config_loader: Any, config: DictConfig, combination: Mapping[str, s
     chosen = [f"{group}={option}" for group, option in combination.items()]
     try:
         trial_config = config_loader.load_sweep_config(config, chosen)
-    except (HydraException, OmegaConfBaseException) as error:
-        raise ConfigError(f"{first_line(error)} (when the sweep picks {' '.join(chosen)})") from None
+    except (HydraException, OmegaConfBaseException) as error:  # a key its schema lacks names the key and file
+        raise ConfigError(
+            f"{schema_message(error) or first_line(error)} (when the sweep picks {' '.join(chosen)})"
+        ) from None
     with open_dict(trial_config):
         trial_config.pop("hydra", None)
     return trial_config
