@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
-from analysis import pareto, plots, repeats
+from analysis import numbers, pareto, plots, repeats
 from analysis.html_page import report_html
 from analysis.pareto import ACCURACY, BITS
 from analysis.runs import SweepRuns, load_runs, redact_uri
@@ -202,7 +202,7 @@ def comparison_markdown(tracking_uri: str, table: pd.DataFrame, fronts: Sequence
         f"Source: tracking URI `{redact_uri(tracking_uri)}`; written {stamp}.",
         "",
         f"Hypervolume (accuracy x decades of bits: bits on a log10 scale) against one reference point for all "
-        f"studies, accuracy {first['reference_accuracy']:g} and {_mbit(first['reference_bits'])} Mbit "
+        f"studies, accuracy {first['reference_accuracy']:g} and {numbers.mbit(first['reference_bits'])} Mbit "
         "(the next power of ten above the most bits of any finished trial): the larger, the more of the "
         "accuracy-bits plane the study's front dominates. The knee is the front's best trade-off (furthest beyond "
         f"the line joining its ends); the best reduction is the compressed trial sending the fewest bits relative to "
@@ -271,7 +271,7 @@ def fronts_figure(fronts: Sequence[StudyFront], table: pd.DataFrame, *, title: s
             ax.scatter(
                 [study.knee[BITS]], [study.knee[ACCURACY]], marker="*", s=220, color=color, edgecolors="black", zorder=5
             )
-    plots._bits_axis(ax, "total bits communicated")  # the single-sweep report's axis, in Mbit
+    plots.bits_axis(ax, "total bits communicated")  # the single-sweep report's axis, in Mbit
     ax.set_ylabel("final eval accuracy")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8, title="front (star: knee; bars: 95% interval over seeds)")
@@ -355,8 +355,8 @@ def _intervals(study: StudyFront) -> tuple[pd.Series, pd.Series, pd.Series, pd.S
 
 def _hover(study: str, trials: pd.DataFrame) -> list[str]:
     return [
-        f"{study} trial {plots.trial_label(row)}<br>accuracy {_accuracy(row[ACCURACY])}<br>{_mbit(row[BITS])} Mbit"
-        f"<br>{row.get('compression') or ''}<br>run {row['run_id']}"
+        f"{study} trial {plots.trial_label(row)}<br>accuracy {numbers.accuracy(row[ACCURACY])}"
+        f"<br>{numbers.mbit(row[BITS])} Mbit<br>{row.get('compression') or ''}<br>run {row['run_id']}"
         for _, row in trials.iterrows()
     ]
 
@@ -379,7 +379,7 @@ def _point(row: pd.Series, prefix: str) -> str:
     if pd.isna(row[f"{prefix}_accuracy"]):
         return "none"
     trial = f"#{row[f'{prefix}_trial']}: " if pd.notna(row[f"{prefix}_trial"]) else ""
-    return f"{trial}{_accuracy(row[f'{prefix}_accuracy'])} at {_mbit(row[f'{prefix}_mbit'] * 1e6)} Mbit"
+    return f"{trial}{numbers.accuracy(row[f'{prefix}_accuracy'])} at {numbers.mbit(row[f'{prefix}_mbit'] * 1e6)} Mbit"
 
 
 def _reduction(row: pd.Series) -> str:
@@ -388,21 +388,8 @@ def _reduction(row: pd.Series) -> str:
         return "none (no uncompressed trial finished)"
     if pd.isna(row["best_reduction"]):
         return "none"
-    return f"{_significant(row['best_reduction'])}x fewer bits ({_point(row, 'best_reduction')})"
+    return f"{numbers.factor(row['best_reduction'])} fewer bits ({_point(row, 'best_reduction')})"
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, ["---"] * len(header), *rows])
-
-
-def _accuracy(value: float) -> str:
-    return f"{value:.4f}"
-
-
-def _mbit(bits: float) -> str:
-    return _significant(bits / 1e6)
-
-
-def _significant(value: float) -> str:
-    """3 significant digits without exponent (``2000``, ``0.0153``)."""
-    return np.format_float_positional(value, precision=3, unique=False, fractional=False, trim="-")

@@ -174,7 +174,7 @@ def plot_front(
             zorder=5,
             label=f"knee ({trial_label(knee)})",
         )
-    _bits_axis(ax, "total bits communicated")
+    bits_axis(ax, "total bits communicated")
     ax.set_ylabel("final eval accuracy")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
@@ -273,7 +273,7 @@ def plot_curves(
     if banded:
         handles.append(Line2D([], [], color="0.3", linewidth=6, alpha=0.2))
         labels.append("range over the repeats")
-    _bits_axis(ax, "cumulative bits communicated")
+    bits_axis(ax, "cumulative bits communicated")
     ax.set_ylabel("eval accuracy")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(handles, labels, loc="lower right", fontsize=8, title="Pareto front trials", title_fontsize=8)
@@ -364,7 +364,7 @@ def plot_parameters(
                 linewidths=1,
                 label="_front",
             )
-        _bits_axis(ax, "total bits")
+        bits_axis(ax, "total bits")
         ax.set_ylabel("final eval accuracy")
         ax.set_title(_display(name), fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
@@ -395,7 +395,7 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def _bits_axis(ax: Axes, label: str) -> None:
+def bits_axis(ax: Axes, label: str) -> None:
     """Log-scale bits axis fitted to the plotted points, labelled in Mbit with 3 significant digits.
 
     A range under a decade gets a few evenly spaced ticks (a log locator would label crowded minor ticks); a wider
