@@ -64,7 +64,7 @@ def main() -> None:
     from fl_sweeps.data.mnist import load_mnist
     from fl_sweeps.models import cnn
 
-    test = load_mnist(path=str(args.data_root / "mnist"), num_clients=1).pooled_test()
+    test = load_mnist(path=str(args.data_root / "mnist"), num_clients=1).pooled("test")
     model = cnn((28, 28, 1), 10, filters=[32, 64], dense_units=512)
     model.compile(loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
 

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -40,9 +41,9 @@ register_resolver()
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
-def _app(cfg: DictConfig) -> tuple[float, float] | float:
-    """Hydra task: one trial; returns the objectives ``(final eval accuracy, total bits)`` (the sweep's centralized
-    reference job returns its eval accuracy).
+def _app(cfg: DictConfig) -> tuple[float, float] | dict[str, float]:
+    """Hydra task: one trial; returns the objectives ``(final eval accuracy, total bits)``, the accuracy on
+    ``eval.split`` (the sweep's centralized reference job returns its accuracy by split).
 
     Logs one compact line when the trial ends (console and the trial's ``cli.log``), however it ends.
     """
@@ -51,7 +52,7 @@ def _app(cfg: DictConfig) -> tuple[float, float] | float:
     hydra = HydraConfig.get()
     started = time.monotonic()
 
-    def say(state: str, **objectives: float) -> None:
+    def say(state: str, **objectives: Any) -> None:
         line = trial_line(
             number=cfg.trial.number,
             overrides=hydra.overrides.task,
@@ -74,10 +75,11 @@ def _app(cfg: DictConfig) -> tuple[float, float] | float:
     except Exception:
         say("failed")
         raise
-    say("complete", eval_accuracy=result.eval_accuracy, total_bits=result.total_bits)
+    say("complete", accuracy_by_split=result.accuracy_by_split, total_bits=result.total_bits)
     if hydra.mode != RunMode.MULTIRUN:
+        accuracies = " | ".join(f"{split} accuracy {value:.4f}" for split, value in result.accuracy_by_split.items())
         log.info(
-            f"eval accuracy {result.eval_accuracy:.4f} | {result.total_bits / 1e6:,.2f} Mbit communicated | "
+            f"{accuracies} | {result.total_bits / 1e6:,.2f} Mbit communicated | "
             f"MLflow run {result.run_id} in {redact(cfg.mlflow.tracking_uri)} (experiment {cfg.mlflow.experiment!r})"
         )
     return result.eval_accuracy, float(result.total_bits)

@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from fl_sweeps.mlflow_store import redact
-from fl_sweeps.readable import compression_text, describe, option_names, readable_params
+from fl_sweeps.readable import compression_text, describe, option_names, readable_params, split_short
 from fl_sweeps.sweep.trial_link import OptunaTrialLink, trial_run_name
 from fl_sweeps.tracking import TrialRun, flatten
 from fl_sweeps.validation import validate
@@ -28,11 +28,12 @@ WORKBENCH = Workbench()
 
 @dataclass(frozen=True)
 class TrialResult:
-    """The objectives of a finished trial."""
+    """The objectives of a finished trial (accuracy on ``eval.split``) and its final model's accuracy by split."""
 
     eval_accuracy: float
     total_bits: int
     run_id: str
+    accuracy_by_split: Mapping[str, float]
 
 
 def run_trial(
@@ -75,6 +76,7 @@ def run_trial(
         "data": data.name,
         "data.description": data.description,
         "eval.mode": cfg.eval.mode,
+        "eval.split": cfg.eval.split,
         "compression": compression,
     }
     if link is not None:
@@ -91,6 +93,7 @@ def run_trial(
             **readable_params(flatten(public), options),
             "model.num_parameters": trial.num_parameters,
             "data.num_clients": data.num_clients,
+            **{f"data.{split}_examples": data.num_examples(split) for split in ("train", "validation", "test")},
         },
         config_yaml=OmegaConf.to_yaml(OmegaConf.create(public)),
         tags=tags,
@@ -106,15 +109,37 @@ def run_trial(
             profile={"num_clients": data.num_clients, "num_classes": data.num_classes, "input_shape": data.input_shape},
         )
         record = None
-        for record in _progress(trial.run(settings), total=cfg.training.rounds, enabled=show_progress):
+        rounds = trial.run(settings)
+        for record in _progress(rounds, total=cfg.training.rounds, enabled=show_progress, split=cfg.eval.split):
             recorder.log_round(record)
             if link is not None and record.eval_accuracy is not None:
                 link.report(record.round, record.eval_accuracy)
         accuracy = float(record.eval_accuracy)
-        recorder.log_final(eval_accuracy=accuracy, total_bits=record.cumulative_bits)
+        splits = _final_evaluation(trial, record, cfg.eval.split)
+        if link is not None and "test" in splits:
+            link.record_test_accuracy(splits["test"][1])
+        recorder.log_final(eval_accuracy=accuracy, total_bits=record.cumulative_bits, splits=splits)
         if cfg.mlflow.log_model:
             recorder.log_model(_keras_model(trial))
-    return TrialResult(eval_accuracy=accuracy, total_bits=record.cumulative_bits, run_id=recorder.run_id)
+    return TrialResult(
+        eval_accuracy=accuracy,
+        total_bits=record.cumulative_bits,
+        run_id=recorder.run_id,
+        accuracy_by_split={split: value for split, (_, value) in splits.items()},
+    )
+
+
+def _final_evaluation(trial: Any, last: Any, eval_split: str) -> dict[str, tuple[float, float]]:
+    """The final model's (loss, accuracy) on each split the data set holds: the last round's evaluation for
+    ``eval_split``, one more evaluation for the other (with ``eval.split=validation``, the only look at the test
+    examples a trial takes)."""
+    splits = {}
+    for split in ("validation", "test"):
+        if split == eval_split:
+            splits[split] = (float(last.eval_loss), float(last.eval_accuracy))
+        elif trial.data.num_examples(split):
+            splits[split] = tuple(float(v) for v in trial.evaluate(trial.final_state, split))
+    return splits
 
 
 def release_built() -> None:
@@ -167,8 +192,9 @@ def _public_config(cfg: DictConfig) -> dict[str, Any]:
     return public
 
 
-def _progress(records: Any, *, total: int, enabled: bool) -> Any:
-    """Show a progress bar over rounds with the latest accuracy and cumulative bits."""
+def _progress(records: Any, *, total: int, enabled: bool, split: str) -> Any:
+    """Show a progress bar over rounds with the latest accuracy (``val_acc`` or ``test_acc``: ``split``'s) and
+    cumulative bits."""
     from tqdm import tqdm
 
     bar = tqdm(total=total, desc="rounds", unit="round", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
@@ -176,7 +202,7 @@ def _progress(records: Any, *, total: int, enabled: bool) -> Any:
         for record in records:
             postfix = {"train_acc": f"{record.train_accuracy:.3f}", "Mbit": f"{record.cumulative_bits / 1e6:.2f}"}
             if record.eval_accuracy is not None:
-                postfix["eval_acc"] = f"{record.eval_accuracy:.3f}"
+                postfix[f"{split_short(split)}_acc"] = f"{record.eval_accuracy:.3f}"
             bar.set_postfix(postfix, refresh=False)
             bar.update(1)
             rounds_log.debug(f"round {record.round}/{total}: " + " ".join(f"{k} {v}" for k, v in postfix.items()))

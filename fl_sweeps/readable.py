@@ -53,6 +53,14 @@ def significant(value: float, digits: int = 3) -> str:
     return np.format_float_positional(value, precision=digits, unique=False, fractional=False, trim="-")
 
 
+SPLIT_SHORT = {"validation": "val", "test": "test"}  # an eval split's name in console lines
+
+
+def split_short(split: str) -> str:
+    """``val`` or ``test``: the short name of an eval split for console lines."""
+    return SPLIT_SHORT[split]
+
+
 def accuracy_text(value: float) -> str:
     """An accuracy to 3 decimals (``0.912``, ``1.000``); ``—`` for NaN."""
     return "—" if value != value else f"{value:.3f}"

@@ -64,6 +64,14 @@ class EvalMode(StrEnum):
     federated = "federated"
 
 
+class EvalSplit(StrEnum):
+    """What rounds are evaluated on, what a sweep selects by: the validation examples, or (as before they existed)
+    the test examples."""
+
+    validation = "validation"
+    test = "test"
+
+
 class ScheduledSide(StrEnum):
     """The encoder a compression schedule changes (``fl_sweeps.compression.schedules``)."""
 
@@ -118,6 +126,7 @@ class PartitionedDataConfig:
     partition: Partition = MISSING
     alpha: float = MISSING
     shards_per_client: int = MISSING
+    validation_fraction: float = MISSING
     seed: int = MISSING
 
 
@@ -137,6 +146,7 @@ class FemnistConfig:
     path: str = MISSING
     only_digits: bool = MISSING
     max_clients: int | None = MISSING
+    validation_fraction: float = MISSING
     seed: int = MISSING
 
 
@@ -146,6 +156,7 @@ class EmnistConfig:
     cache_dir: str = MISSING
     only_digits: bool = MISSING
     max_clients: int | None = MISSING
+    validation_fraction: float = MISSING
     seed: int = MISSING
 
 
@@ -200,6 +211,7 @@ class TrainingConfig:
 class EvalConfig:
     every: int = MISSING
     mode: EvalMode = MISSING
+    split: EvalSplit = MISSING
 
 
 @dataclass

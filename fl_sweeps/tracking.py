@@ -4,8 +4,10 @@ Metric names are an interface (the analysis and notebooks read them):
 ``train/loss``, ``train/accuracy``, ``eval/loss``, ``eval/accuracy``, ``comm/broadcast_bits``,
 ``comm/aggregate_bits``, ``comm/cumulative_bits`` with ``step`` = round (from 1), the same bits in Mbit
 (``comm/*_mbit``), and ``eval/accuracy_by_kbit`` with ``step`` = cumulative kbit (MLflow's chart of it against its
-step is accuracy against bits); ``final/eval_accuracy``, ``final/total_bits`` and ``final/total_mbit`` at the end;
-a pruned trial keeps ``last/eval_accuracy`` and ``last/total_bits`` (its last eval round and the bits so far).
+step is accuracy against bits); ``final/eval_accuracy``, ``final/total_bits`` and ``final/total_mbit`` at the end,
+with ``final/validation_{accuracy,loss}`` and ``final/test_{accuracy,loss}`` (the final model on each split; the
+``eval/*`` metrics and ``final/eval_accuracy`` are on the split the run's ``eval.split`` param names); a pruned
+trial keeps ``last/eval_accuracy`` and ``last/total_bits`` (its last eval round and the bits so far).
 A compression schedule's setting in effect each round is ``schedule/<side>.<setting>`` (``step`` = round).
 """
 
@@ -157,11 +159,20 @@ class TrialRun:
         self.client.log_batch(self.run_id, metrics=metrics)
 
     @signals_held()
-    def log_final(self, *, eval_accuracy: float, total_bits: int) -> None:
-        """Log the trial's objectives (bits also in Mbit)."""
-        self.client.log_metric(self.run_id, "final/eval_accuracy", eval_accuracy)
-        self.client.log_metric(self.run_id, "final/total_bits", float(total_bits))
-        self.client.log_metric(self.run_id, "final/total_mbit", total_bits / 1e6)
+    def log_final(self, *, eval_accuracy: float, total_bits: int, splits: Mapping[str, tuple[float, float]]) -> None:
+        """Log the trial's objectives (bits also in Mbit) and the final model's (loss, accuracy) on each split."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        values = {
+            "final/eval_accuracy": eval_accuracy,
+            "final/total_bits": total_bits,
+            "final/total_mbit": total_bits / 1e6,
+        }
+        for split, (loss, accuracy) in splits.items():
+            values |= {f"final/{split}_loss": loss, f"final/{split}_accuracy": accuracy}
+        metrics = [Metric(name, float(value), now, 0) for name, value in values.items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
 
     @signals_held()
     def log_dataset(

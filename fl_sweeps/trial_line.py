@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from fl_sweeps.readable import accuracy_text, significant
+from fl_sweeps.readable import accuracy_text, significant, split_short
 
 log = logging.getLogger("fl_sweeps.trial")
 
@@ -32,13 +32,13 @@ def trial_line(
     overrides: Iterable[str],
     state: str,
     seconds: float,
-    eval_accuracy: float | None = None,
+    accuracy_by_split: Mapping[str, float] | None = None,
     total_bits: float | None = None,
 ) -> str:
-    """``trial 3 | complete | acc 0.912 | 4.21 Mbit | 12.3 s | aggregate_encoder=uniform client_optimizer.lr=0.03``."""
+    """``trial 3 | complete | val acc 0.912 | test acc 0.905 | 4.21 Mbit | 12.3 s | aggregate_encoder=uniform``."""
     parts = [f"trial {number}" if number is not None else "trial", state]
-    if eval_accuracy is not None:
-        parts.append(f"acc {accuracy_text(eval_accuracy)}")
+    for split, accuracy in (accuracy_by_split or {}).items():
+        parts.append(f"{split_short(split)} acc {accuracy_text(accuracy)}")
     if total_bits is not None:
         parts.append(f"{significant(total_bits / 1e6)} Mbit")
     parts.append(f"{significant(seconds)} s")

@@ -33,6 +33,7 @@ RULES: dict[str, Check] = {
     "data.max_clients": (lambda v: v is None or (isinstance(v, int) and v >= 1), "null or an integer >= 1"),
     "data.alpha": _POSITIVE,
     "data.test_fraction": (lambda v: isinstance(v, (int, float)) and 0 < v < 1, "a number in (0, 1)"),
+    "data.validation_fraction": _UNIT_INTERVAL_OPEN,
     "model.dense_units": _INT_AT_LEAST_1,
     "model.filters": (
         lambda v: len(v) >= 1 and all(isinstance(n, int) and n >= 1 for n in v),
@@ -186,8 +187,20 @@ def validate(cfg: DictConfig) -> None:
     check_entropy_coding(cfg)
     check_stateful_compression(cfg)
     check_schedule(cfg)
+    check_eval_split(cfg)
     num_clients = OmegaConf.select(cfg, "data.num_clients", default=None)
     check_clients_per_round(cfg.training.clients_per_round, num_clients, "data.num_clients")
+
+
+def check_eval_split(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` if rounds are to be evaluated on validation examples the data set does not hold."""
+    split = OmegaConf.select(cfg, "eval.split", default=None)
+    fraction = OmegaConf.select(cfg, "data.validation_fraction", default=None)
+    if split == "validation" and fraction == 0:
+        raise ConfigError(
+            "eval.split=validation is not allowed with data.validation_fraction=0: there are no validation "
+            "examples; use a data.validation_fraction in (0, 1) or eval.split=test"
+        )
 
 
 def check_clients_per_round(clients_per_round: int, num_clients: int | None, source: str) -> None:

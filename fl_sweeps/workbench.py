@@ -219,6 +219,7 @@ class Workbench:
             training=TrainingSettings(**OmegaConf.to_container(cfg.training)),
             seed=cfg.seed,
             eval_every=cfg.eval.every,
+            eval_split=str(cfg.eval.split),
             client_hparams=cls.optimizer_hparams(cfg.client_optimizer),
             server_hparams=cls.optimizer_hparams(cfg.server_optimizer),
             schedule=schedule,

@@ -49,6 +49,7 @@ SETTINGS = RunSettings(
     training=TrainingSettings(rounds=3, clients_per_round=3, local_epochs=1, batch_size=32, shuffle_buffer=100),
     seed=3,
     eval_every=1,
+    eval_split="validation",
     client_hparams={"learning_rate": 0.3},
     server_hparams={"learning_rate": 1.0, "momentum": 0.5},
 )
@@ -56,6 +57,7 @@ ONE_ROUND = RunSettings(
     training=TrainingSettings(rounds=1, clients_per_round=3, local_epochs=1, batch_size=32, shuffle_buffer=100),
     seed=3,
     eval_every=1,
+    eval_split="validation",
     client_hparams={"learning_rate": 0.3},
     server_hparams={"learning_rate": 1.0, "momentum": 0.5},
 )

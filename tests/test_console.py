@@ -26,10 +26,15 @@ def test_trial_line_rounds_numbers_and_hides_the_sweepers_overrides():
         "aggregate_encoder.bits=2",
     ]
     line = trial_line(
-        number=3, overrides=overrides, state="complete", seconds=12.345, eval_accuracy=0.91234, total_bits=4_213_456
+        number=3,
+        overrides=overrides,
+        state="complete",
+        seconds=12.345,
+        accuracy_by_split={"validation": 0.91234},
+        total_bits=4_213_456,
     )
     assert line == (
-        "trial 3 | complete | acc 0.912 | 4.21 Mbit | 12.3 s | debug=tiny client_optimizer.lr=0.16 "
+        "trial 3 | complete | val acc 0.912 | 4.21 Mbit | 12.3 s | debug=tiny client_optimizer.lr=0.16 "
         "aggregate_encoder=uniform aggregate_encoder.bits=2"
     )
     assert (
@@ -58,8 +63,9 @@ def test_pareto_table_is_in_mbit_with_three_digits_and_fits_a_terminal(tmp_path)
         )
     table = pareto_front_table(study)
     shown = printable(table)
-    assert list(shown.columns) == ["trial", "accuracy", "Mbit", "params"]
-    assert list(shown["accuracy"]) == ["0.961", "0.940"] and list(shown["Mbit"]) == ["132", "16.5"]
+    assert list(shown.columns) == ["trial", "val acc", "test acc", "Mbit", "params"]
+    assert list(shown["val acc"]) == ["0.961", "0.940"] and list(shown["test acc"]) == ["—", "—"]
+    assert list(shown["Mbit"]) == ["132", "16.5"]
     assert "client_optimizer.lr=0.16 " in shown["params"][0] + " " and "0.1599378367661829" not in shown.to_string()
     assert max(len(line.rstrip()) for line in shown.to_string(index=False).splitlines()) < 120
     assert list(table["total_bits"]) == [132316800, 16539600]  # the files keep the exact counts
@@ -71,15 +77,16 @@ def test_numbers_for_people_have_no_exponent_no_trailing_zero_and_no_nan():
         overrides=["client_optimizer.lr=1e-05", "server_optimizer.lr=1.0"],
         state="complete",
         seconds=1234.5,
-        eval_accuracy=1.0,
+        accuracy_by_split={"validation": 1.0, "test": 0.9},
         total_bits=2_345_678_901,
     )
-    assert (
-        line
-        == "trial 7 | complete | acc 1.000 | 2350 Mbit | 1230 s | client_optimizer.lr=0.00001 server_optimizer.lr=1"
+    assert line == (
+        "trial 7 | complete | val acc 1.000 | test acc 0.900 | 2350 Mbit | 1230 s | client_optimizer.lr=0.00001 "
+        "server_optimizer.lr=1"
     )
-    assert trial_line(number=1, overrides=[], state="failed", seconds=0.5, eval_accuracy=float("nan")) == (
-        "trial 1 | failed | acc — | 0.5 s"
+    nan = {"validation": float("nan")}
+    assert trial_line(number=1, overrides=[], state="failed", seconds=0.5, accuracy_by_split=nan) == (
+        "trial 1 | failed | val acc — | 0.5 s"
     )
 
 
@@ -104,8 +111,10 @@ def test_pareto_markdown_is_formatted_for_people(tmp_path):
             params={"client_optimizer.lr": 1e-5, "aggregate_encoder": "uniform", "aggregate_encoder.bits": 8},
             distributions=distributions,
             values=[0.5, 16_539_600.0],
+            user_attrs={"fl_sweeps.test_accuracy": 0.48765},  # the job records it when the trial completes
         )
     )
-    (none_row, uniform_row) = markdown_table(pareto_front_table(study)).splitlines()[2:]
-    assert none_row == "| 0 | 0.961 | 1234567890 | 1230 | none |  | 0.16 |"
-    assert uniform_row == "| 1 | 0.500 | 16539600 | 16.5 | uniform | 8 | 0.00001 |"
+    header, _, none_row, uniform_row = markdown_table(pareto_front_table(study)).splitlines()
+    assert header.startswith("| trial | eval_accuracy | test_accuracy | total_bits |")
+    assert none_row == "| 0 | 0.961 |  | 1234567890 | 1230 | none |  | 0.16 |"
+    assert uniform_row == "| 1 | 0.500 | 0.488 | 16539600 | 16.5 | uniform | 8 | 0.00001 |"

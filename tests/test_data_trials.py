@@ -88,12 +88,15 @@ def test_federated_eval_equals_centralized_on_the_same_weights(compose_config, w
     settings = workbench.run_settings(cfg)
     records = list(trial.run(settings))
     centralized = CentralizedEvaluator(trial.built)
-    federated = trial.evaluate(trial.final_state)
-    pooled = centralized.evaluate(trial.model_weights(trial.final_state))
-
-    assert records[-1].eval_accuracy == pytest.approx(federated[1], abs=1e-6)  # the run used federated eval
-    assert federated[1] == pytest.approx(pooled[1], abs=1e-6)
-    assert federated[0] == pytest.approx(pooled[0], rel=1e-4)
+    for split in ("validation", "test"):
+        federated = trial.evaluate(trial.final_state, split)
+        pooled = centralized.evaluate(trial.model_weights(trial.final_state), split)
+        if split == settings.eval_split:
+            assert records[-1].eval_accuracy == pytest.approx(federated[1], abs=1e-6)  # the run used federated eval
+        assert federated[1] == pytest.approx(pooled[1], abs=1e-6)
+        assert federated[0] == pytest.approx(pooled[0], rel=1e-4)
     # The untrained model too (a different accuracy, so the match is not a coincidence of one number).
-    initial = trial.initial_state(settings)
-    assert trial.evaluate(initial)[1] == pytest.approx(centralized.evaluate(trial.model_weights(initial))[1], abs=1e-6)
+    initial = trial.model_weights(trial.initial_state(settings))
+    assert trial.evaluator.evaluate(initial, "test")[1] == pytest.approx(
+        centralized.evaluate(initial, "test")[1], abs=1e-6
+    )

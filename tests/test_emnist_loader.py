@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from held_out_checks import assert_validation_split
 
 from fl_sweeps.data.emnist import EMNIST_FILE, load_emnist
 from fl_sweeps.errors import DataError
@@ -93,6 +94,12 @@ def test_loads_tff_format(tiny_cache: tuple[Path, dict], only_digits: bool) -> N
             # Inverted to ink-high: the one ink pixel per image is 1.0, background 0.0.
             np.testing.assert_array_equal(arrays.x[..., 0], 1.0 - images)
             assert arrays.x.sum() == len(arrays)
+
+
+def test_validation_comes_out_of_training(tiny_cache: tuple[Path, dict]) -> None:
+    cache_dir = str(tiny_cache[0])
+    without = load_emnist(cache_dir=cache_dir, validation_fraction=0.0)
+    assert_validation_split(without, load_emnist(cache_dir=cache_dir, validation_fraction=0.5, seed=1), 0.5)
 
 
 def test_max_clients(tiny_cache: tuple[Path, dict]) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from held_out_checks import assert_validation_split
 from shared_data import shared_data_dir
 
 from fl_sweeps.data.federated_data import FederatedData
@@ -22,7 +23,15 @@ def femnist_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def femnist(femnist_dir: Path) -> FederatedData:
-    return load_femnist(path=str(femnist_dir))
+    return load_femnist(path=str(femnist_dir), validation_fraction=0.0)
+
+
+def test_real_sample_validation_comes_out_of_training(femnist_dir: Path, femnist: FederatedData) -> None:
+    split = load_femnist(path=str(femnist_dir), seed=3)
+    assert_validation_split(femnist, split, 0.1)
+    again, other = load_femnist(path=str(femnist_dir), seed=3), load_femnist(path=str(femnist_dir), seed=4)
+    assert all(np.array_equal(split.validation[w].x, again.validation[w].x) for w in split.client_ids)
+    assert not all(np.array_equal(split.validation[w].x, other.validation[w].x) for w in split.client_ids)
 
 
 def test_real_sample(femnist: FederatedData) -> None:
@@ -34,7 +43,7 @@ def test_real_sample(femnist: FederatedData) -> None:
     assert set(data.client_ids) <= set(data.test)
     assert data.input_shape == (28, 28, 1)
     assert all(re.fullmatch(r"f\d{4}_\d{2}", c) for c in data.client_ids)
-    pooled = data.pooled_test()
+    pooled = data.pooled("test")
     assert pooled.x.dtype == np.float32 and pooled.y.dtype == np.int32
     assert 0.0 <= pooled.x.min() and pooled.x.max() <= 1.0
     assert pooled.x.mean() < 0.1  # inverted: ink high, background 0 (LEAF's raw mean is about 0.96)
@@ -43,7 +52,7 @@ def test_real_sample(femnist: FederatedData) -> None:
 
 
 def test_only_digits(femnist_dir: Path, femnist: FederatedData) -> None:
-    digits = load_femnist(path=str(femnist_dir), only_digits=True)
+    digits = load_femnist(path=str(femnist_dir), only_digits=True, validation_fraction=0.0)
     assert digits.num_classes == 10
     assert all(c.y.max() <= 9 and len(c) >= 1 for c in digits.train.values())
     assert set(digits.client_ids) <= set(femnist.client_ids)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from held_out_checks import assert_validation_split
 from shared_data import shared_data_dir
 
 from fl_sweeps.data.federated_data import FederatedData
@@ -23,12 +24,15 @@ def mnist_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def mnist_iid(mnist_dir: Path) -> FederatedData:
-    return load_mnist(path=str(mnist_dir), num_clients=100, partition="iid", seed=0)
+    return load_mnist(path=str(mnist_dir), num_clients=100, partition="iid", validation_fraction=0.0, seed=0)
 
 
 @pytest.fixture(scope="module")
 def mnist_shards(mnist_dir: Path) -> FederatedData:
-    return load_mnist(path=str(mnist_dir), num_clients=100, partition="shards", shards_per_client=2, seed=0)
+    # Without a validation split: these tests check the partition (the FedAvg paper's 600 examples a client).
+    return load_mnist(
+        path=str(mnist_dir), num_clients=100, partition="shards", shards_per_client=2, validation_fraction=0.0, seed=0
+    )
 
 
 def test_real_mnist_iid(mnist_iid: FederatedData) -> None:
@@ -38,7 +42,7 @@ def test_real_mnist_iid(mnist_iid: FederatedData) -> None:
     assert all(len(c) == 600 for c in data.train.values())
     assert all(len(c) == 100 for c in data.test.values())
     assert sorted(data.test) == data.client_ids
-    pooled = data.pooled_test()
+    pooled = data.pooled("test")
     assert len(pooled) == 10_000 and pooled.x.dtype == np.float32 and pooled.y.dtype == np.int32
     assert pooled.x.min() == 0.0 and pooled.x.max() == 1.0
     assert 0.1 < pooled.x.mean() < 0.2  # ink high, like the original (mean about 0.13)
@@ -65,15 +69,23 @@ def test_real_mnist_shards_fedavg(mnist_shards: FederatedData, mnist_iid: Federa
 
 
 def test_real_mnist_deterministic_and_seeded(mnist_dir: Path, mnist_shards: FederatedData) -> None:
-    again = load_mnist(path=str(mnist_dir), partition="shards", seed=0)
+    again = load_mnist(path=str(mnist_dir), partition="shards", validation_fraction=0.0, seed=0)
     other = load_mnist(path=str(mnist_dir), partition="shards", seed=1)
     assert all(np.array_equal(mnist_shards.train[c].y, again.train[c].y) for c in again.client_ids)
     assert not all(np.array_equal(mnist_shards.train[c].y, other.train[c].y) for c in other.client_ids)
 
 
+def test_real_mnist_validation_comes_out_of_training(mnist_dir: Path, mnist_shards: FederatedData) -> None:
+    split = load_mnist(path=str(mnist_dir), num_clients=100, partition="shards", shards_per_client=2, seed=0)
+    assert_validation_split(mnist_shards, split, 0.1)
+    assert split.num_examples("validation") == 6_000 and split.num_examples("test") == 10_000
+
+
 def test_real_mnist_dirichlet_skew(mnist_dir: Path) -> None:
     def mean_dominant_share(alpha: float) -> float:
-        data = load_mnist(path=str(mnist_dir), num_clients=50, partition="dirichlet", alpha=alpha, seed=0)
+        data = load_mnist(
+            path=str(mnist_dir), num_clients=50, partition="dirichlet", alpha=alpha, validation_fraction=0.0, seed=0
+        )
         assert sum(len(c) for c in data.train.values()) == 60_000
         return float(np.mean([np.bincount(c.y).max() / len(c) for c in data.train.values()]))
 

@@ -71,12 +71,14 @@ def test_console_names_options_and_formats_numbers_for_people(sweep):
     assert not [line for line in lines if any(word in line for word in INTERNALS)]
     trial_lines = [line for line in lines if line.startswith("trial ")]
     assert len(trial_lines) == 4 and any("aggregate_encoder=uniform" in line for line in trial_lines)
-    for line in trial_lines:  # trial 1 | complete | acc 0.311 | 0.134 Mbit | 2 s | ...
-        accuracy, mbit = line.split(" | ")[2:4]
-        assert re.fullmatch(r"acc [01]\.\d{3}", accuracy) and re.fullmatch(r"\d+(\.\d+)? Mbit", mbit), line
+    for line in trial_lines:  # trial 1 | complete | val acc 0.311 | test acc 0.305 | 0.134 Mbit | 2 s | ...
+        validation, test, mbit = line.split(" | ")[2:5]
+        assert re.fullmatch(r"val acc [01]\.\d{3}", validation) and re.fullmatch(r"test acc [01]\.\d{3}", test), line
+        assert re.fullmatch(r"\d+(\.\d+)? Mbit", mbit), line
     table = lines[next(i for i, line in enumerate(lines) if line.startswith("Pareto front")) + 2 :]
-    rows = [line.split(None, 3) for line in table if re.match(r"\d+ ", line)]
-    assert rows and all(re.fullmatch(r"[01]\.\d{3}", accuracy) for _, accuracy, _, _ in rows)
+    rows = [line.split(None, 4) for line in table if re.match(r"\d+ ", line)]
+    assert rows and all(re.fullmatch(r"[01]\.\d{3}", accuracy) for _, accuracy, _, _, _ in rows)
+    assert all(re.fullmatch(r"[01]\.\d{3}", test) for _, _, test, _, _ in rows)
     assert any("aggregate_encoder=uniform aggregate_encoder.bits=2" in params for *_, params in rows)
     shown = "\n".join(table)
     assert "nan" not in shown and not re.search(r"\de[+-]\d", shown) and not re.search(r"=\d+\.0\b", shown)

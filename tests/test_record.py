@@ -52,10 +52,13 @@ def cli_run(sweep_run) -> tuple[MlflowClient, object, Path]:
 @pytest.mark.slow
 def test_console_has_one_compact_line_per_trial_and_cli_log_the_rounds(sweep_run):
     _, run, folder, out = sweep_run
-    line = re.search(r"^trial 0 \| complete \| acc (\S+) \| (\S+) Mbit \| (\S+) s \| (.*)$", out, re.MULTILINE)
+    line = re.search(
+        r"^trial 0 \| complete \| val acc (\S+) \| test acc (\S+) \| (\S+) Mbit \| (\S+) s \| (.*)$", out, re.MULTILINE
+    )
     assert line, out
-    accuracy, mbit, _, options = line.groups()
+    accuracy, test_accuracy, mbit, _, options = line.groups()
     assert accuracy == f"{run.data.metrics['final/eval_accuracy']:.3f}"  # 3 decimals
+    assert test_accuracy == f"{run.data.metrics['final/test_accuracy']:.3f}"
     assert float(mbit) == float(f"{run.data.metrics['final/total_mbit']:.3g}")
     assert "aggregate_encoder=uniform" in options and "aggregate_encoder.bits=2" in options
     assert "trial." not in out and "oc.env" not in out and "Launching" not in out  # no sweeper internals
@@ -113,9 +116,15 @@ def test_logged_model_reproduces_final_eval_accuracy(cli_run, compose_config):
     client, run, folder = cli_run
     mlflow.set_tracking_uri(client.tracking_uri)
     model = mlflow.tensorflow.load_model(f"runs:/{run.info.run_id}/model")
-    eval_examples = Workbench.load_data(compose_config(TINY).data).pooled_test()
-    _, accuracy = model.evaluate(eval_examples.x, eval_examples.y, verbose=0)
-    assert accuracy == pytest.approx(run.data.metrics["final/eval_accuracy"], abs=1e-6)
+    data = Workbench.load_data(compose_config(TINY).data)
+    metrics = run.data.metrics
+    for split in ("validation", "test"):
+        examples = data.pooled(split)
+        _, accuracy = model.evaluate(examples.x, examples.y, verbose=0)
+        assert accuracy == pytest.approx(metrics[f"final/{split}_accuracy"], abs=1e-6)
+    # Rounds are evaluated on validation (the default eval.split): the objective is the validation accuracy.
+    assert run.data.params["eval.split"] == "validation"
+    assert metrics["final/eval_accuracy"] == metrics["final/validation_accuracy"]
 
 
 @pytest.mark.slow

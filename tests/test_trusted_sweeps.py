@@ -90,6 +90,10 @@ def test_references_come_first_and_repeats_are_told_as_means(tmp_path):
     ceiling = study.user_attrs["fl_sweeps.centralized_eval_accuracy"]
     assert 0 < ceiling <= 1
     assert parent.data.metrics["reference/centralized_eval_accuracy"] == pytest.approx(ceiling)
+    # Selected on validation: the ceiling of the front is the reference's validation accuracy; its test accuracy
+    # is recorded beside it.
+    assert parent.data.metrics["reference/centralized_validation_accuracy"] == pytest.approx(ceiling)
+    assert 0 < parent.data.metrics["reference/centralized_test_accuracy"] <= 1
 
     # Every configuration: one run holding the mean and spread, with its two repeats under it, seeds 0 and 1 on
     # the same data; Optuna was told the means.
@@ -103,6 +107,15 @@ def test_references_come_first_and_repeats_are_told_as_means(tmp_path):
         assert all(r.info.status == "FINISHED" for r in runs) and configuration.info.status == "FINISHED"
         accuracies = [r.data.metrics["final/eval_accuracy"] for r in runs]
         bits = [r.data.metrics["final/total_bits"] for r in runs]
+        # The objective Optuna was told is the validation accuracy; the test accuracy is logged, never told.
+        assert all(r.data.params["eval.split"] == "validation" for r in runs)
+        assert accuracies == [r.data.metrics["final/validation_accuracy"] for r in runs]
+        tests = [r.data.metrics["final/test_accuracy"] for r in runs]
+        assert all(0 <= value <= 1 for value in tests)
+        assert all(int(r.data.params["data.validation_examples"]) > 0 for r in runs)
+        assert trial.user_attrs["fl_sweeps.test_accuracy"] == pytest.approx(statistics.fmean(tests))
+        assert configuration.data.metrics["final/test_accuracy"] == pytest.approx(statistics.fmean(tests))
+        assert configuration.data.metrics["repeats/test_accuracy_std"] == pytest.approx(statistics.stdev(tests))
         assert trial.values[0] == pytest.approx(statistics.fmean(accuracies))
         assert trial.values[1] == pytest.approx(statistics.fmean(bits))
         metrics = configuration.data.metrics

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fl_sweeps.data.federated_data import ClientArrays, FederatedData
+from fl_sweeps.data.federated_data import ClientArrays, FederatedData, split_validation
 from fl_sweeps.data.partition import client_ids, partition_indices, split_train_test
 
 
@@ -15,6 +15,7 @@ def load_digits(
     alpha: float = 0.5,
     shards_per_client: int = 2,
     test_fraction: float = 0.2,
+    validation_fraction: float = 0.1,
     seed: int = 0,
 ) -> FederatedData:
     """Loads the 1,797 digits images, partitions them into clients and holds out part of each client.
@@ -29,6 +30,8 @@ def load_digits(
         alpha: Dirichlet concentration for ``dirichlet``.
         shards_per_client: Shards per client for ``shards``.
         test_fraction: Fraction of each client's examples held out, in [0, 1).
+        validation_fraction: Fraction of each client's training examples held out for validation, in [0, 1)
+            (``split_validation``).
         seed: Seed for partition and hold-out.
 
     Returns:
@@ -58,7 +61,7 @@ def load_digits(
         train_idx, test_idx = split_train_test(idx, test_fraction=test_fraction, rng=rng)
         train[cid] = ClientArrays(x[train_idx], y[train_idx])
         test[cid] = ClientArrays(x[test_idx], y[test_idx])
-    return FederatedData(
+    data = FederatedData(
         name="digits",
         train=train,
         test=test,
@@ -66,3 +69,4 @@ def load_digits(
         description=f"scikit-learn digits (1797 8x8 images), {num_clients} clients, partition={partition}, "
         f"test_fraction={test_fraction}, seed={seed}",
     )
+    return split_validation(data, fraction=validation_fraction, seed=seed)

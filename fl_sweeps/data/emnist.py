@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fl_sweeps.data.federated_data import ClientArrays, FederatedData
+from fl_sweeps.data.federated_data import ClientArrays, FederatedData, split_validation
 from fl_sweeps.errors import DataError
 
 # TFF downloads emnist_all.sqlite.lzma and keeps the decompressed file under this name in cache_dir.
@@ -16,7 +16,12 @@ EMNIST_FILE = "emnist_all.sqlite"
 
 
 def load_emnist(
-    *, cache_dir: str, only_digits: bool = True, max_clients: int | None = None, seed: int = 0
+    *,
+    cache_dir: str,
+    only_digits: bool = True,
+    max_clients: int | None = None,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
 ) -> FederatedData:
     """Loads TFF's federated EMNIST (one client per writer) from ``cache_dir/emnist_all.sqlite``.
 
@@ -30,7 +35,9 @@ def load_emnist(
         cache_dir: Directory holding ``emnist_all.sqlite`` (TFF's ``cache_dir``).
         only_digits: TFF's 10-class digits-only splits; else the 62-class splits.
         max_clients: Keep only the first N training writers in sorted order (their test data too).
-        seed: Unused (the by-writer split is fixed); accepted so all loaders take a seed.
+        validation_fraction: Fraction of each writer's training examples held out for validation, in [0, 1)
+            (``split_validation``).
+        seed: Seed of the validation split (the by-writer train/test split is fixed).
 
     Returns:
         The federated data set, name ``emnist``; client id = TFF client id.
@@ -38,7 +45,6 @@ def load_emnist(
     Raises:
         DataError: The cache file is missing or is not TFF's SQL format, or a setting is out of range.
     """
-    del seed
     if max_clients is not None and max_clients < 1:
         raise DataError(f"data.max_clients must be a positive integer or null, got {max_clients!r}")
     directory = Path(cache_dir).expanduser()
@@ -65,13 +71,14 @@ def load_emnist(
     if not train:
         raise DataError(f"data.cache_dir={cache_dir}: {file} has no clients with examples in split {split}_train")
     num_classes = 10 if only_digits else 62
-    return FederatedData(
+    data = FederatedData(
         name="emnist",
         train=train,
         test=test,
         num_classes=num_classes,
         description=f"EMNIST (TFF {split} splits) from {file}, {len(train)} writers, {num_classes} classes, ink high",
     )
+    return split_validation(data, fraction=validation_fraction, seed=seed)
 
 
 def _convert(client_data: Any, ids: list[str], cache_dir: str, file: Path) -> dict[str, ClientArrays]:

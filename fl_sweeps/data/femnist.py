@@ -7,14 +7,19 @@ from pathlib import Path
 
 import numpy as np
 
-from fl_sweeps.data.federated_data import ClientArrays, FederatedData
+from fl_sweeps.data.federated_data import ClientArrays, FederatedData, split_validation
 from fl_sweeps.errors import DataError
 
 LEAF_KEYS = ("users", "num_samples", "user_data")
 
 
 def load_femnist(
-    *, path: str, only_digits: bool = False, max_clients: int | None = None, seed: int = 0
+    *,
+    path: str,
+    only_digits: bool = False,
+    max_clients: int | None = None,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
 ) -> FederatedData:
     """Loads LEAF's FEMNIST JSON shards: one client per writer, the writer's own train/test split.
 
@@ -28,7 +33,9 @@ def load_femnist(
         only_digits: Keep labels 0-9 only (10 classes) and drop writers left with no training example; else 62
             classes.
         max_clients: Keep only the first N training writers in sorted order (their test data too), for quick runs.
-        seed: Unused (the by-writer split is fixed); accepted so all loaders take a seed.
+        validation_fraction: Fraction of each writer's training examples held out for validation, in [0, 1)
+            (``split_validation``).
+        seed: Seed of the validation split (the by-writer train/test split is fixed).
 
     Returns:
         The federated data set, name ``femnist``; client id = LEAF user id. ``test`` holds every writer with test
@@ -37,7 +44,6 @@ def load_femnist(
     Raises:
         DataError: The directory, a subdirectory or the JSON files are missing or malformed.
     """
-    del seed
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DataError(f"data.path={path}: directory does not exist (expected LEAF FEMNIST with train/ and test/)")
@@ -53,13 +59,14 @@ def load_femnist(
     test = {user: arrays for user, arrays in test.items() if len(arrays)}
     if not train:
         raise DataError(f"data.path={path}: no training examples in {root / 'train'}")
-    return FederatedData(
+    data = FederatedData(
         name="femnist",
         train=train,
         test=test,
         num_classes=num_classes,
         description=f"FEMNIST (LEAF JSON) from {path}, {len(train)} writers, {num_classes} classes, ink high",
     )
+    return split_validation(data, fraction=validation_fraction, seed=seed)
 
 
 def _read_split(root: Path, setting: str, split: str, num_classes: int) -> dict[str, ClientArrays]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fl_sweeps.data.federated_data import ClientArrays, FederatedData
+from fl_sweeps.data.federated_data import ClientArrays, FederatedData, split_validation
 from fl_sweeps.data.partition import client_ids, partition_indices
 from fl_sweeps.errors import DataError
 
@@ -29,13 +29,14 @@ def load_mnist(
     partition: str = "iid",
     alpha: float = 0.5,
     shards_per_client: int = 2,
+    validation_fraction: float = 0.1,
     seed: int = 0,
 ) -> FederatedData:
     """Loads MNIST, partitions its 60,000 training images into clients and spreads the 10,000 test images.
 
     Images are ``(28, 28, 1)`` float32 in [0, 1] (ink high), 10 classes. The training set is partitioned by
     ``partition_indices``; the test set is split evenly (IID, seeded) across the same client ids, so both federated
-    and centralized (``pooled_test``) evaluation use the official test set.
+    and centralized (``pooled``) evaluation use the official test set.
 
     Args:
         path: Directory holding ``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
@@ -45,7 +46,9 @@ def load_mnist(
         partition: ``iid``, ``shards`` (FedAvg's 200 shards of 300 for 100 clients) or ``dirichlet``.
         alpha: Dirichlet concentration for ``dirichlet``.
         shards_per_client: Shards per client for ``shards``.
-        seed: Seed for the partition and the test split.
+        validation_fraction: Fraction of each client's training examples held out for validation, in [0, 1)
+            (``split_validation``).
+        seed: Seed for the partition, the test split and the validation split.
 
     Returns:
         The federated data set, name ``mnist``.
@@ -76,13 +79,14 @@ def load_mnist(
     for cid, idx, test_idx in zip(client_ids(num_clients), parts, test_parts, strict=True):
         train[cid] = ClientArrays(_scale(x_train[idx]), y_train[idx].astype(np.int32))
         test[cid] = ClientArrays(_scale(x_test[test_idx]), y_test[test_idx].astype(np.int32))
-    return FederatedData(
+    data = FederatedData(
         name="mnist",
         train=train,
         test=test,
         num_classes=10,
         description=f"MNIST from {source}, {num_clients} clients, partition={partition}, seed={seed}",
     )
+    return split_validation(data, fraction=validation_fraction, seed=seed)
 
 
 def _scale(images: np.ndarray) -> np.ndarray:

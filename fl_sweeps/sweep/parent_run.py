@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
+from typing import Any
 
 import optuna
 from mlflow.tracking import MlflowClient
 
 from fl_sweeps.mlflow_store import quiet_client, redact
+from fl_sweeps.sweep.repeats import summarize
 from fl_sweeps.sweep.trial_link import trial_run_name
+
+SPLITS = ("validation", "test")  # the splits a trial's final model is evaluated on (``final/<split>_accuracy``)
 
 STUDY_TAG = "fl_sweeps.study"
 ROLE_TAG = "fl_sweeps.role"
@@ -164,7 +168,9 @@ def end_configuration_run(
     """Log the repeats' summary (``final/*`` means, ``repeats/*`` spread) and end the configuration's run.
 
     The run also gets the params of its first repeat but those a repeat sets (``seed``, ``trial.*``), so it reads
-    like a trial run of the configuration (the analysis finds its encoders and learning rates there).
+    like a trial run of the configuration (the analysis finds its encoders and learning rates there), and, when it
+    completed, the same summary of its repeats' final accuracy on each split (``final/test_accuracy``,
+    ``repeats/test_accuracy_ci95_low``, ...), which the repeats recorded but did not return.
     """
     from mlflow.entities import Metric, Param
 
@@ -183,7 +189,24 @@ def end_configuration_run(
         ]
         for start in range(0, len(params), 100):
             client.log_batch(run_id, params=params[start : start + 100])
+        if summary:
+            summary = {**summary, **_split_summary(repeats)}
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(name, value, now, 0) for name, value in sorted(summary.items())])
     client.set_tag(run_id, "trial_state", trial_state)
     client.set_terminated(run_id, status)
+
+
+def _split_summary(repeats: list[Any]) -> dict[str, float]:
+    """The repeats' final accuracy on each split summarized like the objectives, for the splits every repeat has."""
+    names = [
+        name
+        for name in (f"{split}_accuracy" for split in SPLITS)
+        if all(f"final/{name}" in run.data.metrics for run in repeats)
+    ]
+    if not names:
+        return {}
+    values = [[run.data.metrics[f"final/{name}"] for name in names] for run in repeats]
+    _, summary = summarize(values, names)
+    summary.pop("repeats/count")
+    return summary

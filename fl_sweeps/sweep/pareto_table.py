@@ -9,27 +9,35 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from fl_sweeps.mlflow_store import quiet_client
-from fl_sweeps.readable import accuracy_text, significant
+from fl_sweeps.readable import accuracy_text, significant, split_short
+from fl_sweeps.sweep.trial_link import TEST_ACCURACY_ATTR
 
 
 def pareto_front_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per Pareto-optimal completed trial (accuracy max, bits min), most accurate first."""
+    """One row per Pareto-optimal completed trial (accuracy max, bits min), most accurate first.
+
+    ``eval_accuracy`` is the objective (accuracy on ``eval.split``: validation by default); ``test_accuracy`` the
+    final model's on the test examples, evaluated once at the end of the trial (never selected on).
+    """
     rows = [
         {
             "trial": t.number,
             "eval_accuracy": t.values[0],
+            "test_accuracy": t.user_attrs.get(TEST_ACCURACY_ATTR, float("nan")),
             "total_bits": int(t.values[1]),
             "total_Mbit": round(t.values[1] / 1e6, 3),
             **t.params,
         }
         for t in study.best_trials
     ]
-    columns = ["trial", "eval_accuracy", "total_bits", "total_Mbit"]
+    columns = ["trial", "eval_accuracy", "test_accuracy", "total_bits", "total_Mbit"]
     table = pd.DataFrame(rows, columns=columns + sorted({k for r in rows for k in r} - set(columns)))
     return table.sort_values(["eval_accuracy", "total_bits"], ascending=[False, True], ignore_index=True)
 
 
-def write_pareto_front(study: optuna.Study, *, sweep_dir: Path, tracking_uri: str, parent_run_id: str) -> pd.DataFrame:
+def write_pareto_front(
+    study: optuna.Study, *, sweep_dir: Path, tracking_uri: str, parent_run_id: str, eval_split: str = "validation"
+) -> pd.DataFrame:
     """Print the front, write it as CSV and Markdown into ``sweep_dir``, and log both and trial counts to the
     parent run (the full report with plots is ``analysis``'s, from the sweep's ``on_multirun_end`` callback)."""
     table = pareto_front_table(study)
@@ -38,7 +46,9 @@ def write_pareto_front(study: optuna.Study, *, sweep_dir: Path, tracking_uri: st
         f"\nPareto front of study {study.study_name!r} ({len(table)} of {counts[TrialState.COMPLETE]} completed "
         f"trials; {counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed):"
     )
-    shown = printable(table).to_string(index=False, justify="left") if len(table) else "(no completed trial yet)"
+    shown = "(no completed trial yet)"
+    if len(table):
+        shown = printable(table, eval_split).to_string(index=False, justify="left")
     print("\n".join(line.rstrip() for line in shown.splitlines()))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = sweep_dir / "pareto_front.csv", sweep_dir / "pareto_front.md"
@@ -53,10 +63,11 @@ def write_pareto_front(study: optuna.Study, *, sweep_dir: Path, tracking_uri: st
     return table
 
 
-def printable(table: pd.DataFrame) -> pd.DataFrame:
-    """The front for the console: accuracy to 3 decimals, Mbit to 3 significant digits, the trial's params as one
-    ``key=value`` column (numbers to 3 significant digits, no exponents); the exact values stay in the CSV file."""
-    fixed = {"trial", "eval_accuracy", "total_bits", "total_Mbit"}
+def printable(table: pd.DataFrame, eval_split: str = "validation") -> pd.DataFrame:
+    """The front for the console: the accuracy it was selected on (``eval_split``'s) and the test accuracy to 3
+    decimals, Mbit to 3 significant digits, the trial's params as one ``key=value`` column (numbers to 3 significant
+    digits, no exponents); the exact values stay in the CSV file."""
+    fixed = {"trial", "eval_accuracy", "test_accuracy", "total_bits", "total_Mbit"}
     params = [column for column in table.columns if column not in fixed]
 
     def options(row: pd.Series) -> str:
@@ -65,7 +76,8 @@ def printable(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "trial": table["trial"],
-            "accuracy": [accuracy_text(value) for value in table["eval_accuracy"]],
+            f"{split_short(eval_split)} acc": [accuracy_text(value) for value in table["eval_accuracy"]],
+            **({"test acc": [accuracy_text(v) for v in table["test_accuracy"]]} if eval_split != "test" else {}),
             "Mbit": [significant(value / 1e6) for value in table["total_bits"]],
             "params": [options(row) for _, row in table.iterrows()],
         }
@@ -83,7 +95,7 @@ def markdown_table(table: pd.DataFrame) -> str:
     def cell(column: str, value: object) -> str:
         if value is None or (isinstance(value, float) and value != value):
             return ""
-        if column == "eval_accuracy":
+        if column in ("eval_accuracy", "test_accuracy"):
             return accuracy_text(float(value))
         return _three_digits(value)
 

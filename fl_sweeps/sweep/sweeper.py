@@ -76,7 +76,6 @@ INTERRUPTED_ATTR = "interrupted"  # a trial cut short by stopping the sweep (doe
 SURPLUS_ATTR = "surplus"  # asked after other workers had reached n_trials: never run, does not count
 REPEATS_ATTR = "fl_sweeps.repeat_values"  # trial user attr: the objectives of each repeat, in seed order
 CENTRALIZED_ATTR = "fl_sweeps.centralized_eval_accuracy"  # study user attr: the centralized reference's accuracy
-CENTRALIZED_METRIC = "reference/centralized_eval_accuracy"  # the same, on the sweep's MLflow parent run
 # The jobs read the storage URL from this variable (set by the sweeper), so the URL and its password stay out of
 # the job overrides that Hydra logs and saves; launchers on other hosts need it set in the job's environment.
 STORAGE_ENV = "FL_SWEEPS_OPTUNA_STORAGE"
@@ -331,6 +330,7 @@ class ParetoSweep:
                 sweep_dir=Path(self.config.hydra.sweep.dir),
                 tracking_uri=mlflow_cfg.tracking_uri,
                 parent_run_id=parent_run_id,
+                eval_split=str(self.config.eval.split),
             )
             self._describe(study, space, parent_run_id)
             end_parent_run(tracking_uri=mlflow_cfg.tracking_uri, run_id=parent_run_id, status=status)
@@ -389,13 +389,20 @@ class ParetoSweep:
         (ret,) = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
         self.job_idx += 1
         try:
-            accuracy = float(ret.return_value)
+            accuracies = {name: float(value) for name, value in ret.return_value.items()}
         except Exception as error:  # noqa: BLE001 - the reference is worth having, not worth stopping the sweep
             _say(f"centralized reference failed ({first_line(error)}); the sweep goes on without it")
             return
-        study.set_user_attr(CENTRALIZED_ATTR, accuracy)
-        quiet_client(self.config.mlflow.tracking_uri).log_metric(parent_run_id, CENTRALIZED_METRIC, accuracy)
-        _say(f"centralized reference (the same model trained on the pooled data): eval accuracy {accuracy:.4f}")
+        study.set_user_attr(CENTRALIZED_ATTR, accuracies["eval_accuracy"])
+        client = quiet_client(self.config.mlflow.tracking_uri)
+        for name, accuracy in accuracies.items():  # reference/centralized_{eval,validation,test}_accuracy
+            client.log_metric(parent_run_id, f"reference/centralized_{name}", accuracy)
+        shown = ", ".join(
+            f"{name.removesuffix('_accuracy')} {value:.4f}"
+            for name, value in accuracies.items()
+            if name != "eval_accuracy"
+        )
+        _say(f"centralized reference (the same model trained on the pooled training data): accuracy {shown}")
 
     def _warn_if_pruning_cannot_start(self) -> None:
         """One line when ``training.rounds`` ends before the pruner's warm-up does (no trial can be pruned)."""

@@ -27,6 +27,7 @@ from fl_sweeps.sweep.pareto_pruner import PLANNED_BITS_ATTR, ParetoPruner
 
 PRUNER_ATTR = "fl_sweeps.pruner"  # study user attr: the ``_target_`` config of the pruner the jobs consult
 PRUNED_BECAUSE_ATTR = "fl_sweeps.pruned_because"  # trial user attr: one line on why the pruner stopped it
+TEST_ACCURACY_ATTR = "fl_sweeps.test_accuracy"  # trial user attr: its final test accuracy (mean over repeats)
 
 
 def trial_run_name(study_name: str, trial_number: int, seed: int | None = None) -> str:
@@ -125,6 +126,14 @@ class OptunaTrialLink:
         round (``rounds``), at which it is never pruned."""
         self.last_round = rounds
         self.storage.set_trial_user_attr(self.trial_id, PLANNED_BITS_ATTR, int(total_bits))
+
+    def record_test_accuracy(self, accuracy: float) -> None:
+        """Record the final model's test accuracy (the mean over the repeats so far) in the trial, for the sweep's
+        front table; the study never optimizes it."""
+        if self.repeat:
+            earlier = self.storage.get_trial(self.trial_id).user_attrs.get(TEST_ACCURACY_ATTR, accuracy)
+            accuracy = (earlier * self.repeat + accuracy) / (self.repeat + 1)
+        self.storage.set_trial_user_attr(self.trial_id, TEST_ACCURACY_ATTR, float(accuracy))
 
     def report(self, round_num: int, accuracy: float) -> None:
         """Record the eval accuracy of a round (the mean over the repeats so far); raise ``TrialPruned`` if the

@@ -1,7 +1,8 @@
-"""Evaluate a trial's model weights on all clients' held-out examples, centralized or federated.
+"""Evaluate a trial's model weights on all clients' validation or test examples, centralized or federated.
 
 Both evaluators answer the same question with the same numbers (up to float32 rounding): the example-weighted mean
-loss and accuracy over every held-out example. The ``eval.mode`` config key picks one from ``EVALUATORS``.
+loss and accuracy over every example of the split. The ``eval.mode`` config key picks one from ``EVALUATORS``;
+``eval.split`` which examples rounds are evaluated on (the trial evaluates the other split once, at its end).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ CENTRAL_CHUNK = 1024  # centralized: pooled examples through the eval model this
 class Evaluator(Protocol):
     """Evaluates model weights (``tff.learning.models.ModelWeights``) of one built process."""
 
-    def evaluate(self, weights: Any) -> tuple[float, float]:
-        """(loss, accuracy) of the model with ``weights`` on all clients' held-out examples."""
+    def evaluate(self, weights: Any, split: str) -> tuple[float, float]:
+        """(loss, accuracy) of the model with ``weights`` on all clients' examples of ``split`` (``validation`` or
+        ``test``)."""
         ...
 
     def release(self) -> None:
@@ -30,7 +32,7 @@ class Evaluator(Protocol):
 
 
 class CentralizedEvaluator:
-    """Runs a Keras eval model on all clients' held-out examples pooled in one array pair.
+    """Runs a Keras eval model on all clients' examples of a split pooled in one array pair.
 
     The eval model is kept in the process's parts by model, so trials of other structures on the same model reuse
     it (each assigns its weights before evaluating).
@@ -44,13 +46,16 @@ class CentralizedEvaluator:
             built.model_key,
             lambda: EvalModel(built.model_builder, data.input_shape, data.num_classes),
         )
-        self._examples = data.pooled_test()
+        self._data = data
+        self._examples: dict[str, Any] = {}  # split -> pooled examples, made when first evaluated
 
-    def evaluate(self, weights: Any) -> tuple[float, float]:
+    def evaluate(self, weights: Any, split: str) -> tuple[float, float]:
         import tensorflow as tf
 
         self._model.assign(weights)
-        x, y = self._examples.x, self._examples.y
+        if split not in self._examples:
+            self._examples[split] = self._data.pooled(split)
+        x, y = self._examples[split].x, self._examples[split].y
         loss_sum, correct = 0.0, 0
         for start in range(0, len(y), CENTRAL_CHUNK):
             logits = self._model.logits(tf.constant(x[start : start + CENTRAL_CHUNK], tf.float32))
@@ -66,7 +71,7 @@ class CentralizedEvaluator:
 
 
 class FederatedEvaluator:
-    """TFF federated evaluation (``tff.learning.algorithms.build_fed_eval``): each client with held-out examples
+    """TFF federated evaluation (``tff.learning.algorithms.build_fed_eval``): each client with examples of the split
     evaluates its own.
 
     Metrics are summed over clients before they are finalized, so loss and accuracy are example-weighted means
@@ -74,22 +79,25 @@ class FederatedEvaluator:
     """
 
     def __init__(self, built: BuiltProcess) -> None:
-        import tensorflow as tf
         import tensorflow_federated as tff
 
         self._process = tff.learning.algorithms.build_fed_eval(built.model_fn)
         self._initial_state = self._process.initialize()
-        self._datasets = [
-            tf.data.Dataset.from_tensor_slices((arrays.x, arrays.y))
-            .batch(EVAL_BATCH_SIZE)
-            .with_options(client_dataset_options())
-            for _, arrays in sorted(built.data.test.items())
-            if len(arrays)
-        ]
+        self._data = built.data
+        self._datasets: dict[str, list[Any]] = {}  # split -> one tf.data set per client, made when first evaluated
 
-    def evaluate(self, weights: Any) -> tuple[float, float]:
+    def evaluate(self, weights: Any, split: str) -> tuple[float, float]:
+        import tensorflow as tf
+
+        if split not in self._datasets:
+            self._datasets[split] = [
+                tf.data.Dataset.from_tensor_slices((arrays.x, arrays.y))
+                .batch(EVAL_BATCH_SIZE)
+                .with_options(client_dataset_options())
+                for arrays in self._data.held_out(split).values()
+            ]
         state = self._process.set_model_weights(self._initial_state, weights)
-        output = self._process.next(state, self._datasets)
+        output = self._process.next(state, self._datasets[split])
         metrics = output.metrics["client_work"]["eval"]["current_round_metrics"]
         return float(metrics["loss"]), float(metrics["sparse_categorical_accuracy"])
 

@@ -69,9 +69,10 @@ class FederatedTrial:
         """The model weights of a process state (``BuiltProcess.model_weights``)."""
         return self.built.model_weights(state)
 
-    def evaluate(self, state: Any) -> tuple[float, float]:
-        """(loss, accuracy) of the state's model on all clients' held-out examples, by this trial's evaluator."""
-        return self.evaluator.evaluate(self.model_weights(state))
+    def evaluate(self, state: Any, split: str) -> tuple[float, float]:
+        """(loss, accuracy) of the state's model on all clients' examples of ``split`` (``validation`` or ``test``),
+        by this trial's evaluator."""
+        return self.evaluator.evaluate(self.model_weights(state), split)
 
     def planned_bits(self, settings: RunSettings) -> int:
         """The bits a run with ``settings`` communicates if it runs to the end, each round with the value its
@@ -131,7 +132,7 @@ class FederatedTrial:
             check_finite(round_num, loss, weights, output.metrics)
             eval_loss = eval_accuracy = None
             if round_num % settings.eval_every == 0 or round_num == rounds:
-                eval_loss, eval_accuracy = self.evaluator.evaluate(weights)
+                eval_loss, eval_accuracy = self.evaluator.evaluate(weights, settings.eval_split)
             # Measured from the round's messages, plus what the schedule needs sent (an adaptive rule's readings).
             bits = round_bits(output.metrics) + settings.schedule.control_bits.for_clients(len(client_ids))
             cumulative += bits.total

@@ -39,6 +39,7 @@ class RunSettings:
         training: Rounds, sampling and local-training settings.
         seed: Initial weights, client sampling and shuffling.
         eval_every: Evaluate every this many rounds (and after the last).
+        eval_split: The examples rounds are evaluated on: ``validation`` or ``test``.
         client_hparams: Client optimizer hyperparameters by TFF name (``learning_rate``, ``momentum``, ...); those
             not given keep the values the optimizer was built with.
         server_hparams: Server optimizer hyperparameters by TFF name.
@@ -52,6 +53,7 @@ class RunSettings:
     training: TrainingSettings
     seed: int
     eval_every: int
+    eval_split: str
     client_hparams: Mapping[str, float] = field(default_factory=dict)
     server_hparams: Mapping[str, float] = field(default_factory=dict)
     schedule: Schedule = field(default_factory=Constant)
