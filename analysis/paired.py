@@ -5,7 +5,7 @@ reference seed by seed (paired) rather than mean against mean:
 
 - **accuracy change**: the mean over the seeds both ran of (configuration's accuracy - reference's accuracy), with
   Student's t interval of those per-seed differences (n - 1 degrees of freedom). What a seed shares between the two
-  (initial weights, sampled clients) cancels, so the interval is much tighter than either configuration's own.
+  (initial weights, sampled clients) cancels, so the interval is usually much tighter than either configuration's own.
 - **bit reduction**: the geometric mean over the same seeds of (reference's bits / configuration's bits), with
   Student's t interval of the per-seed log ratios, exponentiated: a ratio of 2 and one of 1/2 average to 1, and the
   interval of a factor stays positive.
@@ -17,8 +17,8 @@ in them).
 Without repeats there is one seed per trial and the accuracy change carries the eval set's own sampling error:
 Newcombe's hybrid score interval for a difference of two proportions (method 10 of Newcombe 1998, built from each
 accuracy's Wilson interval) on the ``n`` eval examples. The runs record whether each example was right only as a
-count, so the two accuracies are treated as independent: on one eval set they are positively correlated and the
-true interval is narrower, so this one errs wide.
+count, so the two accuracies are treated as independent: on one eval set they are usually positively correlated,
+so the true interval is narrower and this one errs wide.
 
 An accuracy interval that holds zero says the comparison cannot tell the two apart: "not distinguishable".
 """
