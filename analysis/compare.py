@@ -5,7 +5,10 @@ more than a given accuracy loss.
 Writes ``comparison.html`` (self-contained, interactive figure), ``comparison.md``, ``comparison.csv`` and
 ``fronts.png``. The reference point is ``analysis.pareto.default_reference`` of all the studies' trials together, so
 the hypervolumes compare: a study whose front dominates another's has the larger one. Where a study ran each
-configuration with several seeds, its front points carry their 95% intervals (``analysis.repeats``) as error bars.
+configuration with several seeds, its front points carry their 95% intervals (``analysis.repeats``) as error bars,
+and its best reduction's accuracy change and bit reduction are paired over the seeds it shares with its own best
+uncompressed trial (``analysis.paired``; without repeats: the eval set's interval). Points of different studies are
+not paired with each other: each study is measured against its own uncompressed trial.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
-from analysis import numbers, pareto, plots, repeats
+from analysis import numbers, paired, pareto, plots, repeats
 from analysis.html_page import report_html
 from analysis.pareto import ACCURACY, BITS
 from analysis.runs import SweepRuns, load_runs, redact_uri
@@ -32,6 +35,15 @@ TABLE = "comparison.csv"
 FIGURE = "fronts.png"
 FILES = (HTML, SUMMARY, TABLE, FIGURE)
 COLORS = colormaps["tab10"].colors
+#: Column of the comparison table -> column of the best reduction's trial (``analysis.paired.with_intervals``).
+BEST_CHANGE = {
+    "best_reduction_low": "bit_reduction_low",
+    "best_reduction_high": "bit_reduction_high",
+    "best_reduction_accuracy_change": "accuracy_change",
+    "best_reduction_accuracy_change_low": "accuracy_change_low",
+    "best_reduction_accuracy_change_high": "accuracy_change_high",
+    "best_reduction_seed_pairs": "seed_pairs",
+}
 
 
 @dataclass(frozen=True)
@@ -40,7 +52,8 @@ class StudyFront:
 
     Attributes:
         runs: The study's runs (``analysis.runs.load_runs``).
-        trials: Its trials with ``bit_reduction`` and ``accuracy_change`` against its best uncompressed trial.
+        trials: Its trials with ``bit_reduction`` and ``accuracy_change`` against its best uncompressed trial, and
+            their 95% intervals (``analysis.paired.with_intervals``).
         front: The rows of ``trials`` on its Pareto front, cheapest first.
         spread: The repeats' spread of each trial (``analysis.repeats.SPREAD`` columns, NaN where not repeated).
         knee: The front's knee, or None.
@@ -64,6 +77,7 @@ def load_front(tracking_uri: str, study: str, *, experiment: str | None = None) 
     runs = load_runs(tracking_uri, study=study, experiment=experiment)
     baseline = pareto.best_uncompressed(runs.trials)
     trials = pareto.compare_to_uncompressed(runs.trials, baseline)
+    trials = paired.with_intervals(trials, runs.seeds, baseline, repeats.eval_set_size(runs.seeds, runs.curves)[0])
     front = trials.loc[pareto.pareto_front(trials).index]
     spread = repeats.load_spread(tracking_uri, trials["run_id"])
     return StudyFront(runs, trials, front, spread, pareto.knee_point(front), baseline)
@@ -119,6 +133,7 @@ def comparison_table(
                 "baseline_mbit": _value(baseline, BITS) / 1e6,
                 "max_accuracy_loss": max_accuracy_loss,
                 "best_reduction": _value(best, "bit_reduction"),
+                **{name: _value(best, column) for name, column in BEST_CHANGE.items()},
                 "best_reduction_trial": _trial(best),
                 "best_reduction_accuracy": _value(best, ACCURACY),
                 "best_reduction_mbit": _value(best, BITS) / 1e6,
@@ -127,7 +142,7 @@ def comparison_table(
             }
         )
     table = pd.DataFrame(rows)
-    for column in ("knee_trial", "baseline_trial", "best_reduction_trial"):
+    for column in ("knee_trial", "baseline_trial", "best_reduction_trial", "best_reduction_seed_pairs"):
         table[column] = table[column].astype("Int64")
     return table
 
@@ -212,6 +227,14 @@ def comparison_markdown(tracking_uri: str, table: pd.DataFrame, fronts: Sequence
         _markdown_table(header, rows),
         "",
     ]
+    if table["best_reduction_accuracy_change_low"].notna().any():
+        lines += [
+            "A best reduction's accuracy change and bit reduction carry 95% intervals against its study's own best "
+            "uncompressed trial: paired over the seeds both ran where the study has repeats (mean per-seed "
+            "difference, geometric mean per-seed ratio), the eval set's interval (Newcombe) for a single seed; "
+            '"not distinguishable" where the accuracy interval holds 0. Studies are not paired with each other.',
+            "",
+        ]
     if seeds:
         lines += [
             "Studies with repeats give each configuration's mean over its seeds, with 95% t-intervals as error bars "
@@ -383,12 +406,22 @@ def _point(row: pd.Series, prefix: str) -> str:
 
 
 def _reduction(row: pd.Series) -> str:
-    """``4.2x fewer bits (#5: 0.905 at 1.02 Mbit)``, or why there is none."""
+    """``4.2x fewer bits (#5: 0.905 at 1.02 Mbit)``, with the intervals where known (``4.2x (4.1x to 4.3x) fewer
+    bits (#5: ...), accuracy change -0.0040 (-0.0110 to +0.0030), 3 seed pairs: not distinguishable``), or why
+    there is none."""
     if pd.isna(row["baseline_accuracy"]):
         return "none (no uncompressed trial finished)"
     if pd.isna(row["best_reduction"]):
         return "none"
-    return f"{numbers.factor(row['best_reduction'])} fewer bits ({_point(row, 'best_reduction')})"
+    change = pd.Series({column: row.get(name, math.nan) for name, column in BEST_CHANGE.items()})
+    change["bit_reduction"] = row["best_reduction"]
+    if pd.isna(change["accuracy_change_low"]):
+        return f"{numbers.factor(row['best_reduction'])} fewer bits ({_point(row, 'best_reduction')})"
+    by_seed = pd.notna(change["seed_pairs"])
+    return (
+        f"{paired.reduction_text(change)} fewer bits ({_point(row, 'best_reduction')}), accuracy change "
+        f"{paired.change_text(change, paired=by_seed)}"
+    )
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:

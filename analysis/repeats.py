@@ -103,6 +103,33 @@ def eval_examples(curves: pd.DataFrame) -> int | None:
     return None
 
 
+def eval_set_size(seeds: pd.DataFrame, curves: pd.DataFrame) -> tuple[int | None, bool]:
+    """The number of eval examples behind each accuracy, and whether the runs recorded it.
+
+    Runs that record their eval sets (params ``eval.split``, ``data.validation_examples``, ``data.test_examples``)
+    give the size of the split they evaluated on (without ``eval.split``: the test set, what every run evaluated on
+    before the split was a setting); the smallest over the runs, a cautious (wider) interval. Older runs record
+    none: the size is then inferred from the accuracies (``eval_examples``).
+
+    Args:
+        seeds: One row per run that trained (``analysis.runs.SweepRuns.seeds``).
+        curves: The runs' curves, to infer from.
+
+    Returns:
+        The size (None when neither recorded nor inferable) and True when it was recorded.
+    """
+    split = seeds["eval_split"].fillna("test") if "eval_split" in seeds else pd.Series("test", index=seeds.index)
+    sizes = pd.Series(
+        [row.get(f"{name}_examples") for name, (_, row) in zip(split, seeds.iterrows(), strict=True)],
+        index=seeds.index,
+        dtype="Float64",
+    ).dropna()
+    sizes = sizes[sizes > 0]
+    if len(sizes):
+        return int(sizes.min()), True
+    return eval_examples(curves), False
+
+
 def wilson_interval(accuracy: float, examples: int) -> tuple[float, float]:
     """95% Wilson score interval of an accuracy measured on ``examples`` examples: the test set's own sampling
     error, the spread a single seed cannot show."""

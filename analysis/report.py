@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import compare, interactive, numbers, pareto, plots, repeats
+from analysis import compare, interactive, numbers, paired, pareto, plots, repeats
 from analysis.html_page import report_html
 from analysis.runs import (
     ENCODERS,
@@ -95,7 +95,7 @@ def _write(
     trials, front, knee = analysed["trials"], analysed["front"], analysed["knee"]
     spread = repeats.load_spread(tracking_uri, trials["run_id"])
     ceiling = repeats.centralized_ceiling(tracking_uri, runs.parent_run_id)
-    analysed |= {"spread": spread, "ceiling": ceiling, "eval_examples": repeats.eval_examples(runs.curves)}
+    analysed |= {"spread": spread, "ceiling": ceiling}
 
     _whole_numbers(trials.join(spread.drop(columns="repeats"))).to_csv(out_dir / "trials.csv", index=False)
     _whole_numbers(runs.curves).to_csv(out_dir / "curves.csv", index=False)
@@ -150,12 +150,16 @@ def analyse(runs: SweepRuns, *, reference: tuple[float | None, float | None] | N
         reference: Hypervolume reference point; None or a None part: from ``pareto.default_reference``.
 
     Returns:
-        ``trials`` (with ``on_front``, ``bit_reduction``, ``accuracy_change``), ``front`` (its rows of those),
-        ``knee`` (row or None), ``baseline`` (best uncompressed trial or None), ``reference`` (or None when no
-        trial finished) and ``hypervolume`` (NaN when no trial finished).
+        ``trials`` (with ``on_front``, ``bit_reduction``, ``accuracy_change`` and their 95% intervals, paired over
+        seeds with repeats: ``analysis.paired.with_intervals``), ``front`` (its rows of those), ``knee`` (row or
+        None), ``baseline`` (best uncompressed trial or None), ``reference`` (or None when no trial finished),
+        ``hypervolume`` (NaN when no trial finished), ``paired`` (the changes are paired over seeds),
+        ``eval_examples`` (the eval set's size, or None) and ``examples_recorded`` (the runs recorded it).
     """
     baseline = pareto.best_uncompressed(runs.trials)
+    examples, recorded = repeats.eval_set_size(runs.seeds, runs.curves)
     trials = pareto.compare_to_uncompressed(runs.trials, baseline)
+    trials = paired.with_intervals(trials, runs.seeds, baseline, examples)
     front_index = pareto.pareto_front(trials).index
     trials.insert(trials.columns.get_loc("eval_accuracy"), "on_front", trials.index.isin(front_index))
     front = trials.loc[front_index]
@@ -173,6 +177,9 @@ def analyse(runs: SweepRuns, *, reference: tuple[float | None, float | None] | N
         "baseline": baseline,
         "reference": reference,
         "hypervolume": volume,
+        "paired": baseline is not None and paired.is_paired(runs.seeds, str(baseline["run_id"])),
+        "eval_examples": examples,
+        "examples_recorded": recorded,
     }
 
 
@@ -188,6 +195,7 @@ def summary_markdown(runs: SweepRuns, analysed: dict) -> str:
         spread = pd.DataFrame({column: math.nan for column in repeats.SPREAD}, index=trials.index)
     count = repeats.repeat_count(spread)
     examples = analysed.get("eval_examples") if count <= 1 else None
+    recorded = bool(analysed.get("examples_recorded"))
     counts = trials["status"].value_counts()
     status_text = ", ".join(
         f"{counts[s]} {s}" for s in ["finished", "pruned", "failed", "killed", "running"] if s in counts
@@ -217,7 +225,7 @@ def summary_markdown(runs: SweepRuns, analysed: dict) -> str:
         lines += [
             f"{len(front)} of {done} finished trials are Pareto-optimal (cheapest first):",
             "",
-            _front_table(front, runs.swept, spread, examples),
+            _front_table(front, runs.swept, spread, examples, by_seed=bool(analysed.get("paired"))),
             "",
         ]
         warning = repeats.interval_warning(count)
@@ -254,9 +262,10 @@ def summary_markdown(runs: SweepRuns, analysed: dict) -> str:
                 f"{numbers.change(compressed['accuracy_change'].min())} to "
                 f"{numbers.change(compressed['accuracy_change'].max())}."
             )
+            lines += _change_lines(compressed, analysed)
     if len(front):
         typical = baseline["eval_accuracy"] if baseline is not None else front["eval_accuracy"].max()
-        lines.append(_sampling_error(float(typical), count, examples))
+        lines.append(_sampling_error(float(typical), count, examples, recorded=recorded))
     lines += ["", *_load_model_section(runs, front, repeated=count > 1)]
     lines += [
         "",
@@ -314,9 +323,9 @@ def _load_model_section(runs: SweepRuns, front: pd.DataFrame, *, repeated: bool 
     return lines
 
 
-def _sampling_error(reference: float, count: int, examples: int | None) -> str:
+def _sampling_error(reference: float, count: int, examples: int | None, *, recorded: bool = False) -> str:
     """How uncertain the accuracies are: the repeats' interval, or, for a sweep whose trials ran one seed each,
-    what the test set alone makes an accuracy of ``reference`` (the best uncompressed trial's) move by."""
+    what the eval set alone makes an accuracy of ``reference`` (the best uncompressed trial's) move by."""
     if count > 1:
         return (
             f"- **Uncertainty:** each trial is the mean of {count} seeds; the front table gives the 95% interval of "
@@ -325,18 +334,49 @@ def _sampling_error(reference: float, count: int, examples: int | None) -> str:
     if examples is None:
         return (
             "- **Uncertainty:** one seed per trial, and the runs do not record how many examples they were "
-            "evaluated on, so the test set's own sampling error is unknown; an accuracy difference is a "
+            "evaluated on, so the eval set's own sampling error is unknown; an accuracy difference is a "
             "hypothesis until repeats (`hydra.sweeper.repeats=3`) confirm it."
         )
     low, high = repeats.wilson_interval(reference, examples)
+    inferred = f"about {examples} eval examples, inferred from the recorded accuracies"
+    size = f"{examples} eval examples, recorded by the runs" if recorded else inferred
     return (
-        f"- **Uncertainty:** one seed per trial. The test set alone (about {examples} eval examples, inferred from "
-        f"the recorded accuracies: one example is {1 / examples:.4f}) moves an accuracy of "
-        f"{numbers.accuracy(reference)} within {numbers.interval(low, high)} (95% Wilson interval, "
-        f"±{(high - low) / 2:.4f}); accuracy changes smaller than that are not told apart by this test set, and "
-        "the seed adds its own spread (`hydra.sweeper.repeats=3` measures it). The front table's test-set "
+        f"- **Uncertainty:** one seed per trial. The eval set alone ({size}: one example is {1 / examples:.4f}) "
+        f"moves an accuracy of {numbers.accuracy(reference)} within {numbers.interval(low, high)} (95% Wilson "
+        f"interval, ±{(high - low) / 2:.4f}); accuracy changes smaller than that are not told apart by this eval "
+        "set, and the seed adds its own spread (`hydra.sweeper.repeats=3` measures it). The front table's eval-set "
         "interval is each trial's."
     )
+
+
+def _change_lines(compressed: pd.DataFrame, analysed: dict) -> list[str]:
+    """How the front's accuracy changes and bit reductions were measured against the reference (paired over seeds,
+    or the eval set's interval), and which compressed front trials it cannot tell apart in accuracy."""
+    intervals = compressed[compressed["accuracy_change_low"].notna()]
+    if intervals.empty:
+        return []
+    same = [plots.trial_label(row) for _, row in intervals.iterrows() if paired.distinguishable(row) is False]
+    verdict = (
+        f" Compressed front trials whose accuracy interval holds 0, **not distinguishable** from it: {', '.join(same)}."
+        if same
+        else " Every compressed front trial's accuracy interval excludes 0."
+    )
+    if analysed.get("paired"):
+        pairs = compressed["seed_pairs"].dropna().astype(int)
+        counted = f"{pairs.min()}" if pairs.min() == pairs.max() else f"{pairs.min()} to {pairs.max()}"
+        return [
+            f"- **Paired over seeds:** every configuration runs the same seeds, so each compressed trial is compared "
+            f"with it seed by seed, on the seeds both finished ({counted} seed pairs): the accuracy change is the mean "
+            "of the per-seed differences with Student's t 95% interval, the bit reduction the geometric mean of the "
+            "per-seed ratios (its bits over the trial's) with the 95% interval of their logs." + verdict
+        ]
+    how = "recorded by the runs" if analysed.get("examples_recorded") else "inferred from the recorded accuracies"
+    return [
+        "- **Accuracy change intervals:** one seed per trial, so a change carries the eval set's own sampling "
+        f"error: Newcombe's 95% interval for a difference of two proportions on {analysed['eval_examples']} eval "
+        f"examples ({how}), the two accuracies taken as independent (they share the eval set, so it errs wide)."
+        + verdict
+    ]
 
 
 def _describe(row: pd.Series) -> str:
@@ -350,17 +390,31 @@ def _describe(row: pd.Series) -> str:
 
 
 def _front_table(
-    front: pd.DataFrame, swept: Sequence[str], spread: pd.DataFrame | None = None, examples: int | None = None
+    front: pd.DataFrame,
+    swept: Sequence[str],
+    spread: pd.DataFrame | None = None,
+    examples: int | None = None,
+    *,
+    by_seed: bool = False,
 ) -> str:
-    """The front as a Markdown table: objectives, compression, reduction, the accuracy's 95% interval (the
-    repeats', or with one seed the test set's), the swept parameters."""
+    """The front as a Markdown table: objectives, compression, bit reduction and accuracy change against the
+    reference (with their 95% intervals where known: paired over seeds, or the eval set's), the accuracy's 95%
+    interval (the repeats', or with one seed the eval set's), the swept parameters."""
     shown = [p for p in swept if p.removesuffix("._target_") not in ENCODERS]  # in "compression"
     repeated = spread is not None and spread.loc[front.index, "accuracy_low"].notna().any()
-    header = ["trial", "eval accuracy", "total Mbit", "compression", "bit reduction", "accuracy change"]
+    intervals = "accuracy_change_low" in front and front["accuracy_change_low"].notna().any()
+    header = [
+        "trial",
+        "eval accuracy",
+        "total Mbit",
+        "compression",
+        "bit reduction" + (" (95% interval)" if by_seed and intervals else ""),
+        "accuracy change" + (" (95% interval)" if intervals else ""),
+    ]
     if repeated:
         header += ["accuracy 95% interval (repeats)", "Mbit 95% interval", "repeats"]
     elif examples is not None:
-        header += ["accuracy 95% interval (test set)"]
+        header += ["accuracy 95% interval (eval set)"]
     header += list(shown)
     rows = []
     for index, row in front.iterrows():
@@ -369,8 +423,8 @@ def _front_table(
             numbers.accuracy(row["eval_accuracy"]),
             numbers.mbit(row["total_bits"]),
             str(row.get("compression") or ""),
-            numbers.factor(row.get("bit_reduction"), ""),
-            numbers.change(row.get("accuracy_change"), ""),
+            _reduction_cell(row),
+            _change_cell(row, by_seed=by_seed),
         ]
         if repeated:
             bars = spread.loc[index]
@@ -389,6 +443,20 @@ def _front_table(
         cells += [numbers.cell(row.get(p)) for p in shown]
         rows.append(cells)
     return "\n".join(["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *rows]])
+
+
+def _reduction_cell(row: pd.Series) -> str:
+    """A front row's bit reduction, with its interval when it has one."""
+    if "bit_reduction_low" not in row:
+        return numbers.factor(row.get("bit_reduction"), "")
+    return paired.reduction_text(row)
+
+
+def _change_cell(row: pd.Series, *, by_seed: bool) -> str:
+    """A front row's accuracy change, with its interval, seed pairs and verdict when it has them."""
+    if "accuracy_change_low" not in row:
+        return numbers.change(row.get("accuracy_change"), "")
+    return paired.change_text(row, paired=by_seed)
 
 
 def _plain(value: float) -> str:

@@ -9,6 +9,10 @@ configuration``: the means as ``final/*``, the first repeat's params, no per-rou
 is a child run of it (tag ``fl_sweeps.repeat``) with the curves and the model. The trials table then has one row per
 configuration (bits and rounds from its repeats, ``model_run_id`` a repeat's run) and the curves one row per repeat
 and round.
+
+Every trial's seeds are also listed one row per run (``SweepRuns.seeds``: a plain trial's own run, or each repeat of a
+configuration, with its ``seed`` and final objectives), so a configuration can be paired, seed by seed, with another
+that ran the same seeds (``analysis.paired``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,29 @@ CURVE_METRICS = {
     "comm/cumulative_bits": "cumulative_bits",
 }
 CURVE_COLUMNS = ["run_id", "trial_run_id", "trial", "repeat", "round", *CURVE_METRICS.values()]
+
+#: Final MLflow metric -> column of the seeds DataFrame (the validation and test ones only in runs that record them).
+FINAL_METRICS = {
+    "final/eval_accuracy": "eval_accuracy",
+    "final/total_bits": "total_bits",
+    "final/validation_accuracy": "validation_accuracy",
+    "final/test_accuracy": "test_accuracy",
+}
+#: Params of the eval sets' sizes -> column of the seeds DataFrame (absent in runs recorded before they were).
+EXAMPLES_PARAMS = {
+    "eval.split": "eval_split",
+    "data.validation_examples": "validation_examples",
+    "data.test_examples": "test_examples",
+}
+SEED_COLUMNS = [
+    "trial_run_id",
+    "run_id",
+    "repeat",
+    "seed",
+    "status",
+    *FINAL_METRICS.values(),
+    *EXAMPLES_PARAMS.values(),
+]
 
 #: The ``trial_state`` tag -> status; runs without the tag fall back to their MLflow status.
 TRIAL_STATES = {"complete": "finished", "pruned": "pruned", "failed": "failed", "killed": "killed"}
@@ -113,6 +140,9 @@ class SweepRuns:
         parent_run_id: The sweep's parent run, if one sweep was loaded (or all trials share one parent).
         study: The sweep's Optuna study name, if known.
         parent_tags: Tags of the sweep's parent run, when loaded by sweep or study.
+        seeds: One row per run that trained (columns ``SEED_COLUMNS``): a plain trial's run, or each repeat of a
+            configuration (``trial_run_id`` its configuration's run), with its ``seed``, status, final objectives
+            and, where recorded, the eval split and the eval sets' sizes.
     """
 
     trials: pd.DataFrame
@@ -124,6 +154,7 @@ class SweepRuns:
     parent_run_id: str | None = None
     study: str | None = None
     parent_tags: dict[str, str] = field(default_factory=dict)
+    seeds: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SEED_COLUMNS))
 
     @property
     def title(self) -> str:
@@ -258,7 +289,34 @@ def load_runs(
         parent_run_id=parent_run_id,
         study=study,
         parent_tags=parent_tags,
+        seeds=_seeds_table(curve_runs, {r.info.run_id: r.data.tags[PARENT_TAG] for r in repeats}),
     )
+
+
+def _seeds_table(runs: Iterable[Any], configuration_of: dict[str, str]) -> pd.DataFrame:
+    """One row per run that trained (a plain trial or a repeat): its seed, status, final objectives, eval sets."""
+    rows = []
+    for run in runs:
+        run_id, params, metrics = run.info.run_id, run.data.params, run.data.metrics
+        trial_run_id = configuration_of.get(run_id, run_id)
+        seed = params.get("seed")
+        rows.append(
+            {
+                "trial_run_id": trial_run_id,
+                "run_id": run_id,
+                "repeat": int(run.data.tags.get(REPEAT_TAG, 0)) if trial_run_id != run_id else None,
+                "seed": int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
+                "status": _status(run),
+                **{column: metrics.get(metric, math.nan) for metric, column in FINAL_METRICS.items()},
+                **{column: params.get(param) for param, column in EXAMPLES_PARAMS.items()},
+            }
+        )
+    seeds = pd.DataFrame(rows, columns=SEED_COLUMNS)
+    for column in ("repeat", "seed", "validation_examples", "test_examples"):
+        seeds[column] = pd.to_numeric(seeds[column]).astype("Int64")
+    for column in FINAL_METRICS.values():
+        seeds[column] = seeds[column].astype(float)
+    return seeds.sort_values(["trial_run_id", "seed"], na_position="last", ignore_index=True)
 
 
 def _split_repeats(client: Any, runs: list[Any], experiment_id: str, *, searched_all: bool) -> tuple[list, list]:

@@ -451,6 +451,40 @@ def test_a_repeated_sweeps_report_has_curves_bits_rounds_and_pruned_configuratio
     assert "each the mean of 2 seeds" in (repeated_report / "summary.md").read_text()
 
 
+def test_a_repeated_sweeps_changes_are_paired_over_the_seeds_by_hand(analysis_store, repeated, repeated_report):
+    t = math.tan(math.pi * (0.975 - 0.5))  # Student's t 97.5% quantile, 1 degree of freedom (the Cauchy's): 12.706
+
+    def finals(number: int) -> dict[int, tuple[float, float]]:  # seed -> (accuracy, bits), read from the store
+        run_id = repeated.trials.set_index("trial").loc[number, "run_id"]
+        return {
+            int(r.data.params["seed"]): (r.data.metrics["final/eval_accuracy"], r.data.metrics["final/total_bits"])
+            for r in _repeat_runs(analysis_store, run_id)
+        }
+
+    reference, table = finals(0), pd.read_csv(repeated_report / "trials.csv").set_index("trial")
+    summary = (repeated_report / "summary.md").read_text().split("## Load a trial's model")[0]
+    for number in (1, 2):  # the compressed configurations, against the uncompressed one (0)
+        own = finals(number)
+        (a, b) = seeds = sorted(own.keys() & reference.keys())
+        assert len(seeds) == analysis_store.repeats == table.loc[number, "seed_pairs"]
+        d = [own[s][0] - reference[s][0] for s in seeds]  # two pairs: mean +- t * |d1 - d2| / 2
+        low, high = (d[0] + d[1]) / 2 - t * abs(d[0] - d[1]) / 2, (d[0] + d[1]) / 2 + t * abs(d[0] - d[1]) / 2
+        assert table.loc[number, "accuracy_change"] == pytest.approx((d[0] + d[1]) / 2, abs=1e-9)
+        assert table.loc[number, ["accuracy_change_low", "accuracy_change_high"]].tolist() == pytest.approx(
+            [low, high], abs=1e-6
+        )
+        logs = [math.log(reference[s][1] / own[s][1]) for s in (a, b)]
+        assert table.loc[number, "bit_reduction"] == pytest.approx(math.exp(sum(logs) / 2))
+        assert table.loc[number, "bit_reduction_high"] == pytest.approx(
+            math.exp(sum(logs) / 2 + t * abs(logs[0] - logs[1]) / 2)
+        )
+        if table.loc[number, "on_front"]:
+            verdict = ": not distinguishable" if low <= 0 <= high else ""
+            text = f"| {(d[0] + d[1]) / 2:+.4f} ({low:+.4f} to {high:+.4f}), 2 seed pairs{verdict} |"
+            assert text in summary
+    assert "**Paired over seeds:**" in summary
+
+
 def test_every_model_link_of_a_repeated_sweeps_report_loads(analysis_store, repeated, repeated_report):
     import mlflow.tensorflow
 
@@ -503,7 +537,7 @@ def test_a_single_seed_report_states_the_test_sets_own_sampling_error(analysis_s
     # digits: 1797 examples, 6 clients, test_fraction 0.2 -> 360 pooled eval examples (or a divisor: never more)
     examples = int(re.search(r"about (\d+) eval examples", summary).group(1))
     assert 360 % examples == 0 and examples >= 90
-    assert "95% Wilson interval" in summary and "| accuracy 95% interval (test set) |" in summary
+    assert "95% Wilson interval" in summary and "| accuracy 95% interval (eval set) |" in summary
     front = pd.read_csv(out / "front.csv")
     low, high = repeats.wilson_interval(front["eval_accuracy"].iloc[0], examples)
     assert f"{low:.4f}–{high:.4f}" in summary
