@@ -22,15 +22,22 @@ MBIT_AXIS = {"title": "total bits communicated (Mbit, log scale)", "type": "log"
 
 
 def _hover(trials: pd.DataFrame, spread: pd.DataFrame | None = None) -> list[str]:
-    """One hover text per trial: label, accuracy (with the repeats' 95% interval), Mbit, compression, run id."""
+    """One hover text per trial: label, accuracy it was selected on (with the repeats' 95% interval), its test
+    accuracy, Mbit, compression, run id."""
     texts = []
     for index, row in trials.iterrows():
         accuracy = numbers.accuracy(row["eval_accuracy"])
         if spread is not None and index in spread.index and pd.notna(spread.loc[index, "accuracy_low"]):
             low, high = spread.loc[index, ["accuracy_low", "accuracy_high"]]
             accuracy += f" (95% interval {numbers.interval(low, high)})"
+        split = row.get("eval_split") if isinstance(row.get("eval_split"), str) else "eval"
+        tested = (
+            ""
+            if split == "test" or numbers.missing(row.get("test_accuracy"))
+            else (f"<br>test accuracy {numbers.accuracy(row['test_accuracy'])}")
+        )
         texts.append(
-            f"trial {trial_label(row)}<br>accuracy {accuracy}<br>{numbers.mbit(row['total_bits'])} Mbit"
+            f"trial {trial_label(row)}<br>{split} accuracy {accuracy}{tested}<br>{numbers.mbit(row['total_bits'])} Mbit"
             f"<br>{row.get('compression') or ''}<br>run {row['run_id']}"
         )
     return texts

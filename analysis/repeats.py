@@ -4,7 +4,7 @@ With ``hydra.sweeper.repeats`` > 1 each trial is a configuration whose run holds
 (``final/*``) and their spread (``repeats/<objective>_{mean,std,ci95_low,ci95_high}``). The front is then drawn with
 95% confidence intervals as error bars, and a point of the front whose accuracy interval overlaps a neighbour's
 (the next point by bits) is marked: the repeats do not tell the two apart. A sweep's parent run may hold the
-centralized reference's accuracy (``reference/centralized_eval_accuracy``), drawn as the ceiling.
+centralized reference's accuracy (``reference/centralized_{eval,validation,test}_accuracy``), drawn as the ceiling.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from matplotlib.figure import Figure
 from analysis.pareto import ACCURACY, BITS
 from analysis.runs import mlflow_client
 
-CENTRALIZED_METRIC = "reference/centralized_eval_accuracy"
 MEANINGFUL_REPEATS = 3  # with fewer, Student's t interval is too wide to say anything (t = 12.7 for 2 repeats)
 MAX_EVAL_EXAMPLES = 100_000  # the largest eval set ``eval_examples`` looks for
 SPREAD = {  # column -> metric of a configuration run
@@ -143,9 +142,17 @@ def wilson_interval(accuracy: float, examples: int) -> tuple[float, float]:
 
 def centralized_ceiling(tracking_uri: str, parent_run_id: str | None) -> float | None:
     """The centralized reference's eval accuracy recorded on the sweep's parent run, if any."""
+    return centralized_accuracies(tracking_uri, parent_run_id).get("eval")
+
+
+def centralized_accuracies(tracking_uri: str, parent_run_id: str | None) -> dict[str, float]:
+    """The centralized reference's accuracies recorded on the sweep's parent run by split (``eval``, the front's
+    ceiling; ``validation`` and ``test`` where recorded); empty if none."""
     if parent_run_id is None:
-        return None
-    return mlflow_client(tracking_uri).get_run(parent_run_id).data.metrics.get(CENTRALIZED_METRIC)
+        return {}
+    metrics = mlflow_client(tracking_uri).get_run(parent_run_id).data.metrics
+    found = {split: metrics.get(f"reference/centralized_{split}_accuracy") for split in ("eval", "validation", "test")}
+    return {split: value for split, value in found.items() if value is not None}
 
 
 def indistinguishable(front: pd.DataFrame, spread: pd.DataFrame) -> pd.Series:
@@ -201,11 +208,17 @@ def annotate_front(
     return figure
 
 
-def summary_lines(front: pd.DataFrame, spread: pd.DataFrame, ceiling: float | None) -> str:
-    """Markdown lines for ``summary.md``: the centralized ceiling, and the front's points the repeats do not tell
-    apart from a neighbour (empty when neither applies)."""
+def summary_lines(
+    front: pd.DataFrame, spread: pd.DataFrame, ceiling: float | None, accuracies: dict[str, float] | None = None
+) -> str:
+    """Markdown lines for ``summary.md``: the centralized ceiling (with its accuracy by split, ``accuracies``, where
+    recorded), and the front's points the repeats do not tell apart from a neighbour (empty when neither applies)."""
     lines = []
-    if ceiling is not None:
+    by_split = {split: value for split, value in (accuracies or {}).items() if split != "eval"}
+    if by_split:
+        shown = ", ".join(f"{split} accuracy {value:.4f}" for split, value in by_split.items())
+        lines.append(f"Centralized reference (the same model trained on the pooled training data): {shown}.")
+    elif ceiling is not None:
         lines.append(f"Centralized reference (the same model trained on the pooled data): eval accuracy {ceiling:.4f}.")
     repeated = spread.loc[front.index, "accuracy_low"].notna()
     if repeated.any():

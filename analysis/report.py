@@ -110,7 +110,8 @@ def _write(
         trials, runs.swept, front=front, title=f"{title}: swept parameters", path=out_dir / "parameters.png"
     )
     summary = out_dir / SUMMARY
-    markdown_text = summary_markdown(runs, analysed) + repeats.summary_lines(front, spread, ceiling)
+    centralized = repeats.centralized_accuracies(tracking_uri, runs.parent_run_id)
+    markdown_text = summary_markdown(runs, analysed) + repeats.summary_lines(front, spread, ceiling, centralized)
     summary.write_text(markdown_text)
     figures = [
         interactive.front_figure(
@@ -187,7 +188,7 @@ def summary_markdown(runs: SweepRuns, analysed: dict) -> str:
     """The report's ``summary.md``: counts, the front as a table, hypervolume, knee, baseline, figures.
 
     ``analysed`` is ``analyse``'s, optionally with ``spread`` (``repeats.load_spread``: the front table gets the
-    repeats' 95% intervals) and ``eval_examples`` (a single-seed sweep: the test set's own 95% interval).
+    repeats' 95% intervals) and ``eval_examples`` (a single-seed sweep: the eval set's own 95% interval).
     """
     trials, front, knee, baseline = analysed["trials"], analysed["front"], analysed["knee"], analysed["baseline"]
     spread = analysed.get("spread")
@@ -212,8 +213,8 @@ def summary_markdown(runs: SweepRuns, analysed: dict) -> str:
         f"- **Trials:** {len(trials)} ({status_text})"
         + (f", each the mean of {count} seeds (repeats)." if count > 1 else ", one seed each."),
         f"- **Swept parameters:** {', '.join(f'`{p}`' for p in runs.swept) or 'none (all trials share one config)'}.",
-        "- **Objectives:** final eval accuracy (higher is better) and total bits communicated, broadcast plus "
-        "aggregate (fewer is better).",
+        f"- **Objectives:** final {_selected_on(trials)} accuracy (higher is better) and total bits communicated, "
+        "broadcast plus aggregate (fewer is better)." + _test_note(trials),
         "",
         "## Pareto front",
         "",
@@ -403,9 +404,11 @@ def _front_table(
     shown = [p for p in swept if p.removesuffix("._target_") not in ENCODERS]  # in "compression"
     repeated = spread is not None and spread.loc[front.index, "accuracy_low"].notna().any()
     intervals = "accuracy_change_low" in front and front["accuracy_change_low"].notna().any()
+    tested = _selected_on(front) != "test" and front["test_accuracy"].notna().any()
     header = [
         "trial",
-        "eval accuracy",
+        f"{_selected_on(front)} accuracy",
+        *(["test accuracy"] if tested else []),
         "total Mbit",
         "compression",
         "bit reduction" + (" (95% interval)" if by_seed and intervals else ""),
@@ -421,6 +424,7 @@ def _front_table(
         cells = [
             plots.trial_label(row),
             numbers.accuracy(row["eval_accuracy"]),
+            *([numbers.accuracy(row["test_accuracy"])] if tested else []),
             numbers.mbit(row["total_bits"]),
             str(row.get("compression") or ""),
             _reduction_cell(row),
@@ -443,6 +447,29 @@ def _front_table(
         cells += [numbers.cell(row.get(p)) for p in shown]
         rows.append(cells)
     return "\n".join(["| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *rows]])
+
+
+def _selected_on(trials: pd.DataFrame) -> str:
+    """The split the trials were evaluated on each round and selected by: ``validation``, ``test``, or ``eval``
+    when they differ."""
+    splits = set(trials["eval_split"].dropna()) if "eval_split" in trials else set()
+    return splits.pop() if len(splits) == 1 else "eval"
+
+
+def _test_note(trials: pd.DataFrame) -> str:
+    """What the summary says about the test accuracy next to the accuracy trials were selected on."""
+    selected = _selected_on(trials)
+    if selected == "test":
+        return (
+            " Rounds were evaluated and trials selected on the test examples (`eval.split=test`), so the front's "
+            "accuracies are optimistic by an unknown amount."
+        )
+    if "test_accuracy" in trials and trials["test_accuracy"].notna().any():
+        return (
+            f" Trials are selected on {selected} examples held out of the clients' training data; the test accuracy "
+            "beside it is the final model's, evaluated once when the trial completed and never selected on."
+        )
+    return ""
 
 
 def _reduction_cell(row: pd.Series) -> str:

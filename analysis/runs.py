@@ -99,6 +99,8 @@ TRIAL_COLUMNS = [
     "status",
     "mlflow_status",
     "eval_accuracy",
+    "eval_split",
+    "test_accuracy",
     "total_bits",
     "broadcast_bits",
     "aggregate_bits",
@@ -130,6 +132,9 @@ class SweepRuns:
     Attributes:
         trials: One row per trial run or configuration run (columns ``TRIAL_COLUMNS`` then the swept params),
             ordered by trial number, then start time; ``model_run_id`` is the run holding its model.
+            ``eval_accuracy`` is the objective, on the examples ``eval_split`` names (``validation``; ``test`` for
+            runs recorded before fl-sweeps held out validation examples); ``test_accuracy`` is the final model's on
+            the test examples (NaN where not recorded).
         curves: One row per run and round (columns ``CURVE_COLUMNS``): a repeat's run with ``trial_run_id`` its
             configuration's run, else ``trial_run_id`` = ``run_id``; ``eval_accuracy`` is NaN on rounds without
             evaluation.
@@ -594,6 +599,8 @@ def _trials_table(runs: list[Any], curves: pd.DataFrame, params: pd.DataFrame, s
                 "status": status,
                 "mlflow_status": run.info.status,
                 "eval_accuracy": metrics.get("final/eval_accuracy", math.nan),
+                "eval_split": p.get("eval.split", "test"),  # runs before the split was recorded evaluated on test
+                "test_accuracy": metrics.get("final/test_accuracy", math.nan),
                 "total_bits": metrics.get("final/total_bits", math.nan),
                 "broadcast_bits": repeats["broadcast_bits"].mean() if len(repeats) else 0.0,
                 "aggregate_bits": repeats["aggregate_bits"].mean() if len(repeats) else 0.0,
@@ -625,6 +632,7 @@ def _trials_table(runs: list[Any], curves: pd.DataFrame, params: pd.DataFrame, s
     trials["compressed"] = trials["compressed"].astype("boolean")
     for column in (
         "eval_accuracy",
+        "test_accuracy",
         "total_bits",
         "broadcast_bits",
         "aggregate_bits",

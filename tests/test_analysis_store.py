@@ -261,13 +261,21 @@ def test_report_command_writes_the_files_and_logs_them_to_the_parent_run(sweep, 
         "**Hypervolume:**",
         "reference point accuracy 0, 1 Mbit",
         "**Best uncompressed trial:** trial #0",
-        "| trial | eval accuracy | total Mbit | compression | bit reduction |",
+        "| trial | validation accuracy | test accuracy | total Mbit | compression | bit reduction |",
+        "Trials are selected on validation examples held out of the clients' training data",
         "![",
         "(front.png)",
     ):
         assert text in summary, text
     trials = pd.read_csv(out / "trials.csv")
     assert list(trials["trial"]) == list(STATUSES) and trials["on_front"].sum() == len(pd.read_csv(out / "front.csv"))
+    # Validation and test side by side: each front row shows the test accuracy its run recorded.
+    client = MlflowClient(tracking_uri=analysis_store.tracking_uri)
+    for _, row in trials[trials["on_front"]].iterrows():
+        run = client.get_run(row["run_id"])
+        assert run.data.params["eval.split"] == "validation" and row["eval_split"] == "validation"
+        assert row["test_accuracy"] == pytest.approx(run.data.metrics["final/test_accuracy"])
+        assert f"| {run.data.metrics['final/test_accuracy']:.4f} |" in summary
     assert {"bit_reduction", "accuracy_change", *sweep.swept} <= set(trials.columns)
     assert len(pd.read_csv(out / "curves.csv")) == sweep.trials["rounds_run"].sum()
     for name in ("front.png", "curves.png", "parameters.png"):
@@ -528,17 +536,19 @@ def test_reports_show_option_settings_and_numbers_for_people(analysis_store, tmp
     assert front_rows and all(re.match(r"\| #\d+ \| \d\.\d{4} \| [\d.]+ \|", line) for line in front_rows)
 
 
-def test_a_single_seed_report_states_the_test_sets_own_sampling_error(analysis_store, tmp_path):
+def test_a_single_seed_report_states_the_eval_sets_own_sampling_error(analysis_store, tmp_path):
     from analysis import repeats
 
     out = tmp_path / "single"
     write_report(analysis_store.tracking_uri, study=analysis_store.study, out_dir=out, log_to_parent=False)
     summary = (out / "summary.md").read_text()
-    # digits: 1797 examples, 6 clients, test_fraction 0.2 -> 360 pooled eval examples (or a divisor: never more)
-    examples = int(re.search(r"about (\d+) eval examples", summary).group(1))
-    assert 360 % examples == 0 and examples >= 90
-    assert "95% Wilson interval" in summary and "| accuracy 95% interval (eval set) |" in summary
+    # The runs record the size of the set they were evaluated on (validation: 0.1 of the training examples).
     front = pd.read_csv(out / "front.csv")
+    run = MlflowClient(tracking_uri=analysis_store.tracking_uri).get_run(front["run_id"].iloc[0])
+    examples = int(run.data.params["data.validation_examples"])
+    assert 100 < examples < 1797 * 0.8 * 0.1 + 6  # about 0.1 of digits' training examples, rounded per client
+    assert f"({examples} eval examples, recorded by the runs:" in summary
+    assert "95% Wilson interval" in summary and "| accuracy 95% interval (eval set) |" in summary
     low, high = repeats.wilson_interval(front["eval_accuracy"].iloc[0], examples)
     assert f"{low:.4f}–{high:.4f}" in summary
     assert "not meaningful" not in summary
