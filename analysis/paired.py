@@ -21,6 +21,10 @@ count, so the two accuracies are treated as independent: on one eval set they ar
 so the true interval is narrower and this one errs wide.
 
 An accuracy interval that holds zero says the comparison cannot tell the two apart: "not distinguishable".
+
+The front is selected on validation accuracy (``eval.split``), so the accuracy change above is the validation one;
+the test accuracy change (``with_test_changes``), computed the same way on each run's final test accuracy, is the
+figure to report.
 """
 
 from __future__ import annotations
@@ -245,3 +249,53 @@ def with_intervals(
     columns = [column for column in CHANGE_COLUMNS if column != "seed_pairs" and column in changes]
     out.loc[changes.index, columns] = changes[columns]
     return out
+
+
+TEST_CHANGE_COLUMNS = ["test_accuracy_change", "test_accuracy_change_low", "test_accuracy_change_high"]
+
+
+def with_test_changes(trials: pd.DataFrame, seeds: pd.DataFrame, reference: pd.Series | None) -> pd.DataFrame:
+    """``trials`` with each trial's test accuracy change against ``reference`` and its 95% interval
+    (``TEST_CHANGE_COLUMNS``): the figure a paper reports, beside the validation change the front was selected by.
+
+    With repeats, paired over the seeds both ran (``paired_changes`` on ``test_accuracy``); with one seed, the
+    interval of the test set's size its runs recorded (``difference_interval``; none when not recorded). Empty
+    where a trial or the reference has no test accuracy (runs recorded before it was, or ``eval.split=test``).
+    """
+    out = trials.copy()
+    for column in TEST_CHANGE_COLUMNS:
+        out[column] = math.nan
+    if reference is None or "test_accuracy" not in out or math.isnan(float(reference.get("test_accuracy", math.nan))):
+        return out
+    compared = out.index[out["test_accuracy"].notna() & (out["run_id"] != reference["run_id"])]
+    if compared.empty:
+        return out
+    reference_id = str(reference["run_id"])
+    if is_paired(seeds, reference_id) and seeds["test_accuracy"].notna().any():
+        changes = paired_changes(seeds, reference_id, out.loc[compared, "run_id"], accuracy="test_accuracy")
+        changes = changes[changes["seed_pairs"] > 0]
+        out.loc[changes.index, TEST_CHANGE_COLUMNS] = changes[
+            ["accuracy_change", "accuracy_change_low", "accuracy_change_high"]
+        ].to_numpy()
+        return out
+    sizes = seeds.loc[seeds["trial_run_id"] == reference_id, "test_examples"].dropna()
+    examples = int(sizes.iloc[0]) if len(sizes) else None
+    base = float(reference["test_accuracy"])
+    for index in compared:
+        value = float(out.loc[index, "test_accuracy"])
+        low, high = difference_interval(value, base, examples) if examples else (math.nan, math.nan)
+        out.loc[index, TEST_CHANGE_COLUMNS] = [value - base, low, high]
+    return out
+
+
+def test_change_text(row: pd.Series, *, paired: bool) -> str:
+    """A test accuracy change as the report writes it (``change_text``'s form); empty without one."""
+    change = pd.Series(
+        {
+            "accuracy_change": row.get("test_accuracy_change"),
+            "accuracy_change_low": row.get("test_accuracy_change_low"),
+            "accuracy_change_high": row.get("test_accuracy_change_high"),
+            "seed_pairs": row.get("seed_pairs"),
+        }
+    )
+    return change_text(change, paired=paired)

@@ -161,6 +161,7 @@ def analyse(runs: SweepRuns, *, reference: tuple[float | None, float | None] | N
     examples, recorded = repeats.eval_set_size(runs.seeds, runs.curves)
     trials = pareto.compare_to_uncompressed(runs.trials, baseline)
     trials = paired.with_intervals(trials, runs.seeds, baseline, examples)
+    trials = paired.with_test_changes(trials, runs.seeds, baseline)
     front_index = pareto.pareto_front(trials).index
     trials.insert(trials.columns.get_loc("eval_accuracy"), "on_front", trials.index.isin(front_index))
     front = trials.loc[front_index]
@@ -414,6 +415,11 @@ def _front_table(
         "bit reduction" + (" (95% interval)" if by_seed and intervals else ""),
         "accuracy change" + (" (95% interval)" if intervals else ""),
     ]
+    test_changes = tested and front["test_accuracy_change"].notna().any()
+    if test_changes:
+        header.append(
+            "test accuracy change" + (" (95% interval)" if front["test_accuracy_change_low"].notna().any() else "")
+        )
     if repeated:
         header += ["accuracy 95% interval (repeats)", "Mbit 95% interval", "repeats"]
     elif examples is not None:
@@ -429,6 +435,7 @@ def _front_table(
             str(row.get("compression") or ""),
             _reduction_cell(row),
             _change_cell(row, by_seed=by_seed),
+            *([paired.test_change_text(row, paired=by_seed)] if test_changes else []),
         ]
         if repeated:
             bars = spread.loc[index]

@@ -182,6 +182,18 @@ def test_random_overrides_end_in_a_run_or_one_line_naming_the_setting(hydra_app,
         (["--multirun", "aggregate_encoder=choice(none,gzip)"], "aggregate_encoder=gzip", False),
         (["--multirun", "client_optimizer.lr=interval(0.5"], "client_optimizer.lr", False),
         (["--multirun", "aggregate_encoder.bits=range(0,4)"], "aggregate_encoder.bits=0", False),
+        (["eval.split=train"], "eval.split", False),
+        (
+            ["data.validation_fraction=1.0"],
+            "data.validation_fraction=1.0 is not allowed: use a number in [0, 1)",
+            False,
+        ),
+        (["data.validation_fraction=0"], "eval.split=validation is not allowed with data.validation_fraction=0", False),
+        (  # 1797 clients of one training example each: a validation fraction of 0.6 takes it
+            ["data.num_clients=1797", "data.test_fraction=0.5", "data.validation_fraction=0.6"],
+            "data.validation_fraction=0.6 is not allowed for digits: it leaves client",
+            False,
+        ),
     ],
 )
 def test_the_cli_prints_one_line_and_records_nothing(tmp_path, args, named, own_process):

@@ -46,6 +46,14 @@ CONFIGURATIONS = {
 }
 
 
+TEST_EXAMPLES = 360
+
+
+def _test_correct(number: int, seed: int, correct: int) -> int:
+    """Correct test examples of a run: near its validation accuracy, moved by configuration and seed."""
+    return round(correct * TEST_EXAMPLES / EXAMPLES) - 3 - (number * 2 + seed * 3) % 7
+
+
 def _trial_run(
     client: MlflowClient,
     experiment_id: str,
@@ -68,7 +76,11 @@ def _trial_run(
     run_id = run.info.run_id
     settings = {**params, "seed": seed, "broadcast_encoder": "none", "training.rounds": ROUNDS}
     if record_examples:
-        settings |= {"eval.split": "validation", "data.validation_examples": EXAMPLES, "data.test_examples": 360}
+        settings |= {
+            "eval.split": "validation",
+            "data.validation_examples": EXAMPLES,
+            "data.test_examples": TEST_EXAMPLES,
+        }
     client.log_batch(run_id, params=[Param(key, str(value)) for key, value in settings.items()])
     metrics = []
     for step in range(1, ROUNDS + 1):
@@ -80,6 +92,11 @@ def _trial_run(
             Metric("comm/cumulative_bits", bits * step / ROUNDS, 0, step),
         ]
     metrics += [Metric("final/eval_accuracy", correct / EXAMPLES, 0, 0), Metric("final/total_bits", bits, 0, 0)]
+    if record_examples:  # runs that record the eval sets' sizes record the final accuracy on each split too
+        metrics += [
+            Metric("final/validation_accuracy", correct / EXAMPLES, 0, 0),
+            Metric("final/test_accuracy", _test_correct(number, seed, correct) / TEST_EXAMPLES, 0, 0),
+        ]
     client.log_batch(run_id, metrics=metrics)
     client.set_tag(run_id, "trial_state", "complete")
     client.set_terminated(run_id, "FINISHED")
@@ -111,6 +128,7 @@ def _repeats_store(root: Path) -> tuple[str, str]:
                     repeat=repeat,
                 )
             _, summary = summarize([[c / EXAMPLES, b] for c, b in seeds.values()], ["eval_accuracy", "total_bits"])
+            # (end_configuration_run adds the repeats' final/test_accuracy mean, as the sweep's does)
             end_configuration_run(
                 tracking_uri=tracking_uri,
                 run_id=configuration,
@@ -334,3 +352,42 @@ def test_a_trial_sharing_no_seed_with_the_reference_keeps_its_difference_of_mean
     assert pd.isna(out.loc[2, "accuracy_change_low"])
     assert paired.change_text(out.loc[2], paired=True) == "-0.1100"
     assert paired.reduction_text(out.loc[1]) == "4x (same on every seed pair)"
+
+
+def test_the_test_accuracy_change_is_paired_over_seeds_like_the_validation_one(repeats_store, repeats_report):
+    """The front is selected on validation; the test accuracy change beside it is what a paper reports."""
+    reference = CONFIGURATIONS[0][1]
+    front = pd.read_csv(repeats_report / "front.csv").set_index("trial")
+    summary = (repeats_report / "summary.md").read_text()
+    assert "| validation accuracy | test accuracy |" in summary and "| test accuracy change (95% interval) |" in summary
+    for number in (1, 2):
+        own = CONFIGURATIONS[number][1]
+        common = sorted(set(own) & set(reference))
+        diffs = [
+            (_test_correct(number, s, own[s][0]) - _test_correct(0, s, reference[s][0])) / TEST_EXAMPLES for s in common
+        ]
+        mean, low, high = _t_interval(diffs)
+        row = front.loc[number]
+        assert row["test_accuracy_change"] == pytest.approx(mean, abs=1e-9)
+        assert row["test_accuracy_change_low"] == pytest.approx(low, abs=2e-4)
+        assert row["test_accuracy_change_high"] == pytest.approx(high, abs=2e-4)
+        tests = [_test_correct(number, s, own[s][0]) / TEST_EXAMPLES for s in own]
+        assert row["test_accuracy"] == pytest.approx(sum(tests) / len(tests))  # the configuration's mean
+        verdict = ": not distinguishable" if low <= 0 <= high else ""
+        assert f"| {mean:+.4f} ({low:+.4f} to {high:+.4f}), {len(common)} seed pairs{verdict} |" in summary
+
+
+def test_without_repeats_the_test_accuracy_change_carries_the_test_sets_binomial_interval(tmp_path):
+    tracking_uri, study = _single_seed_store(tmp_path, record_examples=True)
+    with contextlib.chdir(tmp_path):
+        write_report(tracking_uri, study=study, out_dir=tmp_path / "report", log_to_parent=False)
+    front = pd.read_csv(tmp_path / "report" / "front.csv").set_index("trial")
+    reference = _test_correct(0, 0, CONFIGURATIONS[0][1][0][0])
+    for number in (1, 2):
+        correct = _test_correct(number, 0, CONFIGURATIONS[number][1][0][0])
+        low, high = _newcombe_by_hand(correct, reference, TEST_EXAMPLES)
+        row = front.loc[number]
+        assert row["test_accuracy_change"] == pytest.approx((correct - reference) / TEST_EXAMPLES)
+        assert (row["test_accuracy_change_low"], row["test_accuracy_change_high"]) == pytest.approx(
+            (low, high), abs=2e-4
+        )
