@@ -7,6 +7,9 @@ Metric names are an interface (the analysis and notebooks read them):
 step is accuracy against bits); ``final/eval_accuracy``, ``final/total_bits`` and ``final/total_mbit`` at the end;
 a pruned trial keeps ``last/eval_accuracy`` and ``last/total_bits`` (its last eval round and the bits so far).
 A compression schedule's setting in effect each round is ``schedule/<side>.<setting>`` (``step`` = round).
+With ``compression.verify_coding`` a round also logs ``comm/coded_produced_bits`` and ``comm/coded_counted_bits``
+(a real coder's bits of the entropy-coded parts of its messages, and the bits counted for them), and the end
+``final/coded_produced_bits``, ``final/coded_counted_bits`` and their ratio ``final/coded_produced_to_counted``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ ROUND_METRICS = {
     "comm/aggregate_bits": "aggregate_bits",
     "comm/cumulative_bits": "cumulative_bits",
     "clients/state_bytes": "client_state_bytes",
+    "comm/coded_produced_bits": "coded_produced_bits",  # compression.verify_coding only
+    "comm/coded_counted_bits": "coded_counted_bits",
 }
 #: The same bit counts in Mbit, for people (the exact counts stay in ``ROUND_METRICS``).
 ROUND_MBIT_METRICS = {
@@ -102,6 +107,7 @@ class TrialRun:
         self._config_yaml = config_yaml
         self._last: RoundRecord | None = None
         self._last_eval: RoundRecord | None = None
+        self._coded: tuple[int, int] | None = None  # verify_coding: (produced, counted) bits so far
 
     def __enter__(self) -> TrialRun:
         """Create the run and log its params and config; a run interrupted here still ends KILLED or FAILED.
@@ -150,6 +156,9 @@ class TrialRun:
             Metric(f"{SCHEDULE_PREFIX}{key}", float(value), now, record.round)
             for key, value in record.scheduled.items()
         ]
+        if record.coded_produced_bits is not None:
+            produced, counted = self._coded or (0, 0)
+            self._coded = (produced + record.coded_produced_bits, counted + record.coded_counted_bits)
         if record.eval_accuracy is not None:
             metrics.append(Metric(ACCURACY_BY_KBIT, float(record.eval_accuracy), now, record.cumulative_bits // 1000))
             self._last_eval = record
@@ -162,6 +171,12 @@ class TrialRun:
         self.client.log_metric(self.run_id, "final/eval_accuracy", eval_accuracy)
         self.client.log_metric(self.run_id, "final/total_bits", float(total_bits))
         self.client.log_metric(self.run_id, "final/total_mbit", total_bits / 1e6)
+        if self._coded is not None:  # compression.verify_coding: the run's coded parts, produced against counted
+            produced, counted = self._coded
+            self.client.log_metric(self.run_id, "final/coded_produced_bits", float(produced))
+            self.client.log_metric(self.run_id, "final/coded_counted_bits", float(counted))
+            if counted:
+                self.client.log_metric(self.run_id, "final/coded_produced_to_counted", produced / counted)
 
     @signals_held()
     def log_dataset(
