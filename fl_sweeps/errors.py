@@ -17,6 +17,11 @@ class DivergedError(RuntimeError):
     """Training produced a non-finite loss, update or weights."""
 
 
+class CodingCheckError(RuntimeError):
+    """``compression.verify_coding``: a real coder's stream of a message is longer than counted, or does not decode
+    to the message (``fl_sweeps.compression.coding_check``); the message is one line."""
+
+
 class UnsupportedVersionError(RuntimeError):
     """TensorFlow, TFF or tensor_encoding is not the version that ``fl_sweeps.tff_runtime`` was written for."""
 

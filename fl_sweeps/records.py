@@ -28,3 +28,5 @@ class RoundRecord:
     seconds: float
     client_state_bytes: int | None = None  # clients' residuals and held models after the round, in memory
     scheduled: dict[str, Any] = field(default_factory=dict)
+    coded_produced_bits: int | None = None  # compression.verify_coding: a real coder's bits of the coded parts
+    coded_counted_bits: int | None = None  # ... and the bits counted for the same parts (None: not verified)

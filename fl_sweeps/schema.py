@@ -215,6 +215,13 @@ class EvalConfig:
 
 
 @dataclass
+class CompressionConfig:
+    """Checks of the compression itself; ``verify_coding`` codes every entropy-coded message for real."""
+
+    verify_coding: bool = MISSING
+
+
+@dataclass
 class MlflowConfig:
     tracking_uri: str = MISSING
     experiment: str = MISSING
@@ -259,6 +266,7 @@ class Config:
     schedule: Any = MISSING
     training: TrainingConfig = field(default_factory=TrainingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     trial: TrialLinkConfig = field(default_factory=TrialLinkConfig)
     seed: int = MISSING

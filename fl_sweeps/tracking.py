@@ -9,6 +9,9 @@ with ``final/validation_{accuracy,loss}`` and ``final/test_{accuracy,loss}`` (th
 ``eval/*`` metrics and ``final/eval_accuracy`` are on the split the run's ``eval.split`` param names); a pruned
 trial keeps ``last/eval_accuracy`` and ``last/total_bits`` (its last eval round and the bits so far).
 A compression schedule's setting in effect each round is ``schedule/<side>.<setting>`` (``step`` = round).
+With ``compression.verify_coding`` a round also logs ``comm/coded_produced_bits`` and ``comm/coded_counted_bits``
+(a real coder's bits of the entropy-coded parts of its messages, and the bits counted for them), and the end
+``final/coded_produced_bits``, ``final/coded_counted_bits`` and their ratio ``final/coded_produced_to_counted``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ ROUND_METRICS = {
     "comm/aggregate_bits": "aggregate_bits",
     "comm/cumulative_bits": "cumulative_bits",
     "clients/state_bytes": "client_state_bytes",
+    "comm/coded_produced_bits": "coded_produced_bits",  # compression.verify_coding only
+    "comm/coded_counted_bits": "coded_counted_bits",
 }
 #: The same bit counts in Mbit, for people (the exact counts stay in ``ROUND_METRICS``).
 ROUND_MBIT_METRICS = {
@@ -104,6 +109,7 @@ class TrialRun:
         self._config_yaml = config_yaml
         self._last: RoundRecord | None = None
         self._last_eval: RoundRecord | None = None
+        self._coded: tuple[int, int] | None = None  # verify_coding: (produced, counted) bits so far
 
     def __enter__(self) -> TrialRun:
         """Create the run and log its params and config; a run interrupted here still ends KILLED or FAILED.
@@ -152,6 +158,9 @@ class TrialRun:
             Metric(f"{SCHEDULE_PREFIX}{key}", float(value), now, record.round)
             for key, value in record.scheduled.items()
         ]
+        if record.coded_produced_bits is not None:
+            produced, counted = self._coded or (0, 0)
+            self._coded = (produced + record.coded_produced_bits, counted + record.coded_counted_bits)
         if record.eval_accuracy is not None:
             metrics.append(Metric(ACCURACY_BY_KBIT, float(record.eval_accuracy), now, record.cumulative_bits // 1000))
             self._last_eval = record
@@ -160,7 +169,8 @@ class TrialRun:
 
     @signals_held()
     def log_final(self, *, eval_accuracy: float, total_bits: int, splits: Mapping[str, tuple[float, float]]) -> None:
-        """Log the trial's objectives (bits also in Mbit) and the final model's (loss, accuracy) on each split."""
+        """Log the trial's objectives (bits also in Mbit), the final model's (loss, accuracy) on each split and,
+        with ``compression.verify_coding``, the run's coded parts produced against counted."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -171,6 +181,11 @@ class TrialRun:
         }
         for split, (loss, accuracy) in splits.items():
             values |= {f"final/{split}_loss": loss, f"final/{split}_accuracy": accuracy}
+        if self._coded is not None:
+            produced, counted = self._coded
+            values |= {"final/coded_produced_bits": produced, "final/coded_counted_bits": counted}
+            if counted:
+                values["final/coded_produced_to_counted"] = produced / counted
         metrics = [Metric(name, float(value), now, 0) for name, value in values.items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 

@@ -124,6 +124,31 @@ def check_stateful_compression(cfg: DictConfig) -> None:
             )
 
 
+VERIFY_CODING_ALGORITHMS = {"fl_sweeps.algorithms.fedavg_core.build_fedavg_core": "fedavg_core"}
+ALGORITHM_NAMES = {"fl_sweeps.algorithms.fedavg.build_compressed_fed_avg": "fedavg", **VERIFY_CODING_ALGORITHMS}
+
+
+def check_verify_coding(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` if ``compression.verify_coding`` is on with an algorithm that cannot hand its messages
+    out (TFF's own FedAvg, one's own) or with no entropy-coded option to verify."""
+    if OmegaConf.select(cfg, "compression.verify_coding", default=False) is not True:
+        return
+    target = OmegaConf.select(cfg, "algorithm._target_", default=None)
+    if target not in VERIFY_CODING_ALGORITHMS:
+        name = ALGORITHM_NAMES.get(target, target)
+        raise ConfigError(
+            f"compression.verify_coding=true is not allowed with algorithm={name}: only "
+            f"algorithm={'|'.join(VERIFY_CODING_ALGORITHMS.values())} hands its messages out to be coded; add "
+            "algorithm=fedavg_core"
+        )
+    sides = ("broadcast_encoder", "aggregate_encoder")
+    if not any(OmegaConf.select(cfg, f"{side}.entropy_coding", default=False) is True for side in sides):
+        raise ConfigError(
+            "compression.verify_coding=true is not allowed without entropy coding: set "
+            "broadcast_encoder.entropy_coding=true or aggregate_encoder.entropy_coding=true, or verify_coding=false"
+        )
+
+
 def _needs_client_state(cfg: DictConfig, setting: str, what: str) -> None:
     """Raise ``ConfigError`` for ``setting`` unless the algorithm keeps client state across rounds (``what`` is)."""
     if OmegaConf.select(cfg, "algorithm._target_", default=None) not in CLIENT_STATE_ALGORITHMS:
@@ -185,6 +210,7 @@ def validate(cfg: DictConfig) -> None:
         if isinstance(value, DictConfig) or not _safe(ok, value):
             raise ConfigError(f"{key}={_show(value)} is not allowed: use {allowed}")
     check_entropy_coding(cfg)
+    check_verify_coding(cfg)
     check_stateful_compression(cfg)
     check_schedule(cfg)
     check_eval_split(cfg)

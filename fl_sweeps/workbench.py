@@ -10,6 +10,7 @@ one the CLI uses; tests and benchmarks may make their own.
 from __future__ import annotations
 
 import copy
+import functools
 import gc
 import sys
 import weakref
@@ -104,13 +105,16 @@ class Workbench:
         encoders = {side: instantiate(built[side]) for side in ("broadcast_encoder", "aggregate_encoder")}
         schedule = self.schedule(cfg)
         variants = self.encoder_variants(cfg, schedule)
+        algorithm = algorithm or instantiate(cfg.algorithm)
+        if cfg.compression.verify_coding:  # validation allows it with fedavg_core only
+            algorithm = functools.partial(algorithm, verify_coding=True)
         return BuiltProcess(
             data=data,
             model_builder=instantiate(cfg.model),
             client_optimizer=instantiate(cfg.client_optimizer),
             server_optimizer=instantiate(cfg.server_optimizer),
             **encoders,
-            algorithm=algorithm or instantiate(cfg.algorithm),
+            algorithm=algorithm,
             parts=self.parts if reuse else None,
             model_key=self.model_key(cfg) if reuse else None,
             variants=variants,
@@ -181,6 +185,7 @@ class Workbench:
             "broadcast_encoder": built(cfg.broadcast_encoder),
             "aggregate_encoder": built(cfg.aggregate_encoder),
             "eval_mode": cfg.eval.mode,
+            "verify_coding": cfg.compression.verify_coding,
         }
         schedule = OmegaConf.select(cfg, "schedule", default=None)
         if schedule is not None and "side" in schedule:  # a process per value; the configured one never runs

@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from fl_sweeps.built_parts import BuiltParts
+from fl_sweeps.compression.coded_messages import CODED_MESSAGES_KEY, collected
 from fl_sweeps.compression.encoders import NoCompression
 from fl_sweeps.compression.measure import DOWN_KEY, UP_KEY
 
@@ -90,6 +92,7 @@ def build_fedavg_core(
     clip_norm: float | None = None,
     parts: BuiltParts | None = None,
     model_key: Hashable | None = None,
+    verify_coding: bool = False,
 ) -> Any:
     """Builds hand-written, weighted FedAvg with compressed broadcast and aggregation.
 
@@ -105,6 +108,9 @@ def build_fedavg_core(
             ``algorithm=fedavg``); None builds them afresh.
         model_key: Unused: the hand-written client update is always traced afresh (accepted so both algorithms
             take the same arguments).
+        verify_coding: ``compression.verify_coding``: the entropy-coded parts of every message go out with the
+            round's measurements, under ``CODED_MESSAGES_KEY`` (``fl_sweeps.compression.coded_messages``), for the
+            trainer to code them for real (``fl_sweeps.compression.coding_check``). Bits and training are unchanged.
 
     Returns:
         A ``tff.learning.templates.LearningProcess`` (a ``ClientStatefulProcess`` with error feedback) with
@@ -130,6 +136,11 @@ def build_fedavg_core(
         aggregate_metrics = tff.learning.metrics.sum_then_finalize(model.metric_finalizers())
     data_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
 
+    if verify_coding:
+        broadcast_encoder, aggregate_encoder = (
+            replace(e, verify_coding=True) if getattr(e, "entropy_coding", False) else e
+            for e in (broadcast_encoder, aggregate_encoder)
+        )
     store = parts if parts is not None else BuiltParts()
     difference_catch_up = broadcast_encoder.sends_difference
     if difference_catch_up:
@@ -181,12 +192,13 @@ def build_fedavg_core(
         """Step 2 with the difference catch-up: each client's message, its rebuilt model and the server's states."""
         model_at_clients = tff.federated_broadcast(state.global_model_weights)  # the simulation's transport only
         encoder_states = tff.federated_broadcast(state.distributor)  # agreed before the round
-        rebuilt, bits = tff.federated_map(
-            catch_up.receive, (model_at_clients, held_model, held_from_seed, encoder_states)
-        )
+        received = tff.federated_map(catch_up.receive, (model_at_clients, held_model, held_from_seed, encoder_states))
+        rebuilt, bits = received[0], received[1]
         measurements = collections.OrderedDict(
             [(DOWN_KEY, tff.federated_sum(bits)), (UP_KEY, tff.federated_value(np.int64(0), tff.SERVER))]
         )
+        if broadcast_encoder.verify_coding:
+            measurements[CODED_MESSAGES_KEY] = collected(received[2])
         return tff.templates.MeasuredProcessOutput(
             state=tff.federated_map(catch_up.advance, (state.distributor, state.global_model_weights)),
             result=rebuilt,
@@ -207,16 +219,18 @@ def build_fedavg_core(
             new_residual = None
         else:
             encoder_states = tff.federated_broadcast(state.aggregator)  # the settings, agreed before the round
-            sent, new_residual, message_bits = tff.federated_map(
-                compress_with_feedback, (update, residual, weight, encoder_states)
-            )
+            compressed = tff.federated_map(compress_with_feedback, (update, residual, weight, encoder_states))
+            sent, new_residual, message_bits = compressed[0], compressed[1], compressed[2]
             up = tff.federated_sum(tff.federated_map(with_weight_bits, (message_bits, weight)))
+            measurements = collections.OrderedDict(
+                [(DOWN_KEY, tff.federated_value(np.int64(0), tff.SERVER)), (UP_KEY, up)]
+            )
+            if aggregate_encoder.verify_coding:
+                measurements[CODED_MESSAGES_KEY] = collected(compressed[3])
             mean_update = tff.templates.MeasuredProcessOutput(
                 state=state.aggregator,
                 result=tff.federated_mean(sent, weight),
-                measurements=tff.federated_zip(
-                    collections.OrderedDict([(DOWN_KEY, tff.federated_value(np.int64(0), tff.SERVER)), (UP_KEY, up)])
-                ),
+                measurements=tff.federated_zip(measurements),
             )
         server_optimizer_state, trainable, update_non_finite = tff.federated_map(
             server_update, (state.server_optimizer, state.global_model_weights.trainable, mean_update.result)

@@ -15,6 +15,7 @@ import collections
 import functools
 from typing import Any
 
+from fl_sweeps.compression.coded_messages import CODED_MESSAGES_KEY, coded_parts, collected
 from fl_sweeps.compression.encoders import NoCompression
 from fl_sweeps.compression.measure import DOWN_KEY, UP_KEY, message_bits
 from fl_sweeps.compression.settings_state import encode_param_mask, sent
@@ -63,12 +64,15 @@ def _measured_sum_class() -> type:
                 self._encoder.tensor_encoder(spec.shape.num_elements(), spec.dtype.is_floating) for spec in flat_specs
             ]
             encoders = [te.encoders.as_gather_encoder(e, s) for e, s in zip(tensor_encoders, flat_specs, strict=True)]
-            return _build_process(value_type, specs, encoders, [encode_param_mask(e) for e in tensor_encoders])
+            masks = [encode_param_mask(e) for e in tensor_encoders]
+            return _build_process(value_type, specs, encoders, masks, verify_coding=self._encoder.verify_coding)
 
     return MeasuredEncodedSumFactory
 
 
-def _build_process(value_type: Any, specs: Any, encoders: list[Any], param_masks: list[tuple[bool, ...]]) -> Any:
+def _build_process(
+    value_type: Any, specs: Any, encoders: list[Any], param_masks: list[tuple[bool, ...]], *, verify_coding: bool
+) -> Any:
     import tensorflow as tf
     import tensorflow_federated as tff
     from tensorflow_model_optimization.python.core.internal.tensor_encoding.core import encoding_stage
@@ -175,6 +179,12 @@ def _build_process(value_type: Any, specs: Any, encoders: list[Any], param_masks
         ]
         return tuple(e.update_state(s, u) for e, s, u in zip(encoders, state, updates, strict=True))
 
+    if verify_coding:
+
+        @tff.tensorflow.computation(encoded_type)
+        def message_coded_parts(encoded):
+            return coded_parts(encoded["message"])
+
     @tff.federated_computation
     def init_fn():
         return tff.federated_eval(initial_state, tff.SERVER)
@@ -185,7 +195,10 @@ def _build_process(value_type: Any, specs: Any, encoders: list[Any], param_masks
         params = tff.federated_broadcast(tff.federated_zip((encode_params, before_params)))
         encoded = tff.federated_map(encode, (value, params))
         summed = tff.federated_aggregate(encoded, zero(), accumulate, merge, report)
-        measurements = tff.federated_zip(collections.OrderedDict([(DOWN_KEY, summed.down), (UP_KEY, summed.up)]))
+        measured = collections.OrderedDict([(DOWN_KEY, summed.down), (UP_KEY, summed.up)])
+        if verify_coding:  # every client's message, gathered at the server
+            measured[CODED_MESSAGES_KEY] = collected(tff.federated_map(message_coded_parts, encoded))
+        measurements = tff.federated_zip(measured)
         return tff.templates.MeasuredProcessOutput(
             state=tff.federated_map(update_state, (state, summed)),
             result=tff.federated_map(decode_after_sum, (summed, after_params)),

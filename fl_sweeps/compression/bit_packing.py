@@ -17,7 +17,10 @@ the histogram, ``2**bits`` counts of ``ceil(log2(N + 1))`` bits each (the receiv
 With many levels and few values the histogram costs more than coding saves (8 bits, 1000 Laplace values: about
 9,300 against 8,064 bits). ``fl_sweeps.compression.measure.message_bits`` counts that part of the message as
 ``coded_bits`` instead of the words' size. The tests encode the same symbols with the constriction library's ANS
-coder, decode them exactly, and check that its stream is never longer than the count.
+coder, decode them exactly, and check that its stream is never longer than the count. A run does the same for every
+message with ``compression.verify_coding=true``: the stage then also outputs the number of symbols and their width
+(never counted), so that the message's coded parts can leave the computation and be coded in Python
+(``fl_sweeps.compression.coded_messages``, ``fl_sweeps.compression.coding_check``).
 
 ``bits`` is an input of the built process (``fl_sweeps.compression.stage_base.SettingStage``): the number of words
 is computed in the computation, so one traced stage packs any width.
@@ -42,12 +45,13 @@ STATE_BITS = 64  # an ANS coder's final state, flushed with the stream
 PRECISION_ALLOWANCE = 1 / 1024  # bits a symbol for a coder's quantized (24-bit) probabilities
 
 
-def dense_bitpacking_stage(bits: int, entropy_coding: bool = False) -> Any:
+def dense_bitpacking_stage(bits: int, entropy_coding: bool = False, verify_coding: bool = False) -> Any:
     """The stage for ``EncoderComposer``, packing values in ``[0, 2**bits - 1]`` (``bits`` from 1 to 16), and with
-    ``entropy_coding`` counting them as losslessly coded (module docstring)."""
+    ``entropy_coding`` counting them as losslessly coded (module docstring); ``verify_coding`` adds what reading
+    the symbols back from the words takes (``fl_sweeps.compression.coded_messages``)."""
     if not 1 <= bits <= 16:
         raise ValueError(f"bits must be between 1 and 16, got {bits}")
-    return _stage_class()(bits, bool(entropy_coding))
+    return _stage_class()(bits, bool(entropy_coding), bool(verify_coding))
 
 
 def coded_bits(counts: Any) -> Any:
@@ -85,6 +89,7 @@ def _stage_class() -> type:
     import tensorflow as tf
     from tensorflow_model_optimization.python.core.internal.tensor_encoding.core import encoding_stage
 
+    from fl_sweeps.compression.coded_messages import NUM_VALUES_KEY, SYMBOL_BITS_KEY
     from fl_sweeps.compression.stage_base import SettingStage
 
     @encoding_stage.tf_style_adaptive_encoding_stage
@@ -95,9 +100,10 @@ def _stage_class() -> type:
         DTYPE_KEY = "dummy_type_value"  # a scalar of the input's dtype when it is not float32
         SETTINGS = {"bits": tf.int32}
 
-        def __init__(self, bits: int, entropy_coding: bool = False) -> None:
+        def __init__(self, bits: int, entropy_coding: bool = False, verify_coding: bool = False) -> None:
             self._set_settings(bits=int(bits))
             self._entropy_coding = entropy_coding
+            self._verify_coding = entropy_coding and verify_coding
 
         STAGE_NAME = "dense_bitpacking"
 
@@ -119,6 +125,9 @@ def _stage_class() -> type:
                 alphabet = tf.bitwise.left_shift(1, self.setting(params, "bits"))
                 counts = tf.math.bincount(tf.cast(values, tf.int32), minlength=alphabet, maxlength=alphabet)
                 encoded[CODED_BITS_KEY] = coded_bits(counts)
+            if self._verify_coding:
+                encoded[NUM_VALUES_KEY] = tf.size(values, out_type=tf.int64)
+                encoded[SYMBOL_BITS_KEY] = tf.cast(self.setting(params, "bits"), tf.int64)
             return encoded
 
         def decode(

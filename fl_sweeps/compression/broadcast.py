@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
+from fl_sweeps.compression.coded_messages import CODED_MESSAGES_KEY, coded_parts
 from fl_sweeps.compression.encoders import NoCompression
 from fl_sweeps.compression.measure import DOWN_KEY, UP_KEY, message_bits
 from fl_sweeps.errors import ConfigError
@@ -50,6 +51,12 @@ def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression, tensor_e
     def received_bits(encoded):
         return message_bits(encoded)
 
+    if encoder.verify_coding:
+
+        @tff.tensorflow.computation(encode.type_signature.result[0])
+        def message_coded_parts(encoded):
+            return coded_parts(encoded)
+
     @tff.federated_computation
     def init_fn():
         return tff.federated_eval(initial_state, tff.SERVER)
@@ -64,6 +71,8 @@ def build_encoded_broadcast(*, value_type: Any, encoder: NoCompression, tensor_e
                 (UP_KEY, tff.federated_value(np.int64(0), tff.SERVER)),
             ]
         )
+        if encoder.verify_coding:  # one message, whatever the number of clients receiving it
+            measurements[CODED_MESSAGES_KEY] = tff.federated_map(message_coded_parts, encoded_and_state[0])
         return tff.templates.MeasuredProcessOutput(
             state=encoded_and_state[1],
             result=tff.federated_map(decode, message),

@@ -129,7 +129,8 @@ class StageChain(NoCompression):
     def tensor_settings(self, num_elements: int, is_float: bool) -> tuple[Any, ...]:
         if not self.compresses(num_elements, is_float):
             return ("identity",)
-        return ("chain", self._stages_without_inputs() if self.settings_as_inputs else self.stages)
+        stages = self._stages_without_inputs() if self.settings_as_inputs else self.stages
+        return ("chain", stages, "verify coding") if self.verify_coding else ("chain", stages)
 
     def built_key(self) -> StageChain:
         """What a built process depends on: the option without the values of its stages' settings that are inputs
@@ -166,6 +167,8 @@ class StageChain(NoCompression):
                 kwargs["bits"] = previous
             if getattr(make, "TAKES_NUM_ELEMENTS", False):
                 kwargs["num_elements"] = num_elements
+            if self.verify_coding and kwargs.get("entropy_coding") is True:
+                kwargs["verify_coding"] = True  # its coded part goes out with the message too (coded_messages)
             try:
                 stage = make(**kwargs)
             except (TypeError, ValueError) as error:  # an unknown, missing or bad argument

@@ -22,6 +22,7 @@ import collections
 from typing import Any
 
 from fl_sweeps.compression.broadcast import simple_tensor_encoders
+from fl_sweeps.compression.coded_messages import CODED_MESSAGES_KEY, coded_parts
 from fl_sweeps.compression.encoders import NoCompression
 from fl_sweeps.compression.measure import CHANGE_MESSAGE_KEY, DOWN_KEY, FULL_MODEL_KEY, UP_KEY, message_bits
 from fl_sweeps.tff_runtime.autograph_rules import trace_tensor_encoding_without_autograph
@@ -82,7 +83,8 @@ def build_delta_broadcast(*, value_type: Any, encoder: NoCompression, tensor_enc
             change=decoded,
             change_bits=message_bits(message),
         )
-        return new_state, reference, new_state["change_bits"], message_bits(reference)
+        outputs = (new_state, reference, new_state["change_bits"], message_bits(reference))
+        return (*outputs, coded_parts(message)) if encoder.verify_coding else outputs
 
     @tff.federated_computation
     def init_fn():
@@ -90,11 +92,14 @@ def build_delta_broadcast(*, value_type: Any, encoder: NoCompression, tensor_enc
 
     @tff.federated_computation(init_fn.type_signature.result, tff.FederatedType(value_type, tff.SERVER))
     def next_fn(state, value):
-        new_state, reference, change_bits, full_bits = tff.federated_map(server_step, (state, value))
+        outputs = tff.federated_map(server_step, (state, value))
+        new_state, reference, change_bits, full_bits = (outputs[i] for i in range(4))
         zero = tff.federated_value(np.int64(0), tff.SERVER)
         measurements = collections.OrderedDict(
             [(DOWN_KEY, zero), (UP_KEY, zero), (CHANGE_MESSAGE_KEY, change_bits), (FULL_MODEL_KEY, full_bits)]
         )
+        if encoder.verify_coding:  # each round's change message, once (round 1 sends none, but it is made)
+            measurements[CODED_MESSAGES_KEY] = outputs[4]
         return tff.templates.MeasuredProcessOutput(
             state=new_state,
             result=tff.federated_broadcast(reference),

@@ -30,6 +30,7 @@ import numpy as np
 
 from fl_sweeps.compression.bits import SEED_BITS
 from fl_sweeps.compression.broadcast import per_tensor_encoders
+from fl_sweeps.compression.coded_messages import coded_parts
 from fl_sweeps.compression.encoders import NoCompression
 from fl_sweeps.compression.measure import message_bits
 
@@ -41,7 +42,7 @@ class DifferenceCatchUp:
         initial_encoder_states: TFF computation: the per-tensor encoder states, kept by the server.
         advance: TFF computation ``(encoder states, model) -> encoder states`` of the next round.
         receive: TFF computation ``(model, held model, held from seed, encoder states) -> (rebuilt model, bits)``
-            run at each sampled client.
+            run at each sampled client (and the message's ``coded_parts`` third with ``verify_coding``).
     """
 
     def __init__(self, initial_encoder_states: Any, advance: Any, receive: Any) -> None:
@@ -87,6 +88,8 @@ def build_difference_catch_up(
         decoded = tf.nest.pack_sequence_as(specs, [e.decode(m) for e, m in zip(encoders, message, strict=True)])
         rebuilt = tf.nest.map_structure(tf.add, held, decoded)
         seed_bits = tf.where(held_from_seed, tf.constant(SEED_BITS, tf.int64), tf.constant(0, tf.int64))
+        if encoder.verify_coding:  # the message's coded parts go out too (coded_messages)
+            return rebuilt, message_bits(message) + seed_bits, coded_parts(message)
         return rebuilt, message_bits(message) + seed_bits
 
     return DifferenceCatchUp(initial_encoder_states, advance, receive)

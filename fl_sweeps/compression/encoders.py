@@ -32,6 +32,8 @@ class NoCompression:
             ``messages`` (every change it missed, or the model if fewer bits; ``fl_sweeps.compression.catch_up``) or
             ``difference`` (one message, the compressed difference between the server's model and the one it holds;
             ``fl_sweeps.compression.difference_catch_up``).
+        verify_coding: Set by ``compression.verify_coding``, not in an option's YAML: the entropy-coded parts of
+            every message also go out of the computation, to be coded for real (``fl_sweeps.compression.coding_check``).
     """
 
     name: str = "none"
@@ -40,6 +42,7 @@ class NoCompression:
     delta: bool = False
     delta_receivers: str = "sampled"
     catch_up: str = "messages"
+    verify_coding: bool = False
 
     @property
     def sends_difference(self) -> bool:

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fl_sweeps.compression.broadcast import per_tensor_encoders
+from fl_sweeps.compression.coded_messages import coded_parts
 from fl_sweeps.compression.encoders import NoCompression
 from fl_sweeps.compression.measure import message_bits
 from fl_sweeps.compression.settings_state import setting_mask
@@ -37,7 +38,8 @@ class ErrorFeedbackStep(NamedTuple):
 
     Attributes:
         initial_encoder_states: TFF computation: the per-tensor encoder states (the settings), kept by the server.
-        compress: TFF computation ``(update, state, weight, encoder states) -> (sent, new state, message bits)``.
+        compress: TFF computation ``(update, state, weight, encoder states) -> (sent, new state, message bits)``,
+            and the message's ``coded_parts`` fourth with ``encoder.verify_coding``.
     """
 
     initial_encoder_states: Any
@@ -101,6 +103,8 @@ def build_error_feedback_step(
         sent, new_state, message = rule(update, state, encoder_states)
         # A client whose update was not finite has weight 0: the server ignores its message, so its state stays.
         kept = tf.nest.map_structure(lambda new, old: tf.where(weight > 0, new, old), new_state, state)
+        if encoder.verify_coding:  # the message's coded parts go out too (coded_messages)
+            return sent, kept, message_bits(message), coded_parts(message)
         return sent, kept, message_bits(message)
 
     return ErrorFeedbackStep(initial_encoder_states, compress_with_feedback)

@@ -28,11 +28,13 @@ def message_bits(structure: Any) -> Any:
     stand in for the coded stream, ``fl_sweeps.compression.bit_packing``; or an ``<output>_coded_bits`` key, beside
     the one output it stands for, as top-k's coded positions) counts as its coded length. A stage's
     settings (keys starting with ``setting_``) and the stage input shapes that follow from them are not counted: both
-    sides agree on them before the first round (``fl_sweeps.compression.settings_state.is_agreed_key``).
+    sides agree on them before the first round (``fl_sweeps.compression.settings_state.is_agreed_key``), nor what
+    a stage outputs for ``compression.verify_coding`` alone (``fl_sweeps.compression.coded_messages``).
     """
     import tensorflow as tf
 
     from fl_sweeps.compression.bit_packing import CODED_BITS_KEY
+    from fl_sweeps.compression.coded_messages import is_verify_key
     from fl_sweeps.compression.settings_state import is_agreed_key
 
     total = tf.constant(0, tf.int64)
@@ -46,7 +48,7 @@ def message_bits(structure: Any) -> Any:
             stack.extend(
                 value
                 for key, value in node.items()
-                if key not in stand_ins and key not in coded and not is_agreed_key(key)
+                if key not in stand_ins and key not in coded and not is_agreed_key(key) and not is_verify_key(key)
             )
         elif isinstance(node, (list, tuple)):
             stack.extend(node)

@@ -23,6 +23,7 @@ import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal.tensor_encoding.core import encoding_stage
 
 from fl_sweeps.compression.bit_packing import CODED_BITS_KEY, coded_stream_bits
+from fl_sweeps.compression.coded_messages import SIZE_KEY
 from fl_sweeps.compression.stage_base import SEED_KEY, SettingStage, input_seed, num_elements, salt_value
 
 
@@ -70,9 +71,10 @@ class TopK(_Sparsifier):
     INDICES_KEY = "indices"
     CODED_INDICES_KEY = f"{INDICES_KEY}_{CODED_BITS_KEY}"  # counted in place of INDICES_KEY (measure.message_bits)
 
-    def __init__(self, fraction: float, entropy_coding: bool = False) -> None:
+    def __init__(self, fraction: float, entropy_coding: bool = False, verify_coding: bool = False) -> None:
         super().__init__(fraction)
         self._entropy_coding = bool(entropy_coding)
+        self._verify_coding = self._entropy_coding and bool(verify_coding)  # the size goes out for the check
 
     def encode_values(self, x: Any, params: dict) -> dict:
         count = self._count(x, params)
@@ -82,6 +84,8 @@ class TopK(_Sparsifier):
             kept = tf.cast(count, tf.int64)
             size = tf.constant(x.shape.num_elements(), tf.int64)
             encoded[self.CODED_INDICES_KEY] = coded_stream_bits(tf.stack([size - kept, kept]))
+        if self._verify_coding:
+            encoded[SIZE_KEY] = tf.constant(x.shape.num_elements(), tf.int64)
         return encoded
 
     def decode(self, encoded_tensors: dict, decode_params: dict, num_summands: Any = None, shape: Any = None) -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from fl_sweeps.compression.bits import BitsPerClient
+from fl_sweeps.compression.coding_check import check_round
 from fl_sweeps.compression.measure import round_bits
 from fl_sweeps.data.federated_data import FederatedData
 from fl_sweeps.errors import DivergedError
@@ -125,6 +126,7 @@ class FederatedTrial:
             chosen = rng.choice(len(client_ids_all), size=settings.training.clients_per_round, replace=False)
             client_ids = [client_ids_all[i] for i in sorted(chosen)]
             output = self.built.next(state, client_ids, round_num, settings, self.client_states)
+            coded = check_round(output.metrics, round_num)  # None unless compression.verify_coding
             state = output.state
             train = output.metrics["client_work"]["train"]
             loss, accuracy = float(train["loss"]), float(train["sparse_categorical_accuracy"])
@@ -148,6 +150,8 @@ class FederatedTrial:
                 seconds=time.perf_counter() - started,
                 client_state_bytes=self.client_states.nbytes() or None,
                 scheduled={} if scheduled is None else {settings.schedule.key: scheduled},
+                coded_produced_bits=None if coded is None else coded.produced,
+                coded_counted_bits=None if coded is None else coded.counted,
             )
             history.append(record)
             self.checkpoint = RunCheckpoint(round_num, state, rng, self.client_states, cumulative, list(history))
