@@ -298,8 +298,9 @@ def _load_model_section(runs: SweepRuns, front: pd.DataFrame, *, repeated: bool 
         "## Load a trial's model",
         "",
         "Each finished trial's final global model is the MLflow model `model` of its run (unless the sweep ran "
-        "with `mlflow.log_model=false`); it loads as a Keras model, and `model.evaluate(x, y)` gives the eval loss "
-        "and accuracy:",
+        "with `mlflow.log_model=false`); it loads as a Keras model, and `model.evaluate(x, y)` gives its loss "
+        "and accuracy on the examples `x, y` (a run's `final/validation_accuracy` and `final/test_accuracy` are "
+        "that on its data set's validation and test examples):",
         "",
         "```python",
         "import mlflow.tensorflow",
@@ -316,7 +317,7 @@ def _load_model_section(runs: SweepRuns, front: pd.DataFrame, *, repeated: bool 
             "",
         ]
     if len(front):
-        lines += ["| trial | run id | eval accuracy | total Mbit |", "| --- | --- | --- | --- |"]
+        lines += [f"| trial | run id | {_selected_on(front)} accuracy | total Mbit |", "| --- | --- | --- | --- |"]
         lines += [
             f"| {plots.trial_label(row)} | `{row['model_run_id'] or row['run_id']}` | "
             f"{numbers.accuracy(row['eval_accuracy'])} | {numbers.mbit(row['total_bits'])} |"
@@ -405,15 +406,17 @@ def _front_table(
     shown = [p for p in swept if p.removesuffix("._target_") not in ENCODERS]  # in "compression"
     repeated = spread is not None and spread.loc[front.index, "accuracy_low"].notna().any()
     intervals = "accuracy_change_low" in front and front["accuracy_change_low"].notna().any()
-    tested = _selected_on(front) != "test" and front["test_accuracy"].notna().any()
+    selected = _selected_on(front)
+    tested = selected != "test" and front["test_accuracy"].notna().any()
     header = [
         "trial",
-        f"{_selected_on(front)} accuracy",
+        f"{selected} accuracy",
         *(["test accuracy"] if tested else []),
         "total Mbit",
         "compression",
         "bit reduction" + (" (95% interval)" if by_seed and intervals else ""),
-        "accuracy change" + (" (95% interval)" if intervals else ""),
+        ("accuracy change" if selected == "eval" else f"{selected} accuracy change")
+        + (" (95% interval)" if intervals else ""),
     ]
     test_changes = tested and front["test_accuracy_change"].notna().any()
     if test_changes:
