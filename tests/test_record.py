@@ -141,6 +141,31 @@ def test_log_model_false_logs_no_model(tracking_uri, compose_config, workbench):
 
 
 @pytest.mark.slow
+def test_eval_split_test_evaluates_rounds_on_test_as_before(tracking_uri, compose_config, workbench):
+    """``eval.split=test``: every round on the test examples (the behaviour before validation examples existed);
+    the same built trial then runs with the default split, each run recording which split it used."""
+    from fl_sweeps import experiment
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    runs = {}
+    for split in ("test", "validation"):
+        cfg = compose_config(
+            [*TINY, "mlflow.log_model=false", "training.rounds=1", f"eval.split={split}"], tracking_uri
+        )
+        runs[split] = client.get_run(experiment.run_trial(cfg, show_progress=False, workbench=workbench).run_id)
+    for split, run in runs.items():
+        metrics = run.data.metrics
+        assert run.data.params["eval.split"] == run.data.tags["eval.split"] == split
+        assert metrics["final/eval_accuracy"] == metrics[f"final/{split}_accuracy"]
+        (last,) = client.get_metric_history(run.info.run_id, "eval/accuracy")
+        assert last.value == metrics[f"final/{split}_accuracy"]
+    # Same seed, same model: the two runs' final models agree on both splits, whichever one rounds evaluated.
+    for split in ("validation", "test"):
+        values = [run.data.metrics[f"final/{split}_accuracy"] for run in runs.values()]
+        assert values[0] == pytest.approx(values[1], abs=1e-6)
+
+
+@pytest.mark.slow
 def test_study_names_its_objectives_for_optuna_dashboard(sweep_run):
     import optuna
 
