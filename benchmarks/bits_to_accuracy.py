@@ -1,4 +1,4 @@
-"""Bits to target accuracy: rounds and communicated bits (both directions) until the test accuracy reaches targets.
+"""Bits to target accuracy: rounds and communicated bits (both directions) until the accuracy reaches targets.
 
 Issue 8, item 3. The FedAvg paper's CNN on MNIST with its pathological non-IID partition (label-sorted shards, 2
 per client, 100 clients, 10 per round), or FEMNIST by writer, for three compression settings:
@@ -27,6 +27,11 @@ them).
 
 ``--stem`` writes to ``results/<stem>.*`` instead (rows already there for other variants are kept, so a new
 variant c can be compared with an earlier a).
+
+Rounds are evaluated on ``eval.split`` (validation by default since issue 38: the stopping rule never sees the test
+examples); when a variant ends, its final model is evaluated once on the test examples, printed and written to
+``results/<stem>_test.json`` (variant -> round, accuracy on the eval split, test accuracy), the figure to report.
+Rows written before issue 38 were evaluated on test.
 
 A run can be stopped and started again with the same command: every ``--checkpoint-every`` rounds, and when a
 variant stops, each variant's run is saved to ``results/checkpoints/<stem>/<variant>.ckpt`` (a ``RunCheckpoint``:
@@ -183,6 +188,15 @@ def report(rows: list[dict[str, Any]], targets: tuple[float, ...], meta: dict[st
         print(f"bits a/c: no target reached by both a and c (target >= {TARGET_RATIO:.0f}x at {targets[-1]:.1%})")
 
 
+def record_test_accuracy(path: Path, name: str, trial: Any, record: Any) -> None:
+    """Evaluate a variant's final model once on the test examples; print it and keep it in ``path`` by variant."""
+    _, test_accuracy = trial.evaluate(trial.checkpoint.state, "test")
+    found = json.loads(path.read_text()) if path.exists() else {}
+    found[name] = {"round": record.round, "eval_accuracy": record.eval_accuracy, "test_accuracy": test_accuracy}
+    path.write_text(json.dumps(found, indent=1) + "\n")
+    print(f"[{name}] ended at round {record.round}: test accuracy {test_accuracy:.4f} (evaluated once)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
@@ -304,6 +318,7 @@ def main() -> None:
                 recent[name].append(acc)
             if ended_run(record.round, recent[name], targets, args.max_rounds):
                 save(name)  # the variant's end: a start with the same command does not run it again
+                record_test_accuracy(RESULTS / f"{stem}_test.json", name, trials[name], record)
                 del runs[name]
             elif args.checkpoint_every and record.round % args.checkpoint_every == 0:
                 save(name)
