@@ -2,8 +2,9 @@
 number of rounds, and the CPU cost of encoding (issue 18).
 
 The CNN on MNIST split into label-sorted shards (2 per client, 100 clients, 10 a round). Each option found in
-``conf/aggregate_encoder/`` runs on the aggregation with its default settings (broadcast uncompressed), and each
-option allowed on the broadcast also runs in both directions. Every row is trained from the same seed for
+``conf/aggregate_encoder/`` runs on the aggregation with its default settings (broadcast uncompressed; ``float``
+once for each of its formats, ``SETTING_ROWS``), and each option allowed on the broadcast also runs in both
+directions. Every row is trained from the same seed for
 ``--rounds`` rounds and reports:
 
 - bits a round (both directions, and the aggregation alone), measured from the messages, and the ratio to ``none``;
@@ -44,20 +45,28 @@ def options(group: str = "aggregate_encoder") -> list[str]:
     return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
 
 
+# Options with more rows than their default settings: row name -> the option's settings in that row.
+SETTING_ROWS = {
+    "float": {f"float {fmt}": [f"format={fmt}"] for fmt in ("float16", "bfloat16", "float8_e4m3", "float8_e5m2")},
+}
+
+
 def variants(names: list[str], threshold: int | None = None) -> dict[str, list[str]]:
     """Row label → overrides: each option on the aggregation, and in both directions where allowed (``threshold``:
-    the options' threshold, None for their default)."""
+    the options' threshold, None for their default); an option of ``SETTING_ROWS`` once for each of its settings."""
     rows = {}
     broadcast_options = options("broadcast_encoder")
     for name in names:
-        rows[f"{name} (aggregation)"] = ["broadcast_encoder=none", f"aggregate_encoder={name}"]
-        if name != "none" and name in broadcast_options:
-            rows[f"{name} (both)"] = [f"broadcast_encoder={name}", f"aggregate_encoder={name}"]
+        for row, keys in SETTING_ROWS.get(name, {name: []}).items():
+            aggregate = [f"aggregate_encoder={name}", *(f"aggregate_encoder.{k}" for k in keys)]
+            rows[f"{row} (aggregation)"] = ["broadcast_encoder=none", *aggregate]
+            if name != "none" and name in broadcast_options:
+                broadcast = [f"broadcast_encoder={name}", *(f"broadcast_encoder.{k}" for k in keys)]
+                rows[f"{row} (both)"] = [*broadcast, *aggregate]
     if threshold is not None:
         for overrides in rows.values():
-            overrides += [
-                f"{o.split('=')[0]}.threshold={threshold}" for o in list(overrides) if not o.endswith("=none")
-            ]
+            chosen = [o.split("=")[0] for o in overrides if "." not in o.split("=")[0] and not o.endswith("=none")]
+            overrides += [f"{group}.threshold={threshold}" for group in chosen]
     return rows
 
 

@@ -49,6 +49,15 @@ class FeedbackRule(StrEnum):
     ef21 = "ef21"
 
 
+class FloatFormat(StrEnum):
+    """``format`` of the ``float`` option (``fl_sweeps.compression.float_formats.FORMATS``)."""
+
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+    float8_e4m3 = "float8_e4m3"
+    float8_e5m2 = "float8_e5m2"
+
+
 class Partition(StrEnum):
     """How a data set is split into clients (``fl_sweeps.data.partition``)."""
 
@@ -318,6 +327,23 @@ class FractionRoundedCompressorConfig(RoundedCompressorConfig):
     fraction: float = MISSING
 
 
+@dataclass
+class FloatCompressorConfig(CompressorConfig):
+    """``float``: every value in a narrow float ``format``."""
+
+    format: FloatFormat = MISSING
+
+
+@dataclass
+class ProductQuantizationCompressorConfig(CompressorConfig):
+    """``product_quantization``: sub-vectors of ``dim`` values as indices into a k-means codebook of ``codewords``
+    centroids, fitted by ``iterations`` Lloyd steps."""
+
+    codewords: int = MISSING
+    dim: int = MISSING
+    iterations: int = MISSING
+
+
 COMPRESSOR_SCHEMAS: dict[str, type] = {
     "compressor": CompressorConfig,
     "bits_compressor": BitsCompressorConfig,
@@ -325,6 +351,8 @@ COMPRESSOR_SCHEMAS: dict[str, type] = {
     "levels_compressor": LevelsCompressorConfig,
     "fraction_compressor": FractionCompressorConfig,
     "fraction_rounded_compressor": FractionRoundedCompressorConfig,
+    "float_compressor": FloatCompressorConfig,
+    "product_quantization_compressor": ProductQuantizationCompressorConfig,
 }
 
 

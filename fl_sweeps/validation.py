@@ -64,6 +64,13 @@ for _side in ("broadcast_encoder", "aggregate_encoder"):
         "a number in (0, 1]",
     )
     RULES[f"{_side}.levels"] = (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+    # product_quantization (issue 39): indices of at most 16 bits, the packing stage's widest symbol.
+    RULES[f"{_side}.codewords"] = (
+        lambda v: isinstance(v, int) and 2 <= v <= 65536,
+        "an integer from 2 to 65536 (2^16)",
+    )
+    RULES[f"{_side}.dim"] = (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+    RULES[f"{_side}.iterations"] = (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
 # ---- Compression schedules (issue 19); their values follow the rule of the setting they schedule. ----
 RULES["schedule.patience"] = _INT_AT_LEAST_1
 RULES["schedule.min_improvement"] = _UNIT_INTERVAL_OPEN

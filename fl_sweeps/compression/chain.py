@@ -105,6 +105,8 @@ class StageChain(NoCompression):
         threshold: Tensors with at most this many elements are sent unencoded.
         bits, fraction, levels, rounding, entropy_coding: The option's settings (null where it has none), read by
             its stages.
+        format, codewords, dim, iterations: The settings of ``float`` (its format) and of ``product_quantization``
+            (null for the other options); never inputs of the process (they change the messages' shapes or dtypes).
         settings_as_inputs: Whether the stages' settings that can be inputs of the built process are (module
             docstring); false traces them as constants, with messages of static shapes and no settings in the
             process state (a build per value; the tests that count bits from TFF's types use it).
@@ -118,6 +120,10 @@ class StageChain(NoCompression):
     levels: int | None = None
     rounding: str | None = None
     entropy_coding: bool = False
+    format: str | None = None
+    codewords: int | None = None
+    dim: int | None = None
+    iterations: int | None = None
     settings_as_inputs: bool = True
 
     def __post_init__(self) -> None:
