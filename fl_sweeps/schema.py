@@ -417,6 +417,26 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
+# Count sketch (issue 39): an aggregation with server state and no stages (compression.count_sketch_aggregation).
+# No error_feedback keys: its error is accumulated by the server, in sketch space; clients keep no state.
+
+
+@dataclass
+class CountSketchConfig:
+    """``count_sketch``: clients send ``rows × columns`` sketches; the server recovers the top ``k_fraction``."""
+
+    _target_: str = MISSING
+    name: str = MISSING
+    threshold: int = MISSING
+    rows: int = MISSING
+    columns: int = MISSING
+    k_fraction: float = MISSING
+    momentum: float = MISSING
+
+
+GROUP_SCHEMAS["aggregate_encoder"]["count_sketch"] = CountSketchConfig
+
+
 def register_configs() -> None:
     """Register the top-level schema (``config_schema``) and each option schema as ``schema/<group>/<name>``."""
     store = ConfigStore.instance()

@@ -71,6 +71,11 @@ for _side in ("broadcast_encoder", "aggregate_encoder"):
     )
     RULES[f"{_side}.dim"] = (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
     RULES[f"{_side}.iterations"] = (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
+# ---- Count sketch (issue 39): aggregate_encoder=count_sketch's sketch sizes and server momentum. ----
+RULES["aggregate_encoder.rows"] = (lambda v: isinstance(v, int) and 1 <= v <= 16, "an integer from 1 to 16")
+RULES["aggregate_encoder.columns"] = (lambda v: isinstance(v, int) and 1 <= v <= 2**24, "an integer from 1 to 2^24")
+RULES["aggregate_encoder.k_fraction"] = (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "a number in (0, 1]")
+RULES["aggregate_encoder.momentum"] = _UNIT_INTERVAL_OPEN
 # ---- Compression schedules (issue 19); their values follow the rule of the setting they schedule. ----
 RULES["schedule.patience"] = _INT_AT_LEAST_1
 RULES["schedule.min_improvement"] = _UNIT_INTERVAL_OPEN

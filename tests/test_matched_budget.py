@@ -84,5 +84,8 @@ def test_the_grid_sweep_runs_every_option_once(tmp_path, overlay):
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert sorted(t.params["aggregate_encoder"] for t in complete) == sorted(overlay[0])
     by_option = {t.params["aggregate_encoder"]: t.values[1] for t in complete}
-    assert by_option["none"] > max(bits for option, bits in by_option.items() if option != "none")
+    # count_sketch's sketch has a size of its own, set for the CNN (5 x 20775 cells): more than the linear model's 650
+    # values uncompressed; every other option compresses in proportion to the tensor.
+    sized = {"none", "count_sketch"}
+    assert by_option["none"] > max(bits for option, bits in by_option.items() if option not in sized)
     assert worker_pids() <= before

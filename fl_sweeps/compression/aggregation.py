@@ -33,6 +33,9 @@ def build_model_aggregator(*, encoder: NoCompression) -> Any:
     """
     import tensorflow_federated as tff
 
+    own_aggregator = getattr(encoder, "model_aggregator", None)
+    if own_aggregator is not None:  # an option that aggregates its own way, with server state (count_sketch)
+        return own_aggregator()
     trace_tensor_encoding_without_autograph()
     return tff.aggregators.MeanFactory(
         value_sum_factory=measured_encoded_sum(encoder), weight_sum_factory=measured_encoded_sum(NoCompression())

@@ -87,11 +87,16 @@ def bits_per_client(
         down = sum(t.num_elements * t.dtype_bits for t in model_tensors)
     else:
         down = sum(tensor_message_bits(broadcast_encoder, t, gather=False)[0] for t in model_tensors)
-    up = 0
-    for t in update_tensors:
-        message, params = tensor_message_bits(aggregate_encoder, t, gather=True)
-        up += message
+    own_count = getattr(aggregate_encoder, "update_bits", None)
+    if own_count is not None:  # an option that aggregates its own way (count_sketch): its clients' whole message
+        up, params = own_count(update_tensors)
         down += params
+    else:
+        up = 0
+        for t in update_tensors:
+            message, params = tensor_message_bits(aggregate_encoder, t, gather=True)
+            up += message
+            down += params
     return BitsPerClient(broadcast=down, aggregate=up + WEIGHT_BITS)
 
 

@@ -123,13 +123,17 @@ def write_encoder_states(per_tensor_states: Sequence[Any], encoder: Any, flat_sp
     )
 
 
-def write_part_settings(part_state: Any, encoder: Any, flat_specs: Sequence[Any]) -> Any:
+def write_part_settings(part_state: Any, encoder: Any, flat_specs: Sequence[Any], seed: int | None = None) -> Any:
     """The state of a built broadcast or aggregation part with ``encoder``'s settings written in.
 
     The parts keep their per-tensor encoder states as a tuple (the encoded broadcast, the error-feedback
     aggregator), under ``encoders`` (the delta broadcast) or under ``value_sum_process`` (TFF's ``MeanFactory``
-    around the encoded sum).
+    around the encoded sum). An option that keeps its own state (``count_sketch``) writes it itself, with the
+    trial's ``seed``.
     """
+    own_state = getattr(encoder, "written_state", None)
+    if own_state is not None:
+        return own_state(part_state, seed)
     if isinstance(part_state, Mapping):
         for key in ("encoders", "value_sum_process"):
             if key in part_state:

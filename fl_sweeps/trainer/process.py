@@ -232,17 +232,18 @@ class BuiltProcess:
             self._bits[key] = bits_per_client(model_tensors=model_tensors, update_tensors=update_tensors, **encoders)
         return self._bits[key]
 
-    def with_settings(self, state: Any, encoders: Mapping[str, NoCompression]) -> Any:
+    def with_settings(self, state: Any, encoders: Mapping[str, NoCompression], seed: int | None = None) -> Any:
         """``state`` with the settings that are inputs of the process (``bits``, ``fraction``, ``levels``;
         ``fl_sweeps.compression.settings_state``) set to those of ``encoders``: a process built for other values
-        of them runs these. Encoders must differ from the built ones in such settings only."""
+        of them runs these. Encoders must differ from the built ones in such settings only. ``seed``: the run's
+        seed, for an aggregation that draws from it (``count_sketch``'s hashes; None keeps the state's)."""
         for side, encoder in encoders.items():
             if encoder.built_key() != self.encoders[side].built_key():
                 raise ValueError(f"{side}={encoder.name} differs from the built process in more than its inputs")
         model_specs, update_specs = self._specs
         written = {
             "distributor": write_part_settings(state.distributor, encoders["broadcast_encoder"], model_specs),
-            "aggregator": write_part_settings(state.aggregator, encoders["aggregate_encoder"], update_specs),
+            "aggregator": write_part_settings(state.aggregator, encoders["aggregate_encoder"], update_specs, seed),
         }
         return state._replace(**written) if hasattr(state, "_replace") else attrs.evolve(state, **written)
 
@@ -261,7 +262,7 @@ class BuiltProcess:
             self._seeded_state = (settings.seed, state)
             self._hparams = self.process.get_hparams(state)
         hparams = copy.deepcopy(self._hparams)
-        state = self.with_settings(self._seeded_state[1], self.encoders_for(settings))
+        state = self.with_settings(self._seeded_state[1], self.encoders_for(settings), settings.seed)
         for part, values in (("client_work", settings.client_hparams), ("finalizer", settings.server_hparams)):
             unknown = set(values) - set(hparams[part])
             if unknown:
