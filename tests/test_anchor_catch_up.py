@@ -111,11 +111,7 @@ def test_a_client_that_skipped_rounds_rebuilds_the_newest_anchor_and_the_bits_ar
 
 
 @pytest.mark.slow
-def test_the_server_keeps_k_models_whatever_the_clients_and_same_seed_same_numbers(anchor_trial, tmp_path):
-    from mlflow import MlflowClient
-
-    from fl_sweeps.tracking import TrialRun
-
+def test_the_server_keeps_k_models_whatever_the_clients_and_same_seed_same_numbers(anchor_trial):
     cfg, trial = anchor_trial
     settings = run_settings(cfg)
     first = list(trial.run(settings))
@@ -130,18 +126,44 @@ def test_the_server_keeps_k_models_whatever_the_clients_and_same_seed_same_numbe
     assert first[0].client_state_bytes == 2 * model_bytes  # each client holds one anchor
     assert first[-1].client_state_bytes == len(held) * model_bytes > first[0].client_state_bytes
     assert all(r.broadcast_bits <= 2 * trial.bits_per_client.broadcast for r in first)  # planned: the most a client
-    # Recorded in MLflow beside the clients' memory.
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    with TrialRun(tracking_uri=uri, experiment="anchors", params={"seed": settings.seed}) as recorder:
-        for record in first:
-            recorder.log_round(record)
-    client = MlflowClient(tracking_uri=uri)
+
+
+@pytest.mark.slow
+def test_a_run_records_the_servers_memory_and_its_coded_messages_in_mlflow(workbench, compose_config, tracking_uri):
+    """Through ``fl-sweep``'s own run path: ``server/state_bytes`` beside ``clients/state_bytes``, and with
+    ``compression.verify_coding`` the anchor messages and corrections (DRIVE, entropy coded) decode from a real
+    coder's streams no longer than counted."""
+    from mlflow import MlflowClient
+
+    from fl_sweeps import experiment
+
+    overrides = [
+        *TINY_LINEAR,
+        "algorithm=fedavg_core",
+        "broadcast_encoder=drive",
+        "broadcast_encoder.threshold=0",
+        "broadcast_encoder.entropy_coding=true",
+        "broadcast_encoder.delta=true",
+        "broadcast_encoder.catch_up=anchors",
+        "broadcast_encoder.anchors=3",
+        "broadcast_encoder.anchor_every=1",
+        "training.rounds=3",
+        "mlflow.log_model=false",
+        "compression.verify_coding=true",
+    ]
+    run_id = experiment.run_trial(
+        compose_config(overrides, tracking_uri), show_progress=False, workbench=workbench
+    ).run_id
+    client = MlflowClient(tracking_uri=tracking_uri)
+    keys = ("server/state_bytes", "clients/state_bytes", "comm/coded_produced_bits", "comm/coded_counted_bits")
     history = {
-        key: [m.value for m in sorted(client.get_metric_history(recorder.run_id, key), key=lambda m: m.step)]
-        for key in ("server/state_bytes", "clients/state_bytes")
+        key: [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)] for key in keys
     }
-    assert history["server/state_bytes"] == [K * model_bytes] * len(first)
-    assert history["clients/state_bytes"] == [r.client_state_bytes for r in first]
+    model_bytes = 4 * (64 * 10 + 10)  # the linear model on 8x8 digits: a 64x10 kernel and 10 biases, float32
+    assert history["server/state_bytes"] == [3 * model_bytes] * 3
+    assert len(history["clients/state_bytes"]) == 3 and history["clients/state_bytes"][0] > 0
+    produced, counted = history["comm/coded_produced_bits"], history["comm/coded_counted_bits"]
+    assert len(produced) == 3 and all(0 < p <= c for p, c in zip(produced, counted, strict=True))
 
 
 @pytest.mark.parametrize(
