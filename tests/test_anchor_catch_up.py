@@ -214,7 +214,16 @@ def test_a_catch_up_that_is_not_offered_names_the_allowed_ones(compose_config):
 def test_the_anchor_settings_are_described_only_with_the_anchor_catch_up():
     from fl_sweeps.readable import settings_text
 
-    node = {"bits": 2, "delta": True, "delta_receivers": "sampled", "anchors": 4, "anchor_every": 5}
-    assert settings_text({**node, "catch_up": "anchors"}) == "2-bit delta sampled anchors anchors=4 anchor_every=5"
-    assert settings_text({**node, "catch_up": "difference"}) == "2-bit delta sampled difference"
-    assert settings_text({**node, "catch_up": "anchors", "delta": False}) == "2-bit"
+    def node(catch_up: str, delta: bool = True) -> dict:  # the keys in the YAML's order
+        return {
+            "bits": 2,
+            "delta": delta,
+            "delta_receivers": "sampled",
+            "catch_up": catch_up,
+            "anchors": 4,
+            "anchor_every": 5,
+        }
+
+    assert settings_text(node("anchors")) == "2-bit delta sampled anchors anchors=4 anchor_every=5"
+    assert settings_text(node("difference")) == "2-bit delta sampled difference"
+    assert settings_text(node("anchors", delta=False)) == "2-bit"
