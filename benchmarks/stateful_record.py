@@ -25,7 +25,9 @@ The protocol, one command per data set (each step is skipped when its output exi
 broadcast and the update entropy coded) against the same baseline pick, into ``results/record_<dataset>_coded*``; a
 seed whose baseline already ended in the first protocol takes that run instead of training it again.
 ``--compressed record_difference`` runs the third (``conf/sweep/record_difference.yaml``: the broadcast as one
-compressed difference a sampled client, ``broadcast_encoder.catch_up=difference``) the same way.
+compressed difference a sampled client, ``broadcast_encoder.catch_up=difference``) the same way, and
+``--compressed record_anchors`` the third's search with the server's memory bounded (``conf/sweep/record_anchors.yaml``:
+``catch_up=anchors``, 4 anchor models, a new one every 5 rounds).
 
 Sweeps run in ``--workdir`` (default: the repository; ``optuna.db``, ``mlruns``, ``multirun/`` there).
 """
@@ -67,7 +69,12 @@ VARIANT_LABELS = ("a-none", "c-sweep")  # bits_to_accuracy.py's names of the bas
 # The compressed sweeps (conf/sweep/) and the suffix of their seeds' files: record_stateful.yaml is the first
 # protocol, record_coded.yaml its second (broadcast and update entropy coded), record_difference.yaml its third (the
 # broadcast as one difference a sampled client, both directions coded), against the same baseline pick.
-COMPRESSED_SWEEPS = {"record_stateful": "", "record_coded": "_coded", "record_difference": "_difference"}
+COMPRESSED_SWEEPS = {
+    "record_stateful": "",
+    "record_coded": "_coded",
+    "record_difference": "_difference",
+    "record_anchors": "_anchors",  # issue 39: the third protocol's search with catch_up=anchors (K=4)
+}
 
 
 def study_name(sweep: str, dataset: str) -> str:

@@ -62,6 +62,18 @@ class BuiltParts:
             ),
         )
 
+    def anchor_catch_up(self, encoder: Any, weights_type: Any) -> Any:
+        """The anchor catch-up of the broadcast (``broadcast_encoder.catch_up=anchors``) for ``encoder`` and the
+        model weights' TFF type."""
+        from fl_sweeps.compression.anchor_catch_up import build_anchor_catch_up
+
+        return self.get(
+            ("anchor catch-up", encoder.built_key(), str(weights_type)),
+            lambda: build_anchor_catch_up(
+                value_type=weights_type, encoder=encoder, tensor_encoders=self.tensor_encoders
+            ),
+        )
+
     def error_feedback(self, encoder: Any, update_type: Any) -> Any:
         """The clients' compress-with-feedback step for ``encoder`` and the model update's TFF type."""
         from fl_sweeps.compression.error_feedback import build_error_feedback_step

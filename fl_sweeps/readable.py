@@ -21,6 +21,8 @@ OPTION_INTERNALS = ("name", "stages")
 DIRECTIONS = {"aggregate_encoder": "aggregate", "broadcast_encoder": "broadcast"}
 # setting -> the switch it needs (shown only when that switch is on)
 SWITCHED = {"error_feedback_rule": "error_feedback", "delta_receivers": "delta", "catch_up": "delta"}
+# setting -> (the setting, the value) it needs (shown only with that value)
+WITH_VALUE = {"anchors": ("catch_up", "anchors"), "anchor_every": ("catch_up", "anchors")}
 
 
 def option_names(config: Mapping[str, Any], choices: Mapping[str, str | None]) -> dict[str, str]:
@@ -82,6 +84,8 @@ def settings_text(node: Mapping[str, Any]) -> str:
             continue
         if key in SWITCHED and not node.get(SWITCHED[key]):
             continue  # a setting of a switch that is off
+        if key in WITH_VALUE and not (node.get("delta") and node.get(WITH_VALUE[key][0]) == WITH_VALUE[key][1]):
+            continue  # a setting of another catch-up (``catch_up`` is itself shown with ``delta`` only)
         if key == "bits":
             words.append(f"{value}-bit")
         elif key == "threshold":

@@ -27,6 +27,7 @@ class RoundRecord:
     cumulative_bits: int
     seconds: float
     client_state_bytes: int | None = None  # clients' residuals and held models after the round, in memory
+    server_state_bytes: int | None = None  # the server's models for the anchor catch-up (None: it keeps none)
     scheduled: dict[str, Any] = field(default_factory=dict)
     coded_produced_bits: int | None = None  # compression.verify_coding: a real coder's bits of the coded parts
     coded_counted_bits: int | None = None  # ... and the bits counted for the same parts (None: not verified)

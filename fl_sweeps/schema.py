@@ -40,6 +40,7 @@ class CatchUp(StrEnum):
 
     messages = "messages"
     difference = "difference"
+    anchors = "anchors"
 
 
 class FeedbackRule(StrEnum):
@@ -408,7 +409,15 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "server_optimizer": {"sgd": SgdConfig, "sgdm": SgdmConfig, "adam": AdamConfig},
     "algorithm": {"fedavg": FedAvgConfig, "fedavg_core": FedAvgCoreConfig},
     "broadcast_encoder": _with_side_keys(
-        ENCODER_SCHEMAS, [("delta", bool), ("delta_receivers", DeltaReceivers), ("catch_up", CatchUp)], "Broadcast"
+        ENCODER_SCHEMAS,
+        [
+            ("delta", bool),
+            ("delta_receivers", DeltaReceivers),
+            ("catch_up", CatchUp),
+            ("anchors", int),
+            ("anchor_every", int),
+        ],
+        "Broadcast",
     ),
     "aggregate_encoder": _with_side_keys(
         ENCODER_SCHEMAS, [("error_feedback", bool), ("error_feedback_rule", FeedbackRule)], "Aggregate"

@@ -41,6 +41,7 @@ ROUND_METRICS = {
     "comm/aggregate_bits": "aggregate_bits",
     "comm/cumulative_bits": "cumulative_bits",
     "clients/state_bytes": "client_state_bytes",
+    "server/state_bytes": "server_state_bytes",  # broadcast_encoder.catch_up=anchors only
     "comm/coded_produced_bits": "coded_produced_bits",  # compression.verify_coding only
     "comm/coded_counted_bits": "coded_counted_bits",
 }

@@ -76,6 +76,12 @@ RULES["aggregate_encoder.rows"] = (lambda v: isinstance(v, int) and 1 <= v <= 16
 RULES["aggregate_encoder.columns"] = (lambda v: isinstance(v, int) and 1 <= v <= 2**24, "an integer from 1 to 2^24")
 RULES["aggregate_encoder.k_fraction"] = (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "a number in (0, 1]")
 RULES["aggregate_encoder.momentum"] = _UNIT_INTERVAL_OPEN
+# ---- The anchor catch-up (issue 39): how many models the server keeps, and how often it makes one. ----
+RULES["broadcast_encoder.anchors"] = (
+    lambda v: isinstance(v, int) and v >= 1,
+    "an integer >= 1 (models the server keeps)",
+)
+RULES["broadcast_encoder.anchor_every"] = (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1 (rounds)")
 # ---- Compression schedules (issue 19); their values follow the rule of the setting they schedule. ----
 RULES["schedule.patience"] = _INT_AT_LEAST_1
 RULES["schedule.min_improvement"] = _UNIT_INTERVAL_OPEN
@@ -99,12 +105,17 @@ def check_entropy_coding(cfg: DictConfig) -> None:
 # Stateful compression (issue 19). Clients keep state across rounds only in the hand-written algorithm.
 CLIENT_STATE_ALGORITHMS = {"fl_sweeps.algorithms.fedavg_core.build_fedavg_core": "fedavg_core"}
 SPARSIFIER_MODULE = "fl_sweeps.compression.sparsifiers."  # every stage there sends a subset of the values
+# catch_up -> what clients keep across rounds with it (they hold a model, so the algorithm must keep client state)
+CATCH_UPS_HOLDING_MODELS = {
+    "difference": "the model each client holds is kept",
+    "anchors": "the anchor each client holds is kept",
+}
 
 
 def check_stateful_compression(cfg: DictConfig) -> None:
-    """Raise ``ConfigError`` for error feedback or a difference catch-up that cannot work (on ``none``, without a
-    delta broadcast to sampled clients, or with an algorithm whose clients keep no state) and for a sparsifying
-    broadcast that sends the model itself instead of its change."""
+    """Raise ``ConfigError`` for error feedback or a difference or anchor catch-up that cannot work (on ``none``,
+    without a delta broadcast to sampled clients, or with an algorithm whose clients keep no state) and for a
+    sparsifying broadcast that sends the model itself instead of its change."""
     aggregate = cfg.get("aggregate_encoder")
     if aggregate is not None and aggregate.get("error_feedback") is True:
         if not aggregate.get("stages"):
@@ -119,13 +130,14 @@ def check_stateful_compression(cfg: DictConfig) -> None:
             "broadcast_encoder.delta_receivers=all is not allowed with broadcast_encoder.delta=false: only a delta "
             "broadcast has receivers to choose; set broadcast_encoder.delta=true"
         )
-    if broadcast is not None and broadcast.get("catch_up") == "difference":
+    catch_up = None if broadcast is None else broadcast.get("catch_up")
+    if catch_up in CATCH_UPS_HOLDING_MODELS:
         if broadcast.get("delta") is not True or broadcast.get("delta_receivers") != "sampled":
             raise ConfigError(
-                "broadcast_encoder.catch_up=difference is not allowed without broadcast_encoder.delta=true and "
+                f"broadcast_encoder.catch_up={catch_up} is not allowed without broadcast_encoder.delta=true and "
                 "delta_receivers=sampled: only clients that receive when sampled have a gap to catch up; set both"
             )
-        _needs_client_state(cfg, "broadcast_encoder.catch_up=difference", "the model each client holds is kept")
+        _needs_client_state(cfg, f"broadcast_encoder.catch_up={catch_up}", CATCH_UPS_HOLDING_MODELS[catch_up])
     if broadcast is not None and broadcast.get("delta") is not True:
         stages = broadcast.get("stages") or []
         if any(str(stage.get("_target_", "")).startswith(SPARSIFIER_MODULE) for stage in stages):

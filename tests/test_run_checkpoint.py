@@ -45,9 +45,18 @@ def _numbers(records) -> list[dict]:
 
 # The same with the difference catch-up: each client's held model instead of held rounds and the ledger.
 HELD_MODELS = [*STATEFUL, "broadcast_encoder.catch_up=difference"]
+# And with the anchor catch-up: each client's anchor and its number, the server's anchors in the process state.
+HELD_ANCHORS = [
+    *STATEFUL,
+    "broadcast_encoder.catch_up=anchors",
+    "broadcast_encoder.anchors=2",
+    "broadcast_encoder.anchor_every=1",
+]
 
 
-@pytest.mark.parametrize("overrides", [STATEFUL, HELD_MODELS], ids=["held-rounds", "held-models"])
+@pytest.mark.parametrize(
+    "overrides", [STATEFUL, HELD_MODELS, HELD_ANCHORS], ids=["held-rounds", "held-models", "held-anchors"]
+)
 def test_resumed_run_equals_the_run_that_never_stopped(compose_config, tmp_path, overrides):
     cfg = compose_config(overrides)
     trial = build_trial(cfg)
@@ -68,8 +77,9 @@ def test_resumed_run_equals_the_run_that_never_stopped(compose_config, tmp_path,
     resumed_from = RunCheckpoint.load(path, tag="stateful")
     assert resumed_from.round == 2
     saved = resumed_from.client_states.values()
-    if overrides is HELD_MODELS:
+    if overrides is not STATEFUL:
         assert all(s.held_model is not None and s.held_round is None for s in saved)
+        assert all((s.held_anchor is not None) is (overrides is HELD_ANCHORS) for s in saved)
     else:
         assert 2 in [s.held_round for s in saved]
     assert all(s.residual is not None for s in saved)

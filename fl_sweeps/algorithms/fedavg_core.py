@@ -18,7 +18,10 @@ compresses its update plus the residual it kept (``fl_sweeps.compression.error_f
 decoded messages; the residuals come in with the clients' data and go out with the round's output, so the process is a
 ``ClientStatefulProcess`` instead. With ``broadcast_encoder.catch_up=difference`` step 2 changes the same way: each
 sampled client comes in with the model it holds and receives the compressed difference between the server's model and
-it (``fl_sweeps.compression.difference_catch_up``), and goes out with the model it rebuilt. Without clipping it
+it (``fl_sweeps.compression.difference_catch_up``), and goes out with the model it rebuilt; with
+``catch_up=anchors`` it comes in with the anchor it holds and its number, rebuilds the server's newest anchor from the
+counted anchor messages, trains from it plus the round's correction and goes out with the anchor
+(``fl_sweeps.compression.anchor_catch_up``). Without clipping it
 computes what ``tff.learning.algorithms.build_weighted_fed_avg`` computes, operation for operation, so both give the
 same weights (tests/test_algorithm.py). To change the algorithm, edit ``_build_client_update`` (local training) or
 ``_build_server_update`` (how the server applies the mean update), or add steps to ``next_fn``.
@@ -36,7 +39,7 @@ import numpy as np
 from fl_sweeps.built_parts import BuiltParts
 from fl_sweeps.compression.coded_messages import CODED_MESSAGES_KEY, collected
 from fl_sweeps.compression.encoders import NoCompression
-from fl_sweeps.compression.measure import DOWN_KEY, UP_KEY
+from fl_sweeps.compression.measure import DOWN_KEY, SERVER_STATE_KEY, UP_KEY
 
 
 class ServerState(NamedTuple):
@@ -63,7 +66,7 @@ class ClientStatefulProcess(NamedTuple):
 
     A client's state has the keys its process uses: ``residual`` (error feedback) and ``held_model`` (the difference
     catch-up; its input also says ``held_from_seed``: the client has never been sampled and holds the initial model,
-    drawn from the run's seed).
+    drawn from the run's seed), with ``held_anchor`` (the anchor catch-up: the number of the anchor it holds).
 
     Attributes:
         initialize, get_model_weights, set_model_weights, get_hparams, set_hparams: As in ``LearningProcess``.
@@ -143,8 +146,11 @@ def build_fedavg_core(
         )
     store = parts if parts is not None else BuiltParts()
     difference_catch_up = broadcast_encoder.sends_difference
+    anchor_catch_up = broadcast_encoder.sends_anchors
     if difference_catch_up:
         distributor = catch_up = store.difference_catch_up(broadcast_encoder, weights_type)
+    elif anchor_catch_up:
+        distributor = anchors = store.anchor_catch_up(broadcast_encoder, weights_type)
     else:
         distributor = store.broadcast(broadcast_encoder, weights_type)
     error_feedback = aggregate_encoder.error_feedback
@@ -205,9 +211,35 @@ def build_fedavg_core(
             measurements=tff.federated_zip(measurements),
         )
 
-    def train_round(state, client_data, residual=None, held_model=None, held_from_seed=None):
+    def receive_through_anchors(state, held_model, held_from_seed, held_anchor):
+        """Step 2 with the anchor catch-up: the server's window (made once), each client's rebuilt anchor and the
+        model it trains from, the bits each way and the server's new state."""
+        served = tff.federated_map(anchors.serve, (state.distributor, state.global_model_weights))
+        window = served[1]
+        window_at_clients = tff.federated_broadcast(window)  # the simulation's transport only
+        received = tff.federated_map(anchors.receive, (window_at_clients, held_model, held_from_seed, held_anchor))
+        measurements = collections.OrderedDict(
+            [
+                (DOWN_KEY, tff.federated_sum(received[2])),
+                (UP_KEY, tff.federated_sum(received[3])),
+                (SERVER_STATE_KEY, window.server_bytes),
+            ]
+        )
+        if broadcast_encoder.verify_coding:
+            measurements[CODED_MESSAGES_KEY] = served[2]
+        output = tff.templates.MeasuredProcessOutput(
+            state=served[0], result=received[1], measurements=tff.federated_zip(measurements)
+        )
+        return output, received[0], received[4]
+
+    def train_round(state, client_data, residual=None, held_model=None, held_from_seed=None, held_anchor=None):
+        kept_anchor = kept_number = None
         if held_model is None:
             broadcast = distributor.next(state.distributor, state.global_model_weights)
+        elif held_anchor is not None:
+            broadcast, kept_anchor, kept_number = receive_through_anchors(
+                state, held_model, held_from_seed, held_anchor
+            )
         else:
             broadcast = receive_difference(state, held_model, held_from_seed)
         hparams_at_clients = tff.federated_broadcast(state.client_optimizer)
@@ -256,7 +288,10 @@ def build_fedavg_core(
         client_state = collections.OrderedDict()
         if residual is not None:
             client_state["residual"] = new_residual
-        if held_model is not None:
+        if kept_anchor is not None:
+            client_state["held_model"] = kept_anchor
+            client_state["held_anchor"] = kept_number
+        elif held_model is not None:
             client_state["held_model"] = broadcast.result
         return output, client_state
 
@@ -269,9 +304,11 @@ def build_fedavg_core(
     client_state_types = collections.OrderedDict()
     if error_feedback:
         client_state_types["residual"] = trainable_type
-    if difference_catch_up:
+    if difference_catch_up or anchor_catch_up:
         client_state_types["held_model"] = weights_type
         client_state_types["held_from_seed"] = tff.TensorType(np.bool_)
+    if anchor_catch_up:
+        client_state_types["held_anchor"] = tff.TensorType(np.int64)
     if client_state_types:
         client_input_type = collections.OrderedDict(data=data_type, **client_state_types)
 
@@ -281,8 +318,9 @@ def build_fedavg_core(
                 state,
                 client_input.data,
                 residual=client_input.residual if error_feedback else None,
-                held_model=client_input.held_model if difference_catch_up else None,
-                held_from_seed=client_input.held_from_seed if difference_catch_up else None,
+                held_model=client_input.held_model if "held_model" in client_state_types else None,
+                held_from_seed=client_input.held_from_seed if "held_from_seed" in client_state_types else None,
+                held_anchor=client_input.held_anchor if anchor_catch_up else None,
             )
             return output, tff.federated_zip(client_state)
 
@@ -326,9 +364,11 @@ def build_fedavg_core(
             if error_feedback:
                 flat_specs = tf.nest.flatten(trainable_specs)
                 start["residual"] = [np.zeros(s.shape, s.dtype.as_numpy_dtype) for s in flat_specs]
-            if difference_catch_up:
+            if difference_catch_up or anchor_catch_up:
                 start["held_model"] = initial_weights
                 start["held_from_seed"] = np.bool_(True)
+            if anchor_catch_up:
+                start["held_anchor"] = np.int64(0)  # anchor 0: the initial model
             return start
 
         return ClientStatefulProcess(

@@ -17,6 +17,7 @@ from fl_sweeps.compression.encoders import NoCompression
 
 WEIGHT_BITS = 32  # each client's aggregation weight (its example count) as float32
 SEED_BITS = 64  # the run's seed, from which a client never sampled draws the initial model (difference catch-up)
+ANCHOR_NUMBER_BITS = 32  # anchor catch-up: an anchor's number, up (the one a client holds) and down (the newest)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,9 @@ def bits_per_client(
 
     With a delta broadcast (``broadcast_encoder.delta``) what a client receives depends on when it was last sampled
     (``fl_sweeps.compression.catch_up``): at most the whole model uncompressed, which is what is planned here. With
-    the difference catch-up it is one message, plus the run's seed on the first one (planned with the seed).
+    the difference catch-up it is one message, plus the run's seed on the first one (planned with the seed). With
+    the anchor catch-up (``fl_sweeps.compression.anchor_catch_up``) at most the newest anchor uncompressed, one
+    correction message and the newest anchor's number, with the held anchor's number sent up: what is planned here.
 
     Args:
         model_tensors: The model weights the server broadcasts (trainable then non-trainable).
@@ -81,18 +84,23 @@ def bits_per_client(
         broadcast_encoder: Encoder of the server→client model broadcast.
         aggregate_encoder: Encoder of the client→server update aggregation.
     """
+    up = 0
     if broadcast_encoder.sends_difference:
         down = SEED_BITS + sum(tensor_message_bits(broadcast_encoder, t, gather=False)[0] for t in model_tensors)
+    elif broadcast_encoder.sends_anchors:
+        correction = sum(tensor_message_bits(broadcast_encoder, t, gather=False)[0] for t in model_tensors)
+        down = ANCHOR_NUMBER_BITS + sum(t.num_elements * t.dtype_bits for t in model_tensors) + correction
+        up = ANCHOR_NUMBER_BITS
     elif broadcast_encoder.delta:
         down = sum(t.num_elements * t.dtype_bits for t in model_tensors)
     else:
         down = sum(tensor_message_bits(broadcast_encoder, t, gather=False)[0] for t in model_tensors)
     own_count = getattr(aggregate_encoder, "update_bits", None)
     if own_count is not None:  # an option that aggregates its own way (count_sketch): its clients' whole message
-        up, params = own_count(update_tensors)
+        message, params = own_count(update_tensors)
+        up += message
         down += params
     else:
-        up = 0
         for t in update_tensors:
             message, params = tensor_message_bits(aggregate_encoder, t, gather=True)
             up += message

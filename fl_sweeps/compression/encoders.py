@@ -31,7 +31,11 @@ class NoCompression:
         catch_up: Broadcast only, with ``delta`` to sampled receivers: how a sampled client catches up,
             ``messages`` (every change it missed, or the model if fewer bits; ``fl_sweeps.compression.catch_up``) or
             ``difference`` (one message, the compressed difference between the server's model and the one it holds;
-            ``fl_sweeps.compression.difference_catch_up``).
+            ``fl_sweeps.compression.difference_catch_up``) or ``anchors`` (the server keeps at most ``anchors``
+            reference models; a client rebuilds the newest from what it holds and receives one correction;
+            ``fl_sweeps.compression.anchor_catch_up``).
+        anchors: Broadcast only, with ``catch_up=anchors``: how many anchor models the server keeps (K >= 1).
+        anchor_every: Broadcast only, with ``catch_up=anchors``: a new anchor every this many rounds (>= 1).
         verify_coding: Set by ``compression.verify_coding``, not in an option's YAML: the entropy-coded parts of
             every message also go out of the computation, to be coded for real (``fl_sweeps.compression.coding_check``).
     """
@@ -42,6 +46,8 @@ class NoCompression:
     delta: bool = False
     delta_receivers: str = "sampled"
     catch_up: str = "messages"
+    anchors: int = 4
+    anchor_every: int = 5
     verify_coding: bool = False
 
     @property
@@ -49,6 +55,12 @@ class NoCompression:
         """Whether the broadcast sends each sampled client one difference from the model it holds (the delta
         broadcast with ``catch_up=difference``)."""
         return self.delta and self.catch_up == "difference"
+
+    @property
+    def sends_anchors(self) -> bool:
+        """Whether the broadcast brings each sampled client to the newest of at most ``anchors`` server models and
+        sends it one correction (the delta broadcast with ``catch_up=anchors``)."""
+        return self.delta and self.catch_up == "anchors"
 
     def compresses(self, num_elements: int, is_float: bool) -> bool:
         """Whether a tensor of this size and kind is encoded (never)."""

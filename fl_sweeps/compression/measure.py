@@ -19,6 +19,8 @@ UP_KEY = "bits_clients_to_server"
 # The delta broadcast's (``fl_sweeps.compression.delta_broadcast``): the trainer turns them into ``DOWN_KEY``.
 CHANGE_MESSAGE_KEY = "bits_of_change_message"  # one round's compressed change of the model, as sent to a client
 FULL_MODEL_KEY = "bits_of_full_model"  # the whole reference model, uncompressed
+# The anchor catch-up's (``fl_sweeps.compression.anchor_catch_up``): bytes of the models the server keeps for it.
+SERVER_STATE_KEY = "server_state_bytes"
 
 
 def message_bits(structure: Any) -> Any:

@@ -19,25 +19,30 @@ class ClientState:
         residual: Error feedback: what its compressed updates have not carried yet (None before its first round).
         held_round: Delta broadcast: the round whose reference model it holds (None: never sampled).
         held_model: Difference catch-up: the model it rebuilt when last sampled, which the server keeps a copy of
-            (None: never sampled; it holds the run's initial model).
+            (None: never sampled; it holds the run's initial model). Anchor catch-up: the anchor it holds.
+        held_anchor: Anchor catch-up: the number of the anchor it holds (None: never sampled; anchor 0, drawn from
+            the run's seed).
     """
 
     residual: list[Any] | None = None
     held_round: int | None = None
     held_model: Any = None
+    held_anchor: int | None = None
 
     def round_input(self, start: Mapping[str, Any]) -> dict[str, Any]:
         """What goes into a round with the client's data: for each key of ``start`` (the process's
-        ``initial_client_state``: ``residual``, ``held_model``, ``held_from_seed``) the value it keeps, or the
-        start's value if it has none yet."""
-        kept = {"residual": self.residual, "held_model": self.held_model}
+        ``initial_client_state``: ``residual``, ``held_model``, ``held_from_seed``, ``held_anchor``) the value it
+        keeps, or the start's value if it has none yet."""
+        held_anchor = None if self.held_anchor is None else np.int64(self.held_anchor)
+        kept = {"residual": self.residual, "held_model": self.held_model, "held_anchor": held_anchor}
         values = {key: start[key] if kept.get(key) is None else kept[key] for key in start}
         if "held_from_seed" in start:
             values["held_from_seed"] = np.bool_(self.held_model is None)
         return values
 
     def keep(self, kept_state: Mapping[str, Any]) -> None:
-        """Store what the round returned for this client (``residual``, ``held_model``) as numpy arrays."""
+        """Store what the round returned for this client (``residual``, ``held_model``, ``held_anchor``) as numpy
+        arrays and an integer."""
         if "residual" in kept_state:
             self.residual = [np.asarray(r) for r in kept_state["residual"]]
         if "held_model" in kept_state:
@@ -46,6 +51,8 @@ class ClientState:
                 trainable=[np.asarray(w) for w in held.trainable],
                 non_trainable=[np.asarray(w) for w in held.non_trainable],
             )
+        if "held_anchor" in kept_state:
+            self.held_anchor = int(kept_state["held_anchor"])
 
 
 class ClientStates(dict[str, ClientState]):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from fl_sweeps.compression.bits import BitsPerClient
 from fl_sweeps.compression.coding_check import check_round
-from fl_sweeps.compression.measure import round_bits
+from fl_sweeps.compression.measure import SERVER_STATE_KEY, round_bits
 from fl_sweeps.data.federated_data import FederatedData
 from fl_sweeps.errors import DivergedError
 from fl_sweeps.records import RoundRecord
@@ -149,6 +149,7 @@ class FederatedTrial:
                 cumulative_bits=cumulative,
                 seconds=time.perf_counter() - started,
                 client_state_bytes=self.client_states.nbytes() or None,
+                server_state_bytes=_server_state_bytes(output.metrics),
                 scheduled={} if scheduled is None else {settings.schedule.key: scheduled},
                 coded_produced_bits=None if coded is None else coded.produced,
                 coded_counted_bits=None if coded is None else coded.counted,
@@ -157,6 +158,13 @@ class FederatedTrial:
             self.checkpoint = RunCheckpoint(round_num, state, rng, self.client_states, cumulative, list(history))
             yield record
         self.final_state = state
+
+
+def _server_state_bytes(metrics: Any) -> int | None:
+    """Bytes of the models the server keeps for the broadcast's catch-up (``catch_up=anchors``), None without it."""
+    distributor = metrics.get("distributor") if isinstance(metrics, Mapping) else None
+    bytes_kept = distributor.get(SERVER_STATE_KEY) if isinstance(distributor, Mapping) else None
+    return None if bytes_kept is None else int(bytes_kept)
 
 
 def check_finite(round_num: int, loss: float, weights: Any, metrics: Any) -> None:
