@@ -318,6 +318,13 @@ class FractionRoundedCompressorConfig(RoundedCompressorConfig):
     fraction: float = MISSING
 
 
+@dataclass
+class RankCompressorConfig(CompressorConfig):
+    """``powersgd``: the rank of each matrix's factors (``fl_sweeps.compression.low_rank``)."""
+
+    rank: int = MISSING
+
+
 COMPRESSOR_SCHEMAS: dict[str, type] = {
     "compressor": CompressorConfig,
     "bits_compressor": BitsCompressorConfig,
@@ -325,6 +332,7 @@ COMPRESSOR_SCHEMAS: dict[str, type] = {
     "levels_compressor": LevelsCompressorConfig,
     "fraction_compressor": FractionCompressorConfig,
     "fraction_rounded_compressor": FractionRoundedCompressorConfig,
+    "rank_compressor": RankCompressorConfig,
 }
 
 

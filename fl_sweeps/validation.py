@@ -64,6 +64,7 @@ for _side in ("broadcast_encoder", "aggregate_encoder"):
         "a number in (0, 1]",
     )
     RULES[f"{_side}.levels"] = (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+RULES["aggregate_encoder.rank"] = _INT_AT_LEAST_1  # PowerSGD (issue 39); the model's sides: low_rank.check_shapes
 # ---- Compression schedules (issue 19); their values follow the rule of the setting they schedule. ----
 RULES["schedule.patience"] = _INT_AT_LEAST_1
 RULES["schedule.min_improvement"] = _UNIT_INTERVAL_OPEN
