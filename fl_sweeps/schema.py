@@ -343,6 +343,10 @@ class ProductQuantizationCompressorConfig(CompressorConfig):
     codewords: int = MISSING
     dim: int = MISSING
     iterations: int = MISSING
+class RankCompressorConfig(CompressorConfig):
+    """``powersgd``: the rank of each matrix's factors (``fl_sweeps.compression.low_rank``)."""
+
+    rank: int = MISSING
 
 
 COMPRESSOR_SCHEMAS: dict[str, type] = {
@@ -354,6 +358,7 @@ COMPRESSOR_SCHEMAS: dict[str, type] = {
     "fraction_rounded_compressor": FractionRoundedCompressorConfig,
     "float_compressor": FloatCompressorConfig,
     "product_quantization_compressor": ProductQuantizationCompressorConfig,
+    "rank_compressor": RankCompressorConfig,
 }
 
 

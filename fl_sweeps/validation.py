@@ -82,6 +82,7 @@ RULES["broadcast_encoder.anchors"] = (
     "an integer >= 1 (models the server keeps)",
 )
 RULES["broadcast_encoder.anchor_every"] = (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1 (rounds)")
+RULES["aggregate_encoder.rank"] = _INT_AT_LEAST_1  # PowerSGD (issue 39); the model's sides: low_rank.check_shapes
 # ---- Compression schedules (issue 19); their values follow the rule of the setting they schedule. ----
 RULES["schedule.patience"] = _INT_AT_LEAST_1
 RULES["schedule.min_improvement"] = _UNIT_INTERVAL_OPEN

@@ -105,7 +105,9 @@ def test_threshold_keeps_small_tensors_unencoded(compose_config):
     for name in COMPRESSORS:
         option = encoder(compose_config, name, threshold=500)
         assert tensor_message_bits(option, TensorInfo(500), gather=True) == (500 * 32, 0), name
-        above = tensor_message_bits(option, TensorInfo(501), gather=True)
+        # 501 values as a 3x167 matrix: the options that flatten see 501 values, powersgd a matrix (vectors it sends
+        # as float32), with its default rank 2 <= 3.
+        above = tensor_message_bits(option, TensorInfo(501, shape=(3, 167)), gather=True)
         if name in BUILT_IN_OPTIONS:
             assert above == formula(option, 501), name
         else:  # an option added to conf/: no formula, but the tensor above the threshold is encoded

@@ -36,6 +36,7 @@ ONE_CLIENT = [
 FEEDBACK = {
     "topk": ["aggregate_encoder=topk", "aggregate_encoder.fraction=0.05"],
     "sign": ["aggregate_encoder=sign"],
+    "powersgd": ["aggregate_encoder=powersgd", "aggregate_encoder.rank=1"],  # the 64x10 kernel as two rank-1 factors
 }
 
 

@@ -29,12 +29,15 @@ class TensorInfo:
         dtype_bits: Width of one element in bits.
         is_float: Whether the dtype is floating point (only those are encoded).
         dtype: The dtype's name.
+        shape: The tensor's shape (None: a vector of ``num_elements``); only an option that reads the axes
+            (PowerSGD's matrices) encodes it differently.
     """
 
     num_elements: int
     dtype_bits: int = 32
     is_float: bool = True
     dtype: str = "float32"
+    shape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,9 @@ def tensor_message_bits(encoder: NoCompression, tensor: TensorInfo, *, gather: b
     from fl_sweeps.compression.measure import message_bits
     from fl_sweeps.compression.settings_state import encode_param_mask, sent
 
-    spec = tf.TensorSpec([tensor.num_elements], tensor.dtype)
-    values = tf.cast(np.random.default_rng(seed).normal(size=tensor.num_elements), tensor.dtype)
+    shape = list(tensor.shape) if tensor.shape is not None else [tensor.num_elements]
+    spec = tf.TensorSpec(shape, tensor.dtype)
+    values = tf.cast(np.random.default_rng(seed).normal(size=shape), tensor.dtype)
     tensor_encoder = encoder.tensor_encoder(tensor.num_elements, tensor.is_float)
     if not gather:
         simple = te.encoders.as_simple_encoder(tensor_encoder, spec)

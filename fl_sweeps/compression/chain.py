@@ -5,8 +5,9 @@ settings, which usually refer to the option's own keys (``bits: ${...bits}``), s
 reaches the stage. The chain flattens the tensor first; each stage then encodes the previous stage's ``values``
 (``ENCODED_VALUES_KEY``) and adds its side information, which travels as it is. Two rules wire stages together: a
 stage whose ``bits`` is null (the bit-packing stage) takes the previous stage's ``symbol_bits``; a stage class with
-``TAKES_NUM_ELEMENTS`` gets the tensor's size as ``num_elements``. Tensors with at most ``threshold`` elements, and
-non-float tensors, travel unencoded.
+``TAKES_NUM_ELEMENTS`` gets the tensor's size as ``num_elements``; a first stage with ``KEEPS_SHAPE`` gets the tensor
+unflattened (PowerSGD reads it as a matrix). Tensors with at most ``threshold`` elements, and non-float tensors, travel
+unencoded.
 
 A stage setting that the stage keeps in its state (``SettingStage.SETTINGS``: ``bits``, ``fraction``, ``levels``;
 not the ``fraction`` of a sparsifier that other stages follow) is an input of the built process: ``built_key`` leaves
@@ -103,8 +104,8 @@ class StageChain(NoCompression):
         name: The option's name (for tables and messages).
         stages: The stage configs, in encoding order.
         threshold: Tensors with at most this many elements are sent unencoded.
-        bits, fraction, levels, rounding, entropy_coding: The option's settings (null where it has none), read by
-            its stages.
+        bits, fraction, levels, rank, rounding, entropy_coding: The option's settings (null where it has none), read
+            by its stages (``rank``: PowerSGD's, traced as a constant, a build per value).
         format, codewords, dim, iterations: The settings of ``float`` (its format) and of ``product_quantization``
             (null for the other options); never inputs of the process (they change the messages' shapes or dtypes).
         settings_as_inputs: Whether the stages' settings that can be inputs of the built process are (module
@@ -118,6 +119,7 @@ class StageChain(NoCompression):
     bits: int | None = None
     fraction: float | None = None
     levels: int | None = None
+    rank: int | None = None
     rounding: str | None = None
     entropy_coding: bool = False
     format: str | None = None
@@ -185,6 +187,24 @@ class StageChain(NoCompression):
             built.append(stage)
         return built
 
+    def check_shapes(self, side: str, shapes: Iterable[tuple[int, ...]]) -> None:
+        """Raise ``ConfigError`` if a stage cannot encode the model's tensors of ``shapes`` that this option
+        compresses (a stage's ``check_shapes``: PowerSGD's rank against the matrices' sides), before anything is built.
+        """
+        import math
+
+        from fl_sweeps.errors import ConfigError
+
+        compressed = [tuple(shape) for shape in shapes if self.compresses(math.prod(shape), True)]
+        for stage in self.stage_objects(1 << 16):
+            check = getattr(stage, "check_shapes", None)
+            if check is None:
+                continue
+            try:
+                check(compressed)
+            except ValueError as error:
+                raise ConfigError(first_line(error)) from None
+
     def sparsifies(self) -> bool:
         """Whether a stage sends only a subset of the values (not allowed for the broadcast of weights)."""
         return any(getattr(stage, "SPARSIFIES", False) for stage in self.stage_objects(1 << 16))
@@ -195,7 +215,9 @@ class StageChain(NoCompression):
 
         if not self.compresses(num_elements, is_float) or not self.stages:
             return te.encoders.identity()
-        stages = [st.FlattenEncodingStage(), *self.stage_objects(num_elements)]
+        stages = self.stage_objects(num_elements)
+        if not getattr(stages[0], "KEEPS_SHAPE", False):
+            stages = [st.FlattenEncodingStage(), *stages]
         composer = te.core.EncoderComposer(stages[-1])
         for parent in reversed(stages[:-1]):
             composer = composer.add_parent(parent, parent.ENCODED_VALUES_KEY)

@@ -66,6 +66,10 @@ class NoCompression:
         """Whether a tensor of this size and kind is encoded (never)."""
         return False
 
+    def check_shapes(self, side: str, shapes: Any) -> None:
+        """Raise ``ConfigError`` if the option cannot encode tensors of ``shapes`` (the model's) on ``side``; every
+        option can but PowerSGD with a rank above a matrix's smaller side (``StageChain.check_shapes``)."""
+
     def sparsifies(self) -> bool:
         """Whether the option sends only a subset of a tensor's values (not allowed for the broadcast of weights)."""
         return False

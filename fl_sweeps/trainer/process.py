@@ -75,7 +75,9 @@ class BuiltProcess:
         process is built for each, through the same builder and ``parts``, so they share what they have in common.
 
         Raises:
-            ConfigError: A variant's process keeps another state than the process built with the given encoders.
+            ConfigError: A variant's process keeps another state than the process built with the given encoders, or
+                the aggregation option cannot encode the model's update (``NoCompression.check_shapes``: PowerSGD's
+                rank above a matrix's smaller side), checked before anything is traced.
         """
         import tensorflow as tf
         import tensorflow_federated as tff
@@ -101,6 +103,9 @@ class BuiltProcess:
             )
 
         self.model_fn = model_fn
+        # Before anything is traced: an option that cannot encode the model's update (PowerSGD's rank) says so.
+        keras_model = model_builder(data.input_shape, data.num_classes)
+        aggregate_encoder.check_shapes("aggregate_encoder", [tuple(w.shape) for w in keras_model.trainable_weights])
         self.process = (algorithm or build_compressed_fed_avg)(
             model_fn=model_fn,
             client_optimizer=client_optimizer,
@@ -335,6 +340,7 @@ def _tensor_info(tensor_type: Any) -> TensorInfo:
         num_elements=int(np.prod(tensor_type.shape)),
         dtype_bits=dtype.itemsize * 8,
         is_float=bool(np.issubdtype(dtype, np.floating)),
+        shape=tuple(int(side) for side in tensor_type.shape),
     )
 
 
