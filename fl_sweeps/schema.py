@@ -343,6 +343,9 @@ class ProductQuantizationCompressorConfig(CompressorConfig):
     codewords: int = MISSING
     dim: int = MISSING
     iterations: int = MISSING
+
+
+@dataclass
 class RankCompressorConfig(CompressorConfig):
     """``powersgd``: the rank of each matrix's factors (``fl_sweeps.compression.low_rank``)."""
 
