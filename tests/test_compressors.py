@@ -309,5 +309,5 @@ def test_a_sparsifier_for_the_broadcast_fails_in_one_line(compose_config, name):
     with pytest.raises(Exception) as error:
         compose_config([f"broadcast_encoder={name}"])
     message = user_error(error.value)
-    assert message.startswith(f"broadcast_encoder={name} is not allowed: use one of drive, hadamard, none")
+    assert message.startswith(f"broadcast_encoder={name} is not allowed: use one of drive, float, hadamard, none")
     assert name not in message.split("use one of", 1)[1]
