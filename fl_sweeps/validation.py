@@ -99,7 +99,7 @@ def check_entropy_coding(cfg: DictConfig) -> None:
                 raise ConfigError(
                     f"{side}.entropy_coding=true is not allowed for {side}={cfg[side].get('name')}: it neither "
                     "quantizes nor sends positions; use entropy_coding with uniform, hadamard, sign, terngrad, qsgd, "
-                    "drive, nonuniform, topk, topk_uniform or rotated_topk"
+                    "drive, nonuniform, float, product_quantization, topk, topk_uniform or rotated_topk"
                 )
 
 
