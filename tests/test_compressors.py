@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from compressor_configs import encoder, option_names
 from compressor_formulas import BUILT_IN_OPTIONS, formula, kept, rotated
+from message_parts import find_part
 
 import fl_sweeps.quiet  # noqa: F401  (before TF)
 from fl_sweeps.compression.bits import TensorInfo, tensor_message_bits
@@ -69,19 +70,6 @@ def _round_tripper(option, shape: tuple[int, ...], *, compiled: bool = True):
         return decoded.numpy(), tf.nest.map_structure(lambda t: t.numpy(), message)
 
     return numpy_round_trip
-
-
-def _find(message: dict, suffix: str) -> np.ndarray:
-    """The one tensor of a (nested) message whose key ends with ``suffix``."""
-    found, stack = [], [("", message)]
-    while stack:
-        path, node = stack.pop()
-        if isinstance(node, dict):
-            stack.extend((f"{path}/{key}", value) for key, value in node.items())
-        elif path.endswith(suffix):
-            found.append(node)
-    assert len(found) == 1, (suffix, message.keys())
-    return found[0]
 
 
 def _cases():
@@ -176,7 +164,7 @@ def test_nonuniform_sends_the_nearest_codebook_level(compose_config, bits):
     x = np.random.default_rng(bits).standard_t(3, size=3000).astype(np.float32)  # heavy tails
     option = encoder(compose_config, "nonuniform", bits=bits, threshold=0)
     decoded, message = _round_trip(option, x)
-    codebook = _find(message, "codebook")
+    codebook = find_part(message, "codebook")
     assert codebook.size == 2**bits
     nearest = codebook[np.argmin(np.abs(x[:, None] - codebook[None, :]), axis=1)]
     np.testing.assert_allclose(np.abs(decoded - x), np.abs(nearest - x), atol=1e-6)

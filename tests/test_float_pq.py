@@ -15,6 +15,7 @@ from compressor_configs import build_trial, encoder, run_settings
 from conftest import TINY, TINY_LINEAR
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
+from message_parts import find_part
 
 import fl_sweeps.quiet  # noqa: F401  (before TF)
 from fl_sweeps.compression.bits import WEIGHT_BITS, TensorInfo, tensor_message_bits
@@ -82,19 +83,6 @@ def _codec(option, n: int):
         return decoded.numpy(), tf.nest.map_structure(lambda t: t.numpy(), message)
 
     return run
-
-
-def _find(message: dict, suffix: str) -> np.ndarray:
-    """The one tensor of a (nested) message whose key ends with ``suffix``."""
-    found, stack = [], [("", message)]
-    while stack:
-        path, node = stack.pop()
-        if isinstance(node, dict):
-            stack.extend((f"{path}/{key}", value) for key, value in node.items())
-        elif path.endswith(suffix):
-            found.append(node)
-    assert len(found) == 1, suffix
-    return found[0]
 
 
 def _measured(message: dict) -> int:
@@ -165,7 +153,7 @@ def test_8_bit_formats_send_exactly_ml_dtypes_values_with_a_power_of_two_scale(c
         x = finite * np.float32(2.0**power)
         decoded, message = codec(x)
         np.testing.assert_array_equal(decoded, x)
-        assert _find(message, "scale") == np.float32(2.0**power)
+        assert find_part(message, "scale") == np.float32(2.0**power)
 
     rng = np.random.default_rng(1)
     ties = _midpoints(values)  # between neighbouring values, subnormals and zero included
@@ -175,13 +163,13 @@ def test_8_bit_formats_send_exactly_ml_dtypes_values_with_a_power_of_two_scale(c
         scaled = x * np.float32(factor)
         scale = scale or 2.0 ** math.ceil(math.log2(np.max(np.abs(scaled)) / largest))
         decoded, message = codec(scaled)
-        assert _find(message, "scale") == np.float32(scale)
+        assert find_part(message, "scale") == np.float32(scale)
         expected = (scaled / np.float32(scale)).astype(narrow).astype(np.float32) * np.float32(scale)
         np.testing.assert_array_equal(decoded, expected)
         assert _measured(message) == float_bits(float_format, x.size)
     decoded, message = _codec(option, 8)(np.zeros(8, np.float32))
     np.testing.assert_array_equal(decoded, np.zeros(8))
-    assert _find(message, "scale") == 1.0
+    assert find_part(message, "scale") == 1.0
 
 
 # ---- product_quantization ----
@@ -228,7 +216,7 @@ def test_pq_sends_each_sub_vector_as_its_nearest_centroid_and_lloyd_steps_lower_
     errors = []
     for iterations in (0, 1, 8):
         decoded, message = _codec(_pq(compose_config, codewords=32, dim=2, iterations=iterations), x.size)(x)
-        codebook = _find(message, "codebook")
+        codebook = find_part(message, "codebook")
         assert codebook.shape == (32, 2)
         sent = np.sum(((decoded - x).reshape(-1, 2).astype(np.float64)) ** 2, axis=1)
         np.testing.assert_allclose(sent, _nearest_error(x, codebook, 2), rtol=1e-5, atol=1e-12)
@@ -244,8 +232,8 @@ def test_pq_entropy_coding_codes_the_indices(compose_config):
     option = _pq(compose_config, codewords=codewords, dim=dim, iterations=3, entropy_coding=True)
     decoded, message = _codec(option, n)(x)
     count, bits = n // dim, 6
-    indices = _unpack(_find(message, "bitpacked_values"), bits, count)
-    np.testing.assert_array_equal(_find(message, "codebook")[indices].reshape(-1), decoded)
+    indices = _unpack(find_part(message, "bitpacked_values"), bits, count)
+    np.testing.assert_array_equal(find_part(message, "codebook")[indices].reshape(-1), decoded)
     counts = np.bincount(indices, minlength=2**bits).astype(np.float64)
     information = count * math.log2(count) - sum(c * math.log2(c) for c in counts if c)
     coded = WORD * math.ceil((information + 64 + count / 1024) / WORD) + 2**bits * math.ceil(math.log2(count + 1))
@@ -257,9 +245,9 @@ def test_pq_random_start_is_seeded_by_the_values(compose_config):
     option = _pq(compose_config, codewords=64, dim=4, iterations=1)
     first, again = _codec(option, x.size)(x), _codec(_pq(compose_config, codewords=64, dim=4, iterations=1), x.size)(x)
     np.testing.assert_array_equal(first[0], again[0])
-    np.testing.assert_array_equal(_find(first[1], "codebook"), _find(again[1], "codebook"))
+    np.testing.assert_array_equal(find_part(first[1], "codebook"), find_part(again[1], "codebook"))
     nudged = _codec(option, x.size)(x + np.float32(1e-6))
-    assert not np.array_equal(_find(first[1], "codebook"), _find(nudged[1], "codebook"))
+    assert not np.array_equal(find_part(first[1], "codebook"), find_part(nudged[1], "codebook"))
 
 
 # ---- Real TFF processes: measured bits = the hand count, every round; same seed, same numbers ----
